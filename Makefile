@@ -1,0 +1,51 @@
+# Thin wrappers over the documented commands. `make demo` and `make test` create the
+# virtual environment when it is missing, so both work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NMT := $(VENV)/bin/nmt
+# CPU build cached on our machines; GPU users: make install TORCH_SPEC='torch>=2.3'
+TORCH_SPEC ?= torch==2.13.0
+export NMT_DATA ?= $(abspath ../shared/data)
+export OMP_NUM_THREADS ?= 2
+MULTI30K ?= configs/multi30k_de_en.yaml
+
+.PHONY: install demo test test-fast lint multi30k bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check nmt tests scripts
+	$(VENV)/bin/ruff format --check nmt tests scripts
+
+multi30k: install
+	$(NMT) prepare $(MULTI30K)
+	$(NMT) train $(MULTI30K)
+	$(NMT) average --last 5 $$($(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K))
+	$(NMT) evaluate $(MULTI30K) --split test_2016_flickr --checkpoint averaged
+	$(NMT) evaluate $(MULTI30K) --split test_2017_flickr --checkpoint averaged
+
+bench: install
+	$(PY) scripts/bench_train.py $(MULTI30K) --steps 30
+	$(PY) scripts/bench_translate.py $(MULTI30K)
+
+clean:
+	rm -rf data/exp data/demo .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Data stage: text -> SentencePiece ids -> binarized, memory-mapped splits -> batches."""

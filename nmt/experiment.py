@@ -1,0 +1,64 @@
+"""Layout of an experiment directory, the unit of work.
+
+    <workdir>/config.yaml          resolved config of the last command that changed it
+    <workdir>/data/                 written by `prepare`, swapped in whole:
+        manifest.json               counts, vocab sizes, input hashes, config hash
+        spm.model | spm.src.model + spm.tgt.model
+        <split>.src.bin / .src.idx  flat token ids + offsets, per side and split
+    <workdir>/checkpoints/          step_N.pt, last.pt, best.pt, averaged.pt
+    <workdir>/metrics.jsonl         one JSON object per log / validation event
+
+The SentencePiece models live inside data/ so that a prepared dataset and its vocabulary
+are always replaced together, atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt.config import ExperimentConfig, dump_config
+from nmt.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Paths inside one experiment directory."""
+
+    root: Path
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> Experiment:
+        return cls(Path(cfg.workdir))
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        """Write the resolved config atomically."""
+        atomic_write_text(self.config_path, dump_config(cfg))

@@ -1,0 +1,58 @@
+"""Model families behind one small protocol, so training and decoding never branch on them.
+
+Token ids: pad=0, unk=1, bos=2, eos=3 (fixed by `nmt.data.vocab`). A decoder input is
+`[bos] + y`, its target `y + [eos]`. Masks named `*_pad` are True at padding.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Self
+
+from torch import Tensor
+
+from nmt.config import ModelConfig
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Memory(Protocol):
+    """Encoder output for a batch; `index_select` picks/repeats rows (beams, shrinking)."""
+
+    src_pad: Tensor  # (B, S) True at padding
+
+    def index_select(self, idx: Tensor) -> Self: ...
+
+
+class DecoderState(Protocol):
+    """Incremental decoder state (e.g. per-layer K/V); `reorder` gathers rows by `idx` (N,)."""
+
+    def reorder(self, idx: Tensor) -> Self: ...
+
+
+class Seq2SeqModel(Protocol):
+    """What training and decoding need from any model family."""
+
+    max_len: int  # longest sequence (tokens incl. bos/eos) the model accepts per side
+
+    def encode(self, src_ids: Tensor, src_pad: Tensor) -> Memory:
+        """(B, S) ids and padding mask -> encoder memory."""
+        ...
+
+    def forward(self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T)."""
+        ...
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        """Empty decoder state for `memory` (cross-attention K/V computed here, once)."""
+        ...
+
+    def decode_step(self, tgt_last: Tensor, memory: Memory, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One decoding time step: last tokens (B, 1) -> logits (B, V) and the grown state."""
+        ...
+
+
+def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqModel:
+    """The only place that reads `model.*` config: build the family named by `cfg.arch`."""
+    from nmt.model.transformer import Transformer
+
+    return Transformer.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)

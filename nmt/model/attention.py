@@ -1,0 +1,145 @@
+"""Multi-head attention on `F.scaled_dot_product_attention`, with an explicit K/V cache.
+
+Masks named `*_pad` are True at padding; `attention_mask` converts them, once, into
+SDPA's boolean convention where True means "may attend". The explicit softmax path
+(`softmax_attention`) runs only when attention weights are requested.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True, slots=True)
+class KVCache:
+    """Projected keys and values of one attention layer, each (B, H, L, Dh)."""
+
+    k: Tensor
+    v: Tensor
+
+    @property
+    def length(self) -> int:
+        """L, the number of cached positions."""
+        return self.k.size(2)
+
+    def append(self, new: KVCache) -> KVCache:
+        """This cache grown by `new` along the length axis (decoder self-attention)."""
+        return KVCache(torch.cat([self.k, new.k], dim=2), torch.cat([self.v, new.v], dim=2))
+
+    def index_select(self, idx: Tensor) -> KVCache:
+        """Rows `idx` (N,) of the batch: beam reordering, shrinking or repeating."""
+        return KVCache(self.k.index_select(0, idx), self.v.index_select(0, idx))
+
+
+def attention_mask(
+    key_pad: Tensor | None, *, causal: bool, tgt_len: int, src_len: int, device: torch.device | None = None
+) -> Tensor | None:
+    """SDPA boolean mask, True = may attend, broadcastable to (B, H, T, S); None = attend everywhere.
+
+    Args:
+        key_pad: (B, S) True at padded keys, or None.
+        causal: query i (of the last T positions) may see keys up to S - T + i (bottom-right
+            aligned, so cached decoding and full decoding agree).
+    """
+    allowed = None
+    if key_pad is not None:
+        allowed = ~key_pad[:, None, None, :]  # (B, 1, 1, S)
+    if causal:
+        tri = torch.ones(tgt_len, src_len, dtype=torch.bool, device=device).tril(src_len - tgt_len)
+        allowed = tri if allowed is None else allowed & tri
+    return allowed
+
+
+def softmax_attention(
+    q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, *, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(Dh)) v, written out so the weights can be returned.
+
+    Args:
+        q: (B, H, T, Dh); k, v: (B, H, S, Dh); allowed: as from `attention_mask`.
+
+    Returns:
+        output (B, H, T, Dh) and the weights averaged over heads (B, T, S), before dropout.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    out = F.dropout(weights, p=dropout_p) @ v if dropout_p > 0.0 else weights @ v
+    return out, weights.mean(dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with `n_heads` heads of width d_model / n_heads."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, H, L, Dh)."""
+        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
+
+    def project_kv(self, key_value: Tensor) -> KVCache:
+        """Keys and values (B, H, L, Dh) for inputs (B, L, D); cached by the decoder."""
+        return KVCache(self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value)))
+
+    def attend(
+        self,
+        query: Tensor,
+        kv: KVCache,
+        *,
+        key_pad: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from `query` (B, T, D) to projected keys/values `kv`.
+
+        Args:
+            key_pad: (B, S) True at padded keys.
+            causal: mask future keys (see `attention_mask`).
+            need_weights: also return head-averaged weights (B, T, S), via the explicit softmax.
+
+        Returns:
+            output (B, T, D) and the weights or None.
+        """
+        q = self._heads(self.q_proj(query))
+        tgt_len, src_len = q.size(2), kv.length
+        dropout_p = self.dropout if self.training else 0.0
+        weights = None
+        if not need_weights and key_pad is None and (not causal or tgt_len == src_len):
+            # is_causal without an explicit mask keeps the fused (flash) kernels available.
+            out = F.scaled_dot_product_attention(q, kv.k, kv.v, dropout_p=dropout_p, is_causal=causal)
+            return self.out_proj(out.transpose(1, 2).flatten(2)), weights
+        allowed = attention_mask(key_pad, causal=causal, tgt_len=tgt_len, src_len=src_len, device=q.device)
+        if need_weights:
+            out, weights = softmax_attention(q, kv.k, kv.v, allowed, dropout_p=dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=allowed, dropout_p=dropout_p)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), weights
+
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        *,
+        key_pad: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from `query` (B, T, D) to `key_value` (B, S, D); see `attend`."""
+        kv = self.project_kv(key_value)
+        return self.attend(query, kv, key_pad=key_pad, causal=causal, need_weights=need_weights)

@@ -1,0 +1,94 @@
+"""Token embeddings scaled by sqrt(d_model), plus sinusoidal or learned positions."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from nmt.model import PAD_ID
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """The (max_len, D) table of Vaswani et al. (2017), section 3.5.
+
+    PE[pos, 2i] = sin(pos / 10000^(2i/D)) and PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
+    """
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (L, 1)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    return table
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids (B, T) -> vectors (B, T, D) times sqrt(D); row `PAD_ID` starts at zero.
+
+    `weight` (V, D) is the matrix that weight tying shares with the output projection.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int) -> None:
+        super().__init__()
+        self.scale = math.sqrt(d_model)
+        self.weight = nn.Parameter(torch.empty(vocab_size, d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """normal(0, D**-0.5), so that after the sqrt(D) scaling entries have unit variance."""
+        nn.init.normal_(self.weight, mean=0.0, std=self.weight.size(1) ** -0.5)
+        with torch.no_grad():
+            self.weight[PAD_ID].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, D)."""
+        return nn.functional.embedding(ids, self.weight, padding_idx=PAD_ID) * self.scale
+
+
+class Embeddings(nn.Module):
+    """Scaled token embedding + position embedding, then dropout: (B, T) ids -> (B, T, D).
+
+    Args:
+        tokens: the token embedding, possibly shared with the other side and the output layer.
+        max_len: positions 0 .. max_len-1 are supported.
+        positions: 'sinusoidal' (fixed table, not saved in the state dict) or 'learned'.
+    """
+
+    table: Tensor  # (max_len, D) sinusoidal buffer, only when positions == 'sinusoidal'
+
+    def __init__(
+        self,
+        tokens: TokenEmbedding,
+        *,
+        max_len: int,
+        positions: Literal["sinusoidal", "learned"],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        d_model = tokens.weight.size(1)
+        self.tokens = tokens
+        self.max_len = max_len
+        self.learned: nn.Embedding | None = None
+        if positions == "learned":
+            self.learned = nn.Embedding(max_len, d_model)
+            nn.init.normal_(self.learned.weight, mean=0.0, std=d_model**-0.5)
+        else:
+            # Recomputed on construction, so checkpoints carry no table and any max_len loads.
+            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
+        """(B, T) ids whose first token sits at position `offset` -> (B, T, D)."""
+        length = ids.size(1)
+        if offset + length > self.max_len:
+            raise ValueError(
+                f"sequence reaches position {offset + length - 1}, but the model supports "
+                f"positions below max_len={self.max_len}"
+            )
+        if self.learned is not None:
+            pos = self.learned.weight[offset : offset + length]
+        else:
+            pos = self.table[offset : offset + length]
+        return self.dropout(self.tokens(ids) + pos.to(self.tokens.weight.dtype))

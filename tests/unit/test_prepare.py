@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from nmt.config import load_config
+from nmt.data.binarize import TokenDataset
+from nmt.data.prepare import load_vocab, prepare
+from nmt.experiment import Experiment
+from nmt.fileio import atomic_open, read_lines
+from tests.corpora import reverse_pairs, toy_config, write_split
+
+
+def test_prefix_form_with_gz_and_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(toy_config(tmp_path, gz=True))
+    result = prepare(cfg)
+    assert not result.up_to_date
+    exp = Experiment.from_config(cfg)
+    vocab = load_vocab(exp)
+    assert vocab.joint and vocab.src_size == 60
+    pairs = reverse_pairs(40, seed=2)
+    ds = TokenDataset(exp.data_dir, "valid", vocab_size=vocab.src_size)
+    assert len(ds) == 40
+    for i in (0, 17, 39):
+        src, tgt = ds[i]
+        assert src.tolist() == vocab.encode_src([pairs[i][0]])[0]
+        assert vocab.decode_tgt([tgt.tolist()])[0] == pairs[i][1]
+        assert ds.src_lens[i] == len(src) and ds.tgt_lens[i] == len(tgt)
+
+
+def test_explicit_files_and_separate_vocabs(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    write_split(data, "train", reverse_pairs(300, seed=1), src="x", tgt="y")
+    write_split(data, "dev", reverse_pairs(10, seed=2), src="x", tgt="y")
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"""workdir: {tmp_path / "exp"}
+data:
+  splits:
+    train: {{src: {data / "train.x"}, tgt: {data / "train.y"}}}
+    valid: {{src: {data / "dev.x"}, tgt: {data / "dev.y"}}}
+vocab: {{size: 30, joint: false, type: unigram}}
+""")
+    cfg = load_config(cfg_path)
+    prepare(cfg)
+    exp = Experiment.from_config(cfg)
+    assert (exp.data_dir / "spm.src.model").is_file() and (exp.data_dir / "spm.tgt.model").is_file()
+    vocab = load_vocab(exp)
+    assert not vocab.joint
+    # target pieces are upper-case only: the separate target vocabulary has no lower-case words
+    tgt_pieces = vocab.tgt_pieces(list(range(4, vocab.tgt_size)))
+    src_pieces = vocab.src_pieces(list(range(4, vocab.src_size)))
+    assert not any(c.islower() for p in tgt_pieces for c in p)
+    assert not any(c.isupper() for p in src_pieces for c in p)
+
+
+def test_cleaning_counts_each_reason(tmp_path: Path) -> None:
+    data = tmp_path / "dirty"
+    good = reverse_pairs(200, seed=1)
+    bad = [("", "X"), ("a", ""), ("alpha " * 100, "ALPHA " * 100), ("alpha", "ALPHA " * 8)]
+    write_split(data, "train", good + bad)
+    write_split(data, "valid", reverse_pairs(5, seed=2) + [("", "")])
+    cfg = load_config(
+        toy_config(tmp_path),
+        [
+            f"data.splits.train={data / 'train'}",
+            f"data.splits.valid={data / 'valid'}",
+            "data.max_len=80",
+            "data.max_ratio=4",
+        ],
+    )
+    result = prepare(cfg)
+    train = next(s for s in result.splits if s.name == "train")
+    assert train.dropped == {"empty": 2, "too_long": 1, "ratio": 1}
+    assert train.kept == 200 and train.lines == 204
+    valid = next(s for s in result.splits if s.name == "valid")
+    assert valid.kept == 6  # only training data is cleaned
+    manifest = json.loads(Experiment.from_config(cfg).manifest_path.read_text())
+    assert manifest["splits"]["train"]["dropped"]["ratio"] == 1
+
+
+def test_second_run_is_a_noop_and_force_rebuilds(tmp_path: Path) -> None:
+    cfg = load_config(toy_config(tmp_path))
+    prepare(cfg)
+    assert prepare(cfg).up_to_date
+    assert not prepare(cfg, force=True).up_to_date
+    assert not prepare(load_config(toy_config(tmp_path), ["vocab.size=50"])).up_to_date  # relevant config changed
+
+
+def test_changed_input_rebuilds(tmp_path: Path) -> None:
+    cfg = load_config(toy_config(tmp_path))
+    prepare(cfg)
+    write_split(tmp_path / "corpus", "valid", reverse_pairs(41, seed=9))
+    assert not prepare(cfg).up_to_date
+
+
+def test_spm_round_trip_on_multi30k_val(tmp_path: Path, multi30k: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            f"workdir={tmp_path / 'exp'}",
+            f"data.splits.train={multi30k / 'train'}",
+            f"data.splits.valid={multi30k / 'val'}",
+            "vocab.size=8000",
+        ],
+    )
+    prepare(cfg)
+    vocab = load_vocab(Experiment.from_config(cfg))
+    for lang, sp in (("de", vocab.src), ("en", vocab.tgt)):
+        lines = list(read_lines(multi30k / f"val.{lang}.gz"))
+        decoded = sp.decode(sp.encode(lines, out_type=int))
+        normalized = [sp.normalize(line).replace("▁", " ").strip() for line in lines]
+        mismatches = [(a, b) for a, b in zip(decoded, normalized) if a != b]
+        assert not mismatches, mismatches[:3]
+
+
+def test_atomic_open_keeps_previous_content_on_interrupt(tmp_path: Path) -> None:
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_open(target) as fh:
+        fh.write(b"new half")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_gz_and_plain_read_identically(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"eins\nzwei\r\ndrei")
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"eins\nzwei\r\ndrei"))
+    assert list(read_lines(tmp_path / "a.txt")) == list(read_lines(tmp_path / "a.txt.gz")) == ["eins", "zwei", "drei"]
