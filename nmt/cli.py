@@ -179,30 +179,256 @@ def _pending(name: str) -> None:
 
 @app.command()
 @guarded
-def train(config: ConfigArg, set_: SetOption = None) -> None:
-    """Train a model (not implemented yet)."""
-    _pending("train")
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore checkpoints/last.pt and start from scratch.")
+    ] = False,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices", min=1, help="Processes on this machine (one per GPU); >1 re-launches under torchrun."
+        ),
+    ] = 1,
+) -> None:
+    """Train (or resume) the experiment: token-budget batches, mixed precision, checkpoints.
+
+    An experiment directory holding [bold]checkpoints/last.pt[/bold] is resumed. Ctrl-C or SIGTERM finishes the
+    current step, writes a checkpoint and exits; run the same command to continue. Multi-GPU:
+    [bold]torchrun --nproc_per_node=K -m nmt train CONFIG[/bold] (or [bold]--devices K[/bold]).
+    """
+    if devices > 1:
+        import os
+        import subprocess
+
+        if "WORLD_SIZE" not in os.environ:
+            args = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={devices}",
+                "-m",
+                "nmt",
+                "train",
+                str(config),
+                *[a for s in set_ or [] for a in ("--set", s)],
+            ]
+            raise typer.Exit(subprocess.call(args + (["--restart"] if restart else [])))
+    from nmt.config import load_config
+    from nmt.train.loop import summarize
+    from nmt.train.loop import train as run_train
+
+    cfg = load_config(config, overrides=set_ or [])
+    result = run_train(cfg, restart=restart)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        summarize(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+# Decode flags of translate/evaluate; each stands for the decode.* key named in DECODE_FLAGS.
+# None = not given: the checkpoint's (or config's) stored value applies.
+_DEC = "Decoding"
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.", rich_help_panel=_DEC)]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", help="fp32 | bf16 | fp16 (autocast).", rich_help_panel=_DEC)
+]
+BeamOpt = Annotated[int | None, typer.Option("--beam", help="Beam size; 1 = greedy.", rich_help_panel=_DEC)]
+LengthPenaltyOpt = Annotated[
+    str | None,
+    typer.Option("--length-penalty", help="average (score/|y|^alpha) | gnmt | none.", rich_help_panel=_DEC),
+]
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option("--alpha", help="Length-penalty strength (default 1.0 average, 0.6 gnmt).", rich_help_panel=_DEC),
+]
+MaxLenAOpt = Annotated[
+    float | None, typer.Option("--max-len-a", help="Max output tokens = a * source tokens + b.", rich_help_panel=_DEC)
+]
+MaxLenBOpt = Annotated[int | None, typer.Option("--max-len-b", help="The b of --max-len-a.", rich_help_panel=_DEC)]
+MinLenOpt = Annotated[
+    int | None, typer.Option("--min-len", help="Shortest output in tokens (EOS excluded).", rich_help_panel=_DEC)
+]
+BatchTokensOpt = Annotated[
+    int | None, typer.Option("--batch-tokens", help="Padded source tokens per batch.", rich_help_panel=_DEC)
+]
+NoRepeatOpt = Annotated[
+    int | None,
+    typer.Option("--no-repeat-ngram", help="Forbid repeating n-grams of this size; 0 = off.", rich_help_panel=_DEC),
+]
+SamplingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--sampling/--no-sampling", help="Sample instead of beam search.", show_default=False, rich_help_panel=_DEC
+    ),
+]
+TemperatureOpt = Annotated[
+    float | None, typer.Option("--temperature", help="Sampling temperature.", rich_help_panel=_DEC)
+]
+TopKOpt = Annotated[
+    int | None, typer.Option("--top-k", help="Sample from the k most likely tokens; 0 = all.", rich_help_panel=_DEC)
+]
+TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.", rich_help_panel=_DEC)]
+DecodeSetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        rich_help_panel=_DEC,
+        help="Override a decode setting, e.g. [bold]--set decode.beam=8[/bold]; repeatable.",
+    ),
+]
 
 
 @app.command()
 @guarded
-def translate(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt).")]) -> None:
-    """Translate text with a checkpoint (not implemented yet)."""
-    _pending("translate")
+def translate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt); needs nothing else.", show_default=False)],
+    input: Annotated[
+        Path | None,
+        typer.Option("-i", "--input", help="Text to translate (plain or .gz); default stdin.", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
+    ] = None,
+    nbest: Annotated[int | None, typer.Option("--nbest", help="Output lines per input line (<= beam).")] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")] = False,
+    set_: DecodeSetOption = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    beam: BeamOpt = None,
+    length_penalty: LengthPenaltyOpt = None,
+    alpha: AlphaOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    max_len_b: MaxLenBOpt = None,
+    min_len: MinLenOpt = None,
+    batch_tokens: BatchTokensOpt = None,
+    no_repeat_ngram: NoRepeatOpt = None,
+    sampling: SamplingOpt = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+) -> None:
+    """Translate text line by line: exactly one output line per input line (K with --nbest K).
+
+    Decode settings default to those stored in the checkpoint; flags and [bold]--set decode.*[/bold] override them.
+    """
+    flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
+    from nmt.decode.translate import translate as run_translate
+
+    run_translate(
+        checkpoint, input=input, output=output, overrides=[*(set_ or []), *decode_overrides(flags)], scores=scores
+    )
 
 
 @app.command()
 @guarded
-def evaluate(target: Annotated[Path, typer.Argument(help="Checkpoint or config.")]) -> None:
-    """Score a checkpoint with sacreBLEU (not implemented yet)."""
-    _pending("evaluate")
+def evaluate(
+    target: Annotated[
+        Path | None,
+        typer.Argument(help="Checkpoint (.pt) or experiment config (.yaml/.yml); omit with --hyp.", show_default=False),
+    ] = None,
+    src: Annotated[Path | None, typer.Option("--src", help="Source text to translate (with a checkpoint).")] = None,
+    ref: Annotated[list[str] | None, typer.Option("--ref", help="Reference translations; repeat for several.")] = None,
+    hyp: Annotated[Path | None, typer.Option("--hyp", help="Score these translations; no model needed.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of the config to score, e.g. test.")] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="NAME",
+            help="With a config: checkpoints/NAME.pt instead of best.pt (e.g. last, averaged).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Where to write the hypotheses; default next to the checkpoint as <stem>.<split or src>.hyp."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Write one JSON document to stdout.")] = False,
+    fail_under: Annotated[
+        float | None, typer.Option("--fail-under", metavar="BLEU", help="Exit with status 1 when BLEU is below this.")
+    ] = None,
+    set_: SetOption = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    beam: BeamOpt = None,
+    length_penalty: LengthPenaltyOpt = None,
+    alpha: AlphaOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    max_len_b: MaxLenBOpt = None,
+    min_len: MinLenOpt = None,
+    batch_tokens: BatchTokensOpt = None,
+    no_repeat_ngram: NoRepeatOpt = None,
+) -> None:
+    """Score with sacreBLEU (BLEU, chrF, chrF++, TER and their signatures).
+
+    [bold]nmt evaluate CHECKPOINT --src F --ref F[/bold] translates and scores;
+    [bold]nmt evaluate CONFIG --split test[/bold] uses the experiment's best checkpoint;
+    [bold]nmt evaluate --hyp F --ref F[/bold] scores existing translations.
+    """
+    flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
+    from nmt.evaluate.report import evaluate as run_evaluate
+    from nmt.evaluate.report import gate, render
+
+    report = run_evaluate(
+        target,
+        src=src,
+        refs=[Path(r) for r in ref or []],
+        hyp=hyp,
+        split=split,
+        checkpoint_name=checkpoint,
+        out=out,
+        overrides=[*(set_ or []), *decode_overrides(flags)],
+        fail_under=fail_under,
+    )
+    render(report, as_json=as_json)
+    gate(report)
 
 
 @app.command()
 @guarded
-def average(checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints.")]) -> None:
-    """Average checkpoints (not implemented yet)."""
-    _pending("average")
+def average(
+    checkpoints: Annotated[
+        list[Path] | None, typer.Argument(help="Checkpoints to average.", show_default=False)
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the average.")] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last",
+            metavar="N",
+            help="Average the newest N step_*.pt of the experiment dir given as "
+            "the argument (output: checkpoints/averaged.pt).",
+        ),
+    ] = None,
+) -> None:
+    """Average the parameters of several checkpoints (a standard last step in NMT).
+
+    [bold]nmt average a.pt b.pt -o avg.pt[/bold], or [bold]nmt average --last 5 EXPDIR[/bold].
+    """
+    from nmt.errors import NmtError
+    from nmt.train.checkpoint import average_checkpoints, numbered_checkpoints, save_checkpoint
+
+    paths = list(checkpoints or [])
+    if last is not None:
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise NmtError("--last N needs exactly one experiment directory argument")
+        exp_dir = paths[0]
+        paths = numbered_checkpoints(exp_dir / "checkpoints")[-last:]
+        if not paths:
+            raise NmtError(f"{exp_dir / 'checkpoints'}: no step_*.pt checkpoints to average")
+        output = output or exp_dir / "checkpoints" / "averaged.pt"
+    if not paths or output is None:
+        raise NmtError("give checkpoints and -o OUT, or --last N EXPDIR")
+    save_checkpoint(output, average_checkpoints(paths))
+    console.print(f"averaged {len(paths)} checkpoints -> {output}: " + ", ".join(p.name for p in paths))
 
 
 def main() -> None:

@@ -68,3 +68,55 @@ def run_nmt(
 @pytest.fixture
 def nmt_cli():
     return run_nmt
+
+
+# ---------------------------------------------------------------- translate / evaluate
+# A real, self-contained checkpoint of a tiny randomly initialised model (no training),
+# in the format documented in nmt/decode/load.py.
+
+from dataclasses import dataclass  # noqa: E402  (this section is appended; the file's head is shared)
+
+
+@dataclass(frozen=True)
+class TinyCheckpoint:
+    path: Path  # <workdir>/checkpoints/best.pt
+    config: Path  # the toy experiment YAML (decode.device: cpu, decode.beam: 3)
+    corpus: Path  # the toy corpus directory: {train,valid,test}.{src,tgt}
+    max_len: int  # the model's maximum source length (tokens incl. eos)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
+    import torch
+
+    from nmt import __version__
+    from nmt.config import config_to_dict, load_config
+    from nmt.data.prepare import load_vocab, prepare
+    from nmt.decode.load import FORMAT, VERSION
+    from nmt.experiment import Experiment
+    from nmt.model import build_model
+    from tests.corpora import toy_config
+
+    tmp = tmp_path_factory.mktemp("tiny_checkpoint")
+    config = toy_config(tmp, extra="decode:\n  device: cpu\n  beam: 3\n")
+    max_len = 64
+    cfg = load_config(config, overrides=[f"model.max_len={max_len}"])
+    prepare(cfg)
+    exp = Experiment.from_config(cfg)
+    vocab = load_vocab(exp)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "nmt_version": __version__,
+        "config": config_to_dict(cfg),
+        "vocab": {"src": vocab.src_model, "tgt": vocab.tgt_model},
+        "model": model.state_dict(),  # type: ignore[attr-defined]
+        "step": 0,
+        "epoch": 0,
+        "train_state": None,
+    }
+    exp.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, exp.best_checkpoint)
+    return TinyCheckpoint(exp.best_checkpoint, config, tmp / "corpus", max_len)

@@ -60,6 +60,7 @@ class Vocab:
         return [self.tgt.id_to_piece(i) for i in ids]
 
 
+_TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 _TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 

@@ -1,0 +1,1 @@
+"""Decoding: batched beam search (`beam`), greedy search (`greedy`) and sampling (`sampling`)."""

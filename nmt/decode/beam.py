@@ -1,0 +1,363 @@
+"""Batched, length-normalised beam search built from small tensor steps.
+
+A decoding time step works on all n*K rows (n unfinished sentences x K beams) at once:
+`expand_scores` adds the step's log-probs to the running scores, `select_topk` keeps the
+best 2K candidates per sentence, `finalize_finished` moves the ones ending in EOS into a
+tensor store of the best K finished hypotheses per sentence, and `is_done` applies the
+exact stopping rule. The driver `beam_search` only wires these together; its single host
+sync per step decides which sentences leave the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2SeqModel
+
+LengthPenaltyMode = Literal["none", "average", "gnmt"]
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output: `tokens` without bos/eos; `token_scores` also scores the final EOS."""
+
+    tokens: list[int]
+    score: float  # length-normalised log-prob, the value hypotheses are ranked by
+    token_scores: list[float]  # log-prob of each generated token incl. EOS: len(tokens) + 1
+
+
+@dataclass
+class FinishedStore:
+    """The best K finished hypotheses of every sentence (B rows), sorted best first.
+
+    Empty slots have score -inf. `tokens`/`token_scores` are (B, K, T) with T the longest
+    possible output incl. EOS; slot (b, j) is valid up to `lengths[b, j]` tokens (EOS excluded).
+    """
+
+    scores: Tensor  # (B, K) normalised scores
+    tokens: Tensor  # (B, K, T) token ids
+    token_scores: Tensor  # (B, K, T) per-token log-probs
+    lengths: Tensor  # (B, K) tokens before EOS
+
+    @classmethod
+    def empty(cls, batch: int, beam: int, steps: int, device: torch.device) -> FinishedStore:
+        return cls(
+            scores=torch.full((batch, beam), float("-inf"), device=device),
+            tokens=torch.zeros((batch, beam, steps), dtype=torch.long, device=device),
+            token_scores=torch.zeros((batch, beam, steps), device=device),
+            lengths=torch.zeros((batch, beam), dtype=torch.long, device=device),
+        )
+
+
+def length_penalty(lengths: Tensor, *, mode: LengthPenaltyMode, alpha: float) -> Tensor:
+    """The divisor lp(|y|) of a hypothesis' summed log-prob: score = sum(log p) / lp(|y|).
+
+    |y| counts the generated tokens including the EOS.
+      none:    lp = 1
+      average: lp = |y| ** alpha                  (fairseq's --lenpen; alpha=1 is the mean log-prob)
+      gnmt:    lp = ((5 + |y|) / 6) ** alpha      (Wu et al. 2016, eq. 14)
+
+    Args:
+        lengths: any shape, integer or float.
+    Returns:
+        float32 tensor of the same shape.
+    """
+    lengths = lengths.float()
+    if mode == "none":
+        return torch.ones_like(lengths)
+    if mode == "average":
+        return lengths.pow(alpha)
+    if mode == "gnmt":
+        return ((5.0 + lengths) / 6.0).pow(alpha)
+    raise ValueError(f"unknown length penalty {mode!r}; expected none, average or gnmt")
+
+
+def output_limits(src_pad: Tensor, *, max_len_a: float, max_len_b: int, model_max_len: int) -> Tensor:
+    """Most tokens (EOS excluded) each sentence may generate: min(floor(a*|x| + b), max_len - 1).
+
+    Args:
+        src_pad: (B, S) True at padding; |x| is the number of non-pad tokens.
+    Returns:
+        (B,) long.
+    """
+    # host sync, once per batch: Python floats give the exact floor on every device (MPS has no float64)
+    src_len = (~src_pad).sum(1).tolist()
+    limits = [max(0, min(math.floor(max_len_a * n + max_len_b), model_max_len - 1)) for n in src_len]
+    return torch.tensor(limits, dtype=torch.long, device=src_pad.device)
+
+
+def forbid_tokens(logp: Tensor, *, step: int, min_len: int, max_out: Tensor, banned: Tensor | None = None) -> Tensor:
+    """Set forbidden continuations to -inf, leaving allowed log-probs (EOS included) unchanged.
+
+    pad and bos are never generated; EOS is forbidden before `min_len` tokens; at a
+    sentence's length limit only EOS is allowed. `banned` (e.g. repeated n-grams) is
+    forbidden too, except that a row left with no allowed token may end with EOS.
+
+    Args:
+        logp: (B, V) or (B, K, V) log-probs of token number `step` (0-based).
+        max_out: (B,) length limits from `output_limits`.
+        banned: optional bool mask shaped like `logp`.
+    """
+    vocab = logp.size(-1)
+    ids = torch.arange(vocab, device=logp.device)
+    is_eos = ids == EOS_ID
+    structural = (ids == PAD_ID) | (ids == BOS_ID)
+    forbidden = structural | is_eos if step < min_len else structural
+    if banned is not None:
+        forbidden = forbidden | banned
+        stuck = (forbidden | ~logp.isfinite()).all(-1, keepdim=True)
+        forbidden = forbidden & ~(stuck & is_eos)
+    at_limit = (max_out == step).view(-1, *[1] * (logp.dim() - 1))
+    forbidden = torch.where(at_limit, ~is_eos, forbidden)
+    return logp.masked_fill(forbidden, float("-inf"))
+
+
+def repeated_ngram_mask(tokens: Tensor, *, n: int, vocab_size: int) -> Tensor:
+    """True for tokens that would complete an n-gram already present in the row.
+
+    Args:
+        tokens: (N, t) tokens generated so far.
+    Returns:
+        (N, V) bool.
+    """
+    rows, t = tokens.shape
+    banned = torch.zeros((rows, vocab_size), device=tokens.device)
+    if n <= 0 or t < n:
+        return banned.bool()
+    windows = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
+    suffix = tokens[:, t - n + 1 :]  # (N, n-1): what the next token would extend
+    match = (windows[:, :, :-1] == suffix[:, None, :]).all(-1)  # (N, t-n+1)
+    banned.scatter_add_(1, windows[:, :, -1], match.float())
+    return banned > 0
+
+
+def expand_scores(scores: Tensor, logp: Tensor) -> Tensor:
+    """Scores of every one-token extension: (n, K) running + (n, K, V) step -> (n, K*V)."""
+    return (scores.unsqueeze(-1) + logp).flatten(1)
+
+
+def select_topk(candidates: Tensor, *, k: int, vocab_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Best `k` of the (n, K*V) extension scores -> (values, beam index, token id), each (n, k)."""
+    values, flat = candidates.topk(k, dim=1)
+    return values, flat // vocab_size, flat % vocab_size
+
+
+def gather_beams(x: Tensor, idx: Tensor) -> Tensor:
+    """Pick rows along the beam dim: x (n, K, T) by idx (n, k) -> (n, k, T)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+def finalize_finished(
+    store: FinishedStore,
+    alive: Tensor,
+    *,
+    values: Tensor,
+    is_eos: Tensor,
+    tokens: Tensor,
+    token_scores: Tensor,
+    length: int,
+    mode: LengthPenaltyMode,
+    alpha: float,
+) -> FinishedStore:
+    """Merge this step's EOS candidates into the store rows `alive`, keeping the top K.
+
+    Args:
+        alive: (n,) store row (original sentence) of each working sentence.
+        values: (n, C) raw scores of the candidates; is_eos (n, C) marks the ones ending in EOS.
+        tokens, token_scores: (n, C, T) their histories, EOS at position `length` - 1.
+        length: |y| of every candidate (EOS included).
+    """
+    beam = store.scores.size(1)
+    lp = length_penalty(torch.full((), length, device=values.device), mode=mode, alpha=alpha)
+    new_scores = torch.where(is_eos, values / lp, float("-inf"))
+    merged = torch.cat([store.scores[alive], new_scores], dim=1)  # (n, K + C)
+    best, idx = merged.topk(beam, dim=1)
+    new_lengths = torch.full_like(new_scores, length - 1, dtype=torch.long)
+
+    def pick(old: Tensor, new: Tensor) -> Tensor:
+        both = torch.cat([old[alive], new], dim=1)
+        chosen = gather_beams(both, idx) if both.dim() == 3 else both.gather(1, idx)
+        return old.index_copy(0, alive, chosen)
+
+    return FinishedStore(
+        scores=store.scores.index_copy(0, alive, best),
+        tokens=pick(store.tokens, tokens),
+        token_scores=pick(store.token_scores, token_scores),
+        lengths=pick(store.lengths, new_lengths),
+    )
+
+
+def is_done(
+    best_open: Tensor,
+    worst_finished: Tensor,
+    *,
+    step: int,
+    max_out: Tensor,
+    mode: LengthPenaltyMode,
+    alpha: float,
+) -> Tensor:
+    """Exact stopping rule: no open hypothesis can beat the K-th best finished one.
+
+    An open hypothesis with raw score s <= 0 and `step` + 1 tokens can only finish at
+    lengths L' in [step + 2, max_out + 1] with a raw score <= s, so its best reachable
+    normalised score is max over L' of s / lp(L'); lp is monotone in L', so the maximum is
+    at an end of that range (s / lp(max_out + 1) for alpha >= 0). With fewer than K
+    finished, `worst_finished` is -inf and only a sentence without open hypotheses stops.
+
+    Args:
+        best_open: (n,) best raw score among the open beams (-inf when none is left).
+        worst_finished: (n,) K-th best finished normalised score.
+        max_out: (n,) length limits.
+    """
+    shortest = length_penalty(torch.full_like(max_out, step + 2), mode=mode, alpha=alpha)
+    longest = length_penalty(max_out + 1, mode=mode, alpha=alpha)
+    bound = torch.maximum(best_open / shortest, best_open / longest)
+    return bound <= worst_finished
+
+
+def to_hypotheses(store: FinishedStore, *, nbest: int) -> list[list[Hypothesis]]:
+    """Convert the store to Python objects (once, after the search): nbest per sentence, best first."""
+    scores = store.scores[:, :nbest].tolist()
+    tokens = store.tokens[:, :nbest].tolist()
+    token_scores = store.token_scores[:, :nbest].tolist()
+    lengths = store.lengths[:, :nbest].tolist()
+    out = []
+    for b, row in enumerate(scores):
+        out.append(
+            [
+                Hypothesis(tokens[b][j][: lengths[b][j]], score, token_scores[b][j][: lengths[b][j] + 1])
+                for j, score in enumerate(row)
+                if score != float("-inf")
+            ]
+        )
+    return out
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    beam_size: int,
+    max_len_a: float,
+    max_len_b: int,
+    min_len: int = 1,
+    length_penalty: LengthPenaltyMode = "average",
+    alpha: float = 1.0,
+    nbest: int = 1,
+    no_repeat_ngram: int = 0,
+) -> list[list[Hypothesis]]:
+    """Translate a batch: per sentence the `nbest` best hypotheses, best first.
+
+    Beam 1 (without n-gram blocking) is greedy search. Otherwise see `batched_beam_search`.
+
+    Args:
+        src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
+    """
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest}")
+    if beam_size == 1 and no_repeat_ngram == 0:
+        from nmt.decode.greedy import greedy_search  # imported here: greedy uses this module's helpers
+
+        hyps = greedy_search(
+            model, src_ids, src_pad, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+            length_penalty=length_penalty, alpha=alpha,
+        )  # fmt: skip
+        return [[hyp] for hyp in hyps]
+    return batched_beam_search(
+        model, src_ids, src_pad, beam_size=beam_size, max_len_a=max_len_a, max_len_b=max_len_b,
+        min_len=min_len, mode=length_penalty, alpha=alpha, nbest=nbest, no_repeat_ngram=no_repeat_ngram,
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def batched_beam_search(
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    beam_size: int,
+    max_len_a: float,
+    max_len_b: int,
+    min_len: int,
+    mode: LengthPenaltyMode,
+    alpha: float,
+    nbest: int,
+    no_repeat_ngram: int,
+) -> list[list[Hypothesis]]:
+    """The beam search driver over all sentences x beams at once (any beam size, incl. 1).
+
+    The encoder runs once; its memory is repeated to B*K rows and the decoder state (with
+    the cross-attention K/V) is built once from it. Each step keeps the best K non-EOS
+    extensions per sentence and merges the EOS ones into the finished store; finished
+    sentences are removed from the working tensors.
+    """
+    device = src_ids.device
+    batch, beam = src_ids.size(0), beam_size
+    max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
+    steps = int(max_out.max()) + 1  # host sync, once before the loop: tokens incl. EOS
+    beam_offsets = torch.arange(beam, device=device)
+
+    memory = model.encode(src_ids, src_pad)
+    memory = memory.index_select(torch.arange(batch, device=device).repeat_interleave(beam))
+    state = model.init_state(memory)
+
+    alive = torch.arange(batch, device=device)  # (n,) original sentence of each working row
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: only the first may expand
+    tokens = torch.zeros((batch, beam, steps), dtype=torch.long, device=device)
+    token_scores = torch.zeros((batch, beam, steps), device=device)
+    store = FinishedStore.empty(batch, beam, steps, device)
+    last = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
+
+    for step in range(steps):
+        n = alive.numel()
+        logits, state = model.decode_step(last, memory, state)
+        vocab = logits.size(-1)
+        logp = torch.log_softmax(logits.float(), dim=-1).view(n, beam, vocab)
+        repeats = None
+        if no_repeat_ngram > 0:
+            history = tokens[:, :, :step].reshape(n * beam, step)
+            repeats = repeated_ngram_mask(history, n=no_repeat_ngram, vocab_size=vocab).view(n, beam, vocab)
+        logp = forbid_tokens(logp, step=step, min_len=min_len, max_out=max_out, banned=repeats)
+
+        values, beam_idx, token_ids = select_topk(expand_scores(scores, logp), k=2 * beam, vocab_size=vocab)
+        step_scores = logp.flatten(1).gather(1, beam_idx * vocab + token_ids)  # (n, 2K)
+        cand_tokens = gather_beams(tokens, beam_idx)
+        cand_tokens[:, :, step] = token_ids
+        cand_token_scores = gather_beams(token_scores, beam_idx)
+        cand_token_scores[:, :, step] = step_scores
+
+        ends = token_ids == EOS_ID
+        store = finalize_finished(
+            store, alive, values=values, is_eos=ends & values.isfinite(), tokens=cand_tokens,
+            token_scores=cand_token_scores, length=step + 1, mode=mode, alpha=alpha,
+        )  # fmt: skip
+
+        # at most K of the 2K candidates end in EOS (one per beam), so K open ones remain
+        scores, keep_idx = values.masked_fill(ends, float("-inf")).topk(beam, dim=1)
+        beam_idx = beam_idx.gather(1, keep_idx)
+        tokens = gather_beams(cand_tokens, keep_idx)
+        token_scores = gather_beams(cand_token_scores, keep_idx)
+        last_ids = token_ids.gather(1, keep_idx)
+
+        done = is_done(scores[:, 0], store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
+        rows = (torch.arange(n, device=device).unsqueeze(1) * beam + beam_idx).view(-1)
+        keep = (~done).nonzero().squeeze(1)  # host sync: which sentences stay in the batch
+        if keep.numel() == 0:
+            break
+        if keep.numel() < n:
+            alive, scores, tokens, token_scores = alive[keep], scores[keep], tokens[keep], token_scores[keep]
+            max_out, last_ids = max_out[keep], last_ids[keep]
+            memory = memory.index_select((keep.unsqueeze(1) * beam + beam_offsets).view(-1))
+            rows = rows.view(n, beam)[keep].view(-1)
+        state = state.reorder(rows)
+        last = last_ids.reshape(-1, 1)
+
+    return to_hypotheses(store, nbest=nbest)

@@ -1,0 +1,84 @@
+"""Batched greedy decoding with the decoder's incremental state: the beam=1 reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from nmt.decode.beam import Hypothesis, LengthPenaltyMode, forbid_tokens, length_penalty, output_limits
+from nmt.model import BOS_ID, EOS_ID, Seq2SeqModel
+
+TokenChooser = Callable[[Tensor], Tensor]  # (B, V) masked log-probs -> (B,) token ids
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    max_len_a: float,
+    max_len_b: int,
+    min_len: int = 1,
+    length_penalty: LengthPenaltyMode = "average",
+    alpha: float = 1.0,
+) -> list[Hypothesis]:
+    """Pick the most likely allowed token at every step; one hypothesis per sentence.
+
+    Args:
+        src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
+    """
+    return decode_left_to_right(
+        model, src_ids, src_pad, choose=lambda logp: logp.argmax(-1), max_len_a=max_len_a,
+        max_len_b=max_len_b, min_len=min_len, mode=length_penalty, alpha=alpha,
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def decode_left_to_right(
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    choose: TokenChooser,
+    max_len_a: float,
+    max_len_b: int,
+    min_len: int,
+    mode: LengthPenaltyMode,
+    alpha: float,
+) -> list[Hypothesis]:
+    """One token per sentence per step, chosen by `choose` (argmax, sampling), until all emitted EOS.
+
+    Length limits and forbidden tokens are those of beam search; `token_scores` are the
+    model's log-probs of the chosen tokens, and `score` is their sum over lp(|y|).
+    """
+    batch, device = src_ids.size(0), src_ids.device
+    max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
+    steps = int(max_out.max()) + 1  # host sync, once before the loop
+    memory = model.encode(src_ids, src_pad)
+    state = model.init_state(memory)
+    last = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.zeros((batch, steps), dtype=torch.long, device=device)
+    token_scores = torch.zeros((batch, steps), device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)  # tokens before EOS
+    total = torch.zeros(batch, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    for step in range(steps):
+        logits, state = model.decode_step(last, memory, state)
+        logp = forbid_tokens(torch.log_softmax(logits.float(), dim=-1), step=step, min_len=min_len, max_out=max_out)
+        chosen = choose(logp)
+        tokens[:, step] = chosen
+        token_scores[:, step] = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        total = torch.where(finished, total, total + token_scores[:, step])
+        lengths = torch.where(finished, lengths, lengths + (chosen != EOS_ID).long())
+        finished = finished | (chosen == EOS_ID)
+        if bool(finished.all()):  # host sync: stop once every sentence emitted EOS
+            break
+        last = chosen.unsqueeze(1)
+    scores = (total / length_penalty(lengths + 1, mode=mode, alpha=alpha)).tolist()
+    tokens_list, token_scores_list, lengths_list = tokens.tolist(), token_scores.tolist(), lengths.tolist()
+    return [
+        Hypothesis(tokens_list[b][:n], scores[b], token_scores_list[b][: n + 1]) for b, n in enumerate(lengths_list)
+    ]

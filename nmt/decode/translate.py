@@ -1,0 +1,386 @@
+"""`translate` entry point: read -> encode -> sort into batches -> search -> restore order -> write.
+
+Input is streamed in chunks of `CHUNK_LINES` lines, so a file of any size never sits in
+memory. Within a chunk, lines are SentencePiece-encoded with the checkpoint's own
+vocabulary (source = pieces + [eos], exactly as training encodes them), cut to the
+model's maximum length, sorted by length into token-budget batches, decoded, and
+written back in input order. Every input line gives exactly `nbest` output lines:
+an empty line gives empty output without running the model, nothing is dropped, and
+line breaks inside a decoded text become spaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nmt.config import DecodeConfig, config_from_dict, config_to_dict
+from nmt.console import info, progress, warn
+from nmt.data.batching import make_batches
+from nmt.data.vocab import EOS_ID, PAD_ID
+from nmt.decode.beam import Hypothesis, beam_search
+from nmt.decode.load import LoadedModel, load_model, resolve_device
+from nmt.decode.sampling import sample
+from nmt.errors import ConfigError, DataError
+from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
+from nmt.model import Seq2SeqModel
+
+CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
+# Everything Python's str.splitlines() splits on: one of these in an output would turn
+# one translation into several lines for the next tool in the pipeline.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One output for one input line."""
+
+    text: str  # detokenised, on a single line
+    score: float  # the search's (length-normalised) score; 0.0 for an empty input, -inf for padding
+    tokens: int  # target tokens generated (EOS excluded)
+
+
+@dataclass
+class TranslateStats:
+    """What a translation run saw and repaired."""
+
+    lines: int = 0  # input lines
+    empty: int = 0  # lines with no source tokens (output left empty)
+    truncated: int = 0  # lines cut to the model's maximum source length
+    invalid_utf8: int = 0  # lines whose invalid UTF-8 was replaced by U+FFFD
+    src_tokens: int = 0  # source tokens fed to the model (eos included)
+    tgt_tokens: int = 0  # target tokens generated for the best hypotheses (EOS excluded)
+
+
+@dataclass(frozen=True)
+class TranslateResult:
+    """Summary of `translate`."""
+
+    stats: TranslateStats
+    decode: DecodeConfig
+    device: str
+    elapsed_s: float
+    output: Path | None
+
+
+# ---------------------------------------------------------------- decode settings
+
+
+def effective_decode_config(base: DecodeConfig, overrides: Sequence[str], *, where: str) -> DecodeConfig:
+    """`base` (e.g. the checkpoint's stored decode section) with `decode.KEY=VALUE` overrides applied.
+
+    Values are converted and checked by the DecodeConfig fields, so a bad value or an
+    unknown key is a ConfigError naming the key (and the nearest valid one). When the
+    length penalty changes but alpha does not, alpha follows the new mode's default
+    unless the stored alpha was set to something other than the old mode's default.
+    """
+    raw = config_to_dict(base)
+    changed = set()
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: expected decode.KEY=VALUE, e.g. decode.beam=5")
+        if section != "decode" or not name or "." in name:
+            raise ConfigError(
+                f"--set {key.strip()}: only decode.* settings can change when translating",
+                hint="the model, vocabulary and data settings are fixed by the checkpoint",
+            )
+        raw[name] = value
+        changed.add(name)
+    if "length_penalty" in changed and "alpha" not in changed:
+        default = DecodeConfig(length_penalty=base.length_penalty).alpha
+        if base.alpha == default:
+            raw["alpha"] = None
+    cfg = config_from_dict({"decode": raw}, where=where).decode
+    _check_ranges(cfg, where=where)
+    return cfg
+
+
+def _check_ranges(cfg: DecodeConfig, *, where: str) -> None:
+    # DecodeConfig.__post_init__ does not (yet) check these; a bad value would otherwise fail mid-search
+    problems = {
+        "temperature": cfg.temperature > 0,
+        "top_k": cfg.top_k >= 0,
+        "top_p": 0 < cfg.top_p <= 1,
+        "min_len": cfg.min_len >= 0,
+        "max_len_a": cfg.max_len_a >= 0,
+        "max_len_b": cfg.max_len_b >= 0,
+        "no_repeat_ngram": cfg.no_repeat_ngram >= 0,
+    }
+    rules = {"temperature": "> 0", "top_p": "in (0, 1]"}
+    for key, ok in problems.items():
+        if not ok:
+            raise ConfigError(f"{where}: decode.{key} must be {rules.get(key, '>= 0')}, got {getattr(cfg, key)!r}")
+
+
+def load_for_decoding(
+    checkpoint: Path, *, base: DecodeConfig | None = None, overrides: Sequence[str] = ()
+) -> tuple[LoadedModel, DecodeConfig, torch.device]:
+    """Load a checkpoint and settle the decode settings and device.
+
+    Args:
+        base: decode settings to start from; None = the checkpoint's stored ones.
+        overrides: `decode.KEY=VALUE` strings applied on top (flags and --set).
+    """
+    loaded = load_model(checkpoint, device="cpu")
+    decode_cfg = effective_decode_config(
+        base if base is not None else loaded.cfg.decode, overrides, where=f"{checkpoint} decode settings"
+    )
+    device = resolve_device(decode_cfg.device)
+    loaded.model.to(device)  # type: ignore[attr-defined]
+    return loaded, decode_cfg, device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for inference; fp32 is a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------- batched search
+
+
+def pad_batch(seqs: list[list[int]], *, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Right-pad id sequences -> src_ids (B, S) long and src_pad (B, S) bool, True at padding."""
+    width = max(len(s) for s in seqs)
+    src_ids = torch.tensor([s + [PAD_ID] * (width - len(s)) for s in seqs], dtype=torch.long).to(device)
+    return src_ids, src_ids == PAD_ID
+
+
+def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    """Up to `cfg.nbest` hypotheses per sentence, best first: beam search (beam 1 = greedy) or sampling.
+
+    Args:
+        src_ids: (B, S) source ids ending in eos; src_pad: (B, S) True at padding.
+    """
+    if not cfg.sampling:
+        return beam_search(
+            model,
+            src_ids,
+            src_pad,
+            beam_size=cfg.beam,
+            max_len_a=cfg.max_len_a,
+            max_len_b=cfg.max_len_b,
+            min_len=cfg.min_len,
+            length_penalty=cfg.length_penalty,
+            alpha=cfg.alpha_value,
+            nbest=cfg.nbest,
+            no_repeat_ngram=cfg.no_repeat_ngram,
+        )
+    k = cfg.nbest  # nbest samples per sentence: each row repeated k times, sampled in one batch
+    rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
+    hyps = sample(
+        model,
+        src_ids[rows],
+        src_pad[rows],
+        max_len_a=cfg.max_len_a,
+        max_len_b=cfg.max_len_b,
+        min_len=cfg.min_len,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        length_penalty=cfg.length_penalty,
+        alpha=cfg.alpha_value,
+    )
+    return [sorted(hyps[i : i + k], key=lambda h: -h.score) for i in range(0, len(hyps), k)]
+
+
+def search(
+    model: Seq2SeqModel,
+    src_seqs: list[list[int]],
+    cfg: DecodeConfig,
+    *,
+    device: torch.device,
+    on_batch: Callable[[int], object] | None = None,
+) -> list[list[Hypothesis]]:
+    """Decode source id sequences (each ending in eos) in token-budget batches, results in input order.
+
+    Sequences are sorted by length so that a batch holds similar lengths; a batch's cost
+    is its padded size (sentences x longest source), at most `cfg.batch_tokens` unless a
+    single sentence is longer. An empty sequence gets no hypotheses and no model call.
+    `on_batch(n)` is called after each batch with its number of sentences.
+    """
+    out: list[list[Hypothesis]] = [[] for _ in src_seqs]
+    todo = [i for i, s in enumerate(src_seqs) if s]
+    if not todo:
+        return out
+    lengths = np.array([len(src_seqs[i]) for i in todo])
+    batches = make_batches(lengths, batch_tokens=cfg.batch_tokens, max_sentences=None, seed=0, epoch=0, shuffle=False)
+    with torch.inference_mode(), autocast(device, cfg.precision):
+        for batch in batches:
+            index = [todo[j] for j in batch.tolist()]
+            src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)
+            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg), strict=True):
+                out[i] = hyps
+            if on_batch is not None:
+                on_batch(len(index))
+    return out
+
+
+def translate_ids(
+    model: Seq2SeqModel, src_seqs: list[list[int]], decode_cfg: DecodeConfig, *, device: torch.device
+) -> list[list[int]]:
+    """Best target ids (no bos/eos) for each source id sequence (already ending in eos), in order.
+
+    Used by validation during training; `model` should be in eval mode.
+    """
+    return [hyps[0].tokens if hyps else [] for hyps in search(model, src_seqs, decode_cfg, device=device)]
+
+
+# ---------------------------------------------------------------- text in, text out
+
+
+def translate_lines(
+    loaded: LoadedModel,
+    lines: Iterable[str],
+    decode_cfg: DecodeConfig,
+    *,
+    device: torch.device,
+    stats: TranslateStats | None = None,
+    on_batch: Callable[[int], object] | None = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> Iterator[list[Translation]]:
+    """Translate text lines, yielding exactly `decode_cfg.nbest` translations per line, in input order.
+
+    Lines are consumed `chunk_lines` at a time. A line with no source tokens (empty or
+    whitespace) yields empty texts with score 0.0; when the search finds fewer than nbest
+    hypotheses, the rest are empty with score -inf. `stats` (lines, empty, truncated,
+    tokens) is updated as chunks complete.
+    """
+    stats = stats if stats is not None else TranslateStats()
+    model, vocab, nbest = loaded.model, loaded.vocab, decode_cfg.nbest
+    limit = model.max_len - 1  # room for the eos
+    it = iter(lines)
+    while chunk := list(itertools.islice(it, chunk_lines)):
+        ids = vocab.encode_src(chunk)
+        src = [s[:limit] + [EOS_ID] if s else [] for s in ids]
+        stats.lines += len(chunk)
+        stats.truncated += sum(len(s) > limit for s in ids)
+        stats.empty += sum(not s for s in src)
+        stats.src_tokens += sum(len(s) for s in src)
+        hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch)
+        texts = iter(vocab.decode_tgt([h.tokens for row in hyps for h in row]))
+        for seq, row in zip(src, hyps, strict=True):
+            if not seq:
+                yield [Translation("", 0.0, 0)] * nbest
+                continue
+            stats.tgt_tokens += len(row[0].tokens) if row else 0
+            out = [Translation(_LINE_BREAKS.sub(" ", next(texts)), h.score, len(h.tokens)) for h in row]
+            yield out + [Translation("", float("-inf"), 0)] * (nbest - len(out))
+        if on_batch is not None:
+            on_batch(sum(not s for s in src))  # empty lines count as done too
+
+
+def format_translations(translations: list[Translation], *, scores: bool) -> str:
+    """The output lines for one input line, each ending in a newline (`score<TAB>text` with scores)."""
+    if scores:
+        return "".join(f"{t.score:.4f}\t{t.text}\n" for t in translations)
+    return "".join(f"{t.text}\n" for t in translations)
+
+
+def read_input(path: Path | None, stats: DecodeStats) -> Iterator[str]:
+    """Lines of a file (plain or .gz) or of stdin (None), invalid UTF-8 replaced and counted."""
+    if path is not None:
+        yield from read_lines(path, replace_invalid=True, stats=stats)
+        return
+    for lineno, raw in enumerate(sys.stdin.buffer, start=1):
+        raw = raw.rstrip(b"\n").rstrip(b"\r")
+        yield decode_line(raw, path="<stdin>", lineno=lineno, replace=True, stats=stats)
+
+
+@contextlib.contextmanager
+def open_output(path: Path | None) -> Iterator[IO[bytes]]:
+    """A file written atomically (complete or untouched), or stdout (None)."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_open(path, "wb") as fh:
+        yield fh
+
+
+def warn_repairs(stats: TranslateStats, *, max_len: int) -> None:
+    """One warning per kind of repair made to the input."""
+    if stats.truncated:
+        warn(
+            f"{stats.truncated:,} input lines were longer than the model's {max_len - 1} source tokens and were "
+            "truncated"
+        )
+    if stats.invalid_utf8:
+        warn(f"{stats.invalid_utf8:,} input lines had invalid UTF-8, replaced by U+FFFD")
+
+
+def translate(
+    checkpoint: Path,
+    *,
+    input: Path | None,
+    output: Path | None,
+    overrides: Sequence[str] = (),
+    scores: bool = False,
+) -> TranslateResult:
+    """Translate a file or stdin with a checkpoint into a file or stdout.
+
+    Args:
+        overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
+        scores: write `score<TAB>text` lines.
+    """
+    if input is not None and not input.is_file():
+        raise DataError(f"{input}: input file not found")
+    loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
+    stats, read_stats = TranslateStats(), DecodeStats()
+    interactive = input is None and sys.stdin.isatty()  # answer each typed line at once
+    start = time.perf_counter()
+    with (
+        open_output(output) as sink,
+        progress(desc="translating", unit=" lines", force=None if output is not None else False) as bar,
+    ):
+        for translations in translate_lines(
+            loaded,
+            read_input(input, read_stats),
+            decode_cfg,
+            device=device,
+            stats=stats,
+            on_batch=bar.update,
+            chunk_lines=1 if interactive else CHUNK_LINES,
+        ):
+            sink.write(format_translations(translations, scores=scores).encode("utf-8"))
+            if interactive:
+                sink.flush()
+    stats.invalid_utf8 = read_stats.invalid_utf8_lines
+    elapsed_s = time.perf_counter() - start
+    warn_repairs(stats, max_len=loaded.model.max_len)
+    if output is not None:
+        info(
+            f"translated {stats.lines:,} lines in {elapsed_s:.1f} s ({stats.lines / max(elapsed_s, 1e-9):,.1f} "
+            f"lines/s) on {device.type} -> {output}"
+        )
+    return TranslateResult(stats, decode_cfg, device.type, elapsed_s, output)
+
+
+def best_translations(
+    loaded: LoadedModel,
+    lines: Iterable[str],
+    decode_cfg: DecodeConfig,
+    *,
+    device: torch.device,
+    stats: TranslateStats,
+    on_batch: Callable[[int], object] | None = None,
+) -> Iterator[str]:
+    """The best translation text of each line (nbest forced to 1), in order."""
+    cfg = dataclasses.replace(decode_cfg, nbest=1)
+    for translations in translate_lines(loaded, lines, cfg, device=device, stats=stats, on_batch=on_batch):
+        yield translations[0].text

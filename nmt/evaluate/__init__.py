@@ -1,0 +1,1 @@
+"""Scoring checkpoints and translations with sacreBLEU (`report.evaluate`)."""

@@ -1,0 +1,1 @@
+"""Training stage: the loop and its small helpers (loss, optimizer, precision, DDP, checkpoints, signals)."""

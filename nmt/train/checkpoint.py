@@ -1,0 +1,167 @@
+"""Save, resume and average self-contained checkpoints (format: `nmt.decode.load`).
+
+Every checkpoint is written whole to a temp file, fsynced and renamed, so a crash or a
+signal mid-write leaves the previous file intact. `best.pt` and `last.pt` written at a
+validation are hard links to that step's file (no second write).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nmt import __version__
+from nmt.config import ExperimentConfig, config_to_dict, diff_configs
+from nmt.data.vocab import Vocab
+from nmt.decode.load import FORMAT, VERSION, checkpoint_config, read_checkpoint
+from nmt.errors import CheckpointError
+from nmt.fileio import atomic_open
+
+# Keys that may change between a run and its resumption; anything else must match.
+RESUMABLE = (
+    "name",
+    "workdir",
+    "decode.",
+    "train.max_steps",
+    "train.max_epochs",
+    "train.max_minutes",
+    "train.patience",
+    "train.log_every",
+    "train.valid_every",
+    "train.save_every",
+    "train.keep_last",
+    "train.device",
+    "data.splits.",
+)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state, as types `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_checkpoint(
+    *,
+    model: torch.nn.Module,
+    cfg: ExperimentConfig,
+    vocab: Vocab,
+    step: int,
+    epoch: int,
+    train_state: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "nmt_version": __version__,
+        "config": config_to_dict(cfg),
+        "vocab": {"src": vocab.src_model, "tgt": vocab.tgt_model},
+        "model": model.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "train_state": train_state,
+    }
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Atomic torch.save (temp file, fsync, rename)."""
+    with atomic_open(path) as fh:
+        torch.save(checkpoint, fh)
+
+
+def link_checkpoint(source: Path, target: Path) -> None:
+    """Make `target` name the same file as `source`, atomically (copy where links fail)."""
+    tmp = target.with_name(f".{target.name}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with atomic_open(tmp) as fh:
+            fh.write(source.read_bytes())
+    os.replace(tmp, target)
+
+
+def prune_numbered(directory: Path, *, keep: int) -> None:
+    """Delete all but the newest `keep` step_N.pt files."""
+    for path in numbered_checkpoints(directory)[:-keep]:
+        path.unlink()
+
+
+def numbered_checkpoints(directory: Path) -> list[Path]:
+    """step_N.pt files, oldest first."""
+    found = [
+        (int(m.group(1)), p) for p in directory.glob("step_*.pt") if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def check_resumable(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
+    """CheckpointError naming the config keys that differ in ways a resume cannot honour."""
+    stored = checkpoint_config(ckpt, path)
+    differing = [
+        key
+        for key in diff_configs(config_to_dict(stored), config_to_dict(cfg))
+        if not any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE)
+    ]
+    if differing:
+        raise CheckpointError(
+            f"{path}: cannot resume: the config differs from the checkpoint's in {', '.join(differing)}",
+            hint="restore those values, or start over with `nmt train CONFIG --restart`",
+        )
+    if ckpt.get("train_state") is None:
+        raise CheckpointError(f"{path}: has no training state (e.g. an averaged checkpoint); cannot resume")
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
+    """A checkpoint whose weights are the mean of `paths`' (config/vocab from the last)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    first = read_checkpoint(paths[-1])
+    base_cfg = config_to_dict(checkpoint_config(first, paths[-1]))
+    total: dict[str, torch.Tensor] = {
+        k: v.double().clone() if v.is_floating_point() else v.clone() for k, v in first["model"].items()
+    }
+    for path in paths[:-1]:
+        ckpt = read_checkpoint(path)
+        differing = [
+            k
+            for k in diff_configs(config_to_dict(checkpoint_config(ckpt, path)), base_cfg)
+            if k.startswith(("model.", "vocab."))
+        ]
+        if differing or ckpt["vocab"] != first["vocab"] or ckpt["model"].keys() != total.keys():
+            raise CheckpointError(
+                f"cannot average {path} with {paths[-1]}: they differ in "
+                f"{', '.join(differing) or 'vocabulary or parameter names'}",
+                hint="average checkpoints of one experiment only",
+            )
+        for key, value in ckpt["model"].items():
+            if value.is_floating_point():
+                total[key] += value.double()
+    averaged = {
+        k: (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v for k, v in total.items()
+    }
+    return {**first, "model": averaged, "train_state": None, "averaged_from": [str(p) for p in paths]}

@@ -1,0 +1,259 @@
+"""Beam search, greedy search and sampling against independent oracles.
+
+The oracle enumerates every possible output of a tiny random model (real tokens unk, 4, 5)
+and scores each with the teacher-forced `model.forward`, never `decode_step`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from nmt.config import ModelConfig
+from nmt.decode.beam import (
+    Hypothesis,
+    batched_beam_search,
+    beam_search,
+    forbid_tokens,
+    length_penalty,
+    output_limits,
+    repeated_ngram_mask,
+)
+from nmt.decode.greedy import greedy_search
+from nmt.decode.sampling import filter_logits, sample
+from nmt.model import BOS_ID, EOS_ID, PAD_ID
+from tests.unit.toy_models import ToySeq2Seq
+
+torch.set_num_threads(1)
+
+VOCAB = 6
+REAL_TOKENS = (1, 4, 5)  # unk and the two ordinary tokens; pad, bos and eos are never inside y
+MODES = [("none", 1.0), ("average", 1.0), ("average", 0.5), ("average", 1.5), ("gnmt", 0.6), ("gnmt", 1.0)]
+SRC_ROWS = [[4, 5, 1, 4, 5], [5, 4], [1, 5, 4, 4]]
+
+
+def padded_batch(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    src_ids = torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows])
+    return src_ids, src_ids == PAD_ID
+
+
+@pytest.fixture(params=["toy", "transformer"])
+def model(request: pytest.FixtureRequest) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if request.param == "toy":
+        return ToySeq2Seq(vocab_size=VOCAB, max_len=16).eval()
+    pytest.importorskip("nmt.model.transformer")
+    from nmt.model import build_model
+
+    cfg = ModelConfig(
+        preset="tiny", d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=1, max_len=16, dropout=0.0
+    )
+    return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB).eval()
+
+
+def reference_lp(length: int, mode: str, alpha: float) -> float:
+    if mode == "none":
+        return 1.0
+    if mode == "average":
+        return length**alpha
+    return ((5 + length) / 6) ** alpha
+
+
+@torch.inference_mode()
+def brute_force(
+    model: torch.nn.Module, src: list[int], *, max_out: int, min_len: int, mode: str, alpha: float
+) -> tuple[list[int], float, list[float]]:
+    """Best (tokens, normalised score, token log-probs) over every output of allowed length."""
+    best: tuple[list[int], float, list[float]] | None = None
+    for length in range(min(min_len, max_out), max_out + 1):
+        outputs = [list(y) for y in itertools.product(REAL_TOKENS, repeat=length)]
+        tgt_in = torch.tensor([[BOS_ID] + y for y in outputs])
+        tgt_out = torch.tensor([y + [EOS_ID] for y in outputs])
+        src_ids = torch.tensor([src] * len(outputs))
+        logits = model(src_ids, src_ids == PAD_ID, tgt_in)
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, tgt_out.unsqueeze(-1)).squeeze(-1)
+        for y, row in zip(outputs, logp.tolist(), strict=True):
+            score = math.fsum(row) / reference_lp(length + 1, mode, alpha)
+            if best is None or score > best[1]:
+                best = (y, score, row)
+    assert best is not None
+    return best
+
+
+@torch.inference_mode()
+def forward_token_scores(model: torch.nn.Module, src: list[int], tokens: list[int]) -> list[float]:
+    """Teacher-forced log-probs of `tokens` + EOS given `src`, from `model.forward`."""
+    src_ids = torch.tensor([src])
+    tgt_in = torch.tensor([[BOS_ID] + tokens])
+    logits = model(src_ids, src_ids == PAD_ID, tgt_in)
+    logp = torch.log_softmax(logits.float(), dim=-1)[0]
+    return logp.gather(1, torch.tensor([tokens + [EOS_ID]]).T).squeeze(1).tolist()
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_length_penalty_hand_computed() -> None:
+    lengths = torch.tensor([1, 2, 4])
+    torch.testing.assert_close(length_penalty(lengths, mode="none", alpha=0.7), torch.ones(3))
+    torch.testing.assert_close(length_penalty(lengths, mode="average", alpha=1.0), torch.tensor([1.0, 2.0, 4.0]))
+    torch.testing.assert_close(length_penalty(lengths, mode="average", alpha=0.5), torch.tensor([1.0, 1.4142135, 2.0]))
+    torch.testing.assert_close(length_penalty(lengths, mode="gnmt", alpha=1.0), torch.tensor([1.0, 7 / 6, 1.5]))
+    torch.testing.assert_close(
+        length_penalty(lengths, mode="gnmt", alpha=0.6), torch.tensor([1.0, 1.0969026, 1.2754245])
+    )
+    with pytest.raises(ValueError, match="unknown length penalty"):
+        length_penalty(lengths, mode="bogus", alpha=1.0)  # type: ignore[arg-type]
+
+
+def test_output_limits_and_forbidden_tokens() -> None:
+    src_ids, src_pad = padded_batch([[4] * 5, [4] * 20, [4]])
+    limits = output_limits(src_pad, max_len_a=1.2, max_len_b=2, model_max_len=16)
+    assert limits.tolist() == [8, 15, 3]  # floor(1.2*5+2); capped at max_len-1; floor(3.2)
+    logp = torch.zeros(3, VOCAB)
+    masked = forbid_tokens(logp, step=0, min_len=1, max_out=torch.tensor([0, 5, 5]))
+    assert masked[0].isfinite().tolist() == [False, False, False, True, False, False]  # limit: EOS only
+    assert masked[1].isfinite().tolist() == [False, True, False, False, True, True]  # min_len: no EOS
+    assert masked[1, 1] == 0.0  # allowed tokens keep their log-prob
+    everything = torch.tensor([True, True, False, True, True, True]).expand(3, VOCAB)
+    masked = forbid_tokens(logp, step=0, min_len=1, max_out=torch.tensor([5, 5, 5]), banned=everything)
+    assert masked.isfinite().nonzero()[:, 1].tolist() == [EOS_ID] * 3  # stuck rows may still end
+
+
+def test_repeated_ngram_mask_hand_example() -> None:
+    tokens = torch.tensor([[4, 5, 1, 4], [4, 5, 4, 5]])
+    banned = repeated_ngram_mask(tokens, n=2, vocab_size=VOCAB)
+    assert banned[0].nonzero().flatten().tolist() == [5]  # "4 5" exists, last token is 4
+    assert banned[1].nonzero().flatten().tolist() == [4]  # "5 4" exists, last token is 5
+    assert not repeated_ngram_mask(tokens[:, :1], n=2, vocab_size=VOCAB).any()
+
+
+def test_top_p_keeps_smallest_set_reaching_mass() -> None:
+    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = filter_logits(logp, temperature=1.0, top_k=0, top_p=0.7).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = filter_logits(logp, temperature=1.0, top_k=3, top_p=1.0).isfinite()
+    assert kept.tolist() == [[True, True, True, False]]
+
+
+# ---------------------------------------------------------------- against the exhaustive oracle
+
+
+@pytest.mark.parametrize("min_len", [1, 2])
+@pytest.mark.parametrize(("mode", "alpha"), MODES)
+def test_wide_beam_matches_exhaustive_search(model: torch.nn.Module, mode: str, alpha: float, min_len: int) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    max_out = 3  # max_len_a=0, max_len_b=3: 1 + 3 + 9 + 27 = 40 possible prefixes
+    results = beam_search(
+        model, src_ids, src_pad, beam_size=40, max_len_a=0.0, max_len_b=max_out, min_len=min_len,
+        length_penalty=mode, alpha=alpha,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for src, hyps in zip(SRC_ROWS, results, strict=True):
+        tokens, score, token_scores = brute_force(model, src, max_out=max_out, min_len=min_len, mode=mode, alpha=alpha)
+        assert hyps[0].tokens == tokens
+        assert hyps[0].score == pytest.approx(score, abs=1e-5)
+        assert hyps[0].token_scores == pytest.approx(token_scores, abs=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 2, 3])
+@pytest.mark.parametrize(("mode", "alpha"), MODES[:3] + MODES[4:5])
+def test_narrow_beam_never_beats_optimum(model: torch.nn.Module, beam_size: int, mode: str, alpha: float) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    results = beam_search(
+        model, src_ids, src_pad, beam_size=beam_size, max_len_a=0.0, max_len_b=4,
+        length_penalty=mode, alpha=alpha,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for src, hyps in zip(SRC_ROWS, results, strict=True):
+        _, optimum, _ = brute_force(model, src, max_out=4, min_len=1, mode=mode, alpha=alpha)
+        hyp = hyps[0]
+        assert hyp.score <= optimum + 1e-5
+        assert hyp.token_scores == pytest.approx(forward_token_scores(model, src, hyp.tokens), abs=1e-5)
+        assert hyp.score == pytest.approx(sum(hyp.token_scores) / reference_lp(len(hyp.tokens) + 1, mode, alpha))
+
+
+# ---------------------------------------------------------------- cross-checks between decoders
+
+
+@pytest.mark.parametrize(("mode", "alpha"), MODES)
+def test_beam_one_equals_greedy(model: torch.nn.Module, mode: str, alpha: float) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    kwargs = dict(max_len_a=1.0, max_len_b=3, min_len=2)
+    greedy = greedy_search(model, src_ids, src_pad, length_penalty=mode, alpha=alpha, **kwargs)  # type: ignore[arg-type]
+    beam = beam_search(model, src_ids, src_pad, beam_size=1, length_penalty=mode, alpha=alpha, **kwargs)  # type: ignore[arg-type]
+    assert [hyps[0] for hyps in beam] == greedy
+    # The general driver at K=1 follows greedy's path but also remembers every EOS candidate it
+    # passes, and stops only when nothing open can beat what it holds, so it never scores worse.
+    general = batched_beam_search(
+        model, src_ids, src_pad, beam_size=1, mode=mode, alpha=alpha, nbest=1, no_repeat_ngram=0, **kwargs
+    )  # type: ignore[arg-type]
+    for hyp, (other,) in zip(greedy, general, strict=True):
+        assert other.score >= hyp.score - 1e-5
+        if other.tokens == hyp.tokens:
+            assert other.token_scores == pytest.approx(hyp.token_scores, abs=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_batched_equals_one_at_a_time(model: torch.nn.Module, beam_size: int) -> None:
+    rows = SRC_ROWS + [[4, 4, 5, 1, 5, 4, 1]]
+    src_ids, src_pad = padded_batch(rows)
+    kwargs = dict(beam_size=beam_size, max_len_a=1.0, max_len_b=2, nbest=1)
+    batched = beam_search(model, src_ids, src_pad, **kwargs)  # type: ignore[arg-type]
+    for row, (hyp,) in zip(rows, batched, strict=True):
+        alone_ids, alone_pad = padded_batch([row])
+        ((alone,),) = beam_search(model, alone_ids, alone_pad, **kwargs)  # type: ignore[arg-type]
+        assert hyp.tokens == alone.tokens
+        assert hyp.score == pytest.approx(alone.score, abs=1e-4)
+        assert len(hyp.tokens) <= len(row) + 2
+
+
+def test_nbest_distinct_and_sorted(model: torch.nn.Module) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    results = beam_search(model, src_ids, src_pad, beam_size=5, nbest=4, max_len_a=0.0, max_len_b=5)
+    for src, hyps in zip(SRC_ROWS, results, strict=True):
+        assert len(hyps) == 4
+        assert len({tuple(h.tokens) for h in hyps}) == 4
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        for h in hyps:
+            assert set(h.tokens) <= set(REAL_TOKENS)
+            assert h.token_scores == pytest.approx(forward_token_scores(model, src, h.tokens), abs=1e-5)
+            assert h.score == pytest.approx(sum(h.token_scores) / len(h.token_scores), abs=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_no_repeat_ngram(model: torch.nn.Module, beam_size: int) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    results = beam_search(
+        model, src_ids, src_pad, beam_size=beam_size, nbest=beam_size, max_len_a=0.0, max_len_b=12,
+        min_len=8, no_repeat_ngram=2,
+    )  # fmt: skip
+    for src, hyps in zip(SRC_ROWS, results, strict=True):
+        assert hyps
+        for hyp in hyps:
+            assert hyp.token_scores == pytest.approx(forward_token_scores(model, src, hyp.tokens), abs=1e-5)
+            bigrams = list(zip(hyp.tokens, hyp.tokens[1:], strict=False))
+            assert len(bigrams) == len(set(bigrams)), hyp.tokens
+
+
+def test_sampling_top_k_one_equals_greedy(model: torch.nn.Module) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    greedy = greedy_search(model, src_ids, src_pad, max_len_a=1.0, max_len_b=3)
+    generator = torch.Generator().manual_seed(1)
+    sampled = sample(model, src_ids, src_pad, max_len_a=1.0, max_len_b=3, top_k=1, temperature=0.7, generator=generator)
+    assert sampled == greedy
+
+
+def test_sampling_respects_length_limits(model: torch.nn.Module) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        hyps = sample(model, src_ids, src_pad, max_len_a=0.0, max_len_b=4, min_len=2, top_p=0.9, generator=generator)
+        for hyp in hyps:
+            assert isinstance(hyp, Hypothesis)
+            assert 2 <= len(hyp.tokens) <= 4
+            assert set(hyp.tokens) <= set(REAL_TOKENS)

@@ -1,0 +1,122 @@
+"""Training on the toy task, in-process: overfitting, bitwise resume, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt.config import load_config
+from nmt.data.prepare import prepare
+from nmt.decode.load import load_model, read_checkpoint
+from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.experiment import Experiment
+from nmt.train.checkpoint import save_checkpoint
+from nmt.train.loop import train
+from tests.corpora import reverse_pairs, toy_config, write_split
+
+FAST = [
+    "model.d_model=32",
+    "model.ffn_dim=64",
+    "model.n_heads=2",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "decode.beam=1",
+    "train.batch_tokens=256",
+]
+
+
+def prepared(tmp_path: Path, overrides: list[str]):
+    cfg = load_config(toy_config(tmp_path, train=120, valid=10), FAST + overrides)
+    prepare(cfg)
+    return cfg
+
+
+def test_tiny_model_overfits_a_handful_of_pairs(tmp_path: Path) -> None:
+    write_split(tmp_path / "few", "train", reverse_pairs(8, seed=5))
+    cfg = load_config(
+        toy_config(tmp_path, train=120, valid=10),
+        FAST
+        + [
+            "train.max_steps=150",
+            "train.valid_every=150",
+            "train.log_every=50",
+            "model.dropout=0",
+            "train.label_smoothing=0",
+            "train.lr=1e-2",
+            "train.warmup_steps=10",
+            "vocab.size=60",
+            f"data.splits.train={tmp_path / 'few' / 'train'}",
+        ],
+    )
+    prepare(cfg)
+    train(cfg)
+    records = [json.loads(line) for line in Experiment.from_config(cfg).metrics_path.read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert losses[-1] < 0.05, losses
+
+
+def test_resume_gives_bitwise_identical_parameters(tmp_path: Path) -> None:
+    common = [
+        "train.log_every=5",
+        "train.valid_every=100",
+        "train.accum_steps=2",
+        "train.precision=fp32",
+        "model.dropout=0.1",
+    ]
+    straight = prepared(tmp_path / "a", common + ["train.max_steps=16"])
+    train(straight)
+    half = prepared(tmp_path / "b", common + ["train.max_steps=8"])
+    train(half)
+    resumed = load_config(tmp_path / "b" / "toy.yaml", FAST + common + ["train.max_steps=16"])
+    result = train(resumed)
+    assert result.state.step == 16
+    a = read_checkpoint(Experiment.from_config(straight).last_checkpoint)["model"]
+    b = read_checkpoint(Experiment.from_config(resumed).last_checkpoint)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_with_incompatible_config_names_keys(tmp_path: Path) -> None:
+    cfg = prepared(tmp_path, ["train.max_steps=2", "train.valid_every=2"])
+    train(cfg)
+    changed = load_config(tmp_path / "toy.yaml", FAST + ["train.max_steps=4", "train.lr=1e-4", "train.valid_every=2"])
+    with pytest.raises(CheckpointError, match="differs from the checkpoint's in train.lr"):
+        train(changed)
+    assert train(changed, restart=True).state.step == 4
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
+    cfg = prepared(tmp_path, ["train.max_steps=2", "train.valid_every=2"])
+    train(cfg)
+    last = Experiment.from_config(cfg).last_checkpoint
+    before = last.read_bytes()
+
+    class Boom(dict):
+        def __reduce_ex__(self, protocol):  # torch.save pickles this mid-write, then fails
+            raise KeyboardInterrupt
+
+    ckpt = read_checkpoint(last)
+    ckpt["zzz"] = Boom()
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(last, ckpt)
+    assert last.read_bytes() == before
+    assert load_model(last).step == 2
+    assert [p.name for p in last.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_training_inputs(tmp_path: Path) -> None:
+    cfg = load_config(toy_config(tmp_path), FAST)
+    with pytest.raises(DataError, match="no prepared data"):
+        train(cfg)
+    prepare(cfg)
+    with pytest.raises(ConfigError, match=r"train.batch_tokens \(8\) is smaller than the longest train example"):
+        train(load_config(toy_config(tmp_path), FAST + ["train.batch_tokens=8"]))
+    with pytest.raises(DataError, match="prepared with different data/vocab settings"):
+        train(load_config(toy_config(tmp_path), FAST + ["vocab.size=50"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="CUDA is not available"):
+            train(load_config(toy_config(tmp_path), FAST + ["train.device=cuda"]))

@@ -1,0 +1,212 @@
+"""translate_lines / translate_ids: line alignment, batching invariance, truncation, decode settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nmt.config import DecodeConfig
+from nmt.data.vocab import EOS_ID
+from nmt.decode.load import LoadedModel, load_model
+from nmt.decode.translate import (
+    TranslateStats,
+    Translation,
+    effective_decode_config,
+    format_translations,
+    read_input,
+    search,
+    translate_ids,
+    translate_lines,
+)
+from nmt.errors import ConfigError
+from nmt.fileio import DecodeStats
+from nmt.metrics import bleu, corpus_scores
+from tests.conftest import TinyCheckpoint
+from tests.corpora import WORDS
+
+CPU = torch.device("cpu")
+# Short outputs keep the property test fast; beam 2 exercises the beam path (1 would be greedy).
+FAST = DecodeConfig(device="cpu", beam=2, nbest=1, max_len_a=0.5, max_len_b=4)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint: TinyCheckpoint) -> LoadedModel:
+    return load_model(tiny_checkpoint.path)
+
+
+def _texts(loaded: LoadedModel, lines: list[str], cfg: DecodeConfig, **kw: object) -> list[list[Translation]]:
+    return list(translate_lines(loaded, lines, cfg, device=CPU, **kw))  # type: ignore[arg-type]
+
+
+# Lines as raw bytes: empty, whitespace, toy words, very long, invalid UTF-8, unicode with
+# combining marks and the characters str.splitlines() treats as line breaks (never b"\n").
+_WORD_LINE = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(lambda ws: " ".join(ws).encode())
+_UNICODE = st.lists(
+    st.sampled_from(list("aé\u0301\u0308ß日本 \t\u2028\u2029\x0b\x0c\x85\x1c\r\u200b") + WORDS[:3]), max_size=12
+).map(lambda parts: "".join(parts).encode("utf-8"))
+_RAW_LINE = st.one_of(
+    st.just(b""),
+    st.sampled_from([b" ", b"\t", b"   \t  "]),
+    _WORD_LINE,
+    _UNICODE,
+    st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+    st.sampled_from([b"\xff\xfe alpha", b"bravo \xc3", b"\x80\x81\x82"]),
+    st.integers(70, 200).map(lambda n: b" ".join([b"alpha"] * n)),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw_lines=st.lists(_RAW_LINE, max_size=8), nbest=st.sampled_from([1, 2]), final_newline=st.booleans())
+def test_one_output_per_input_line_in_order(
+    loaded: LoadedModel, tmp_path: Path, raw_lines: list[bytes], nbest: int, final_newline: bool
+) -> None:
+    path = tmp_path / "in.txt"
+    data = b"".join(line + b"\n" for line in raw_lines)
+    if not final_newline and raw_lines and raw_lines[-1]:
+        data = data[:-1]  # a last line without newline still counts (an empty one would vanish)
+    path.write_bytes(data)
+    cfg = dataclasses.replace(FAST, nbest=nbest)
+    read_stats = DecodeStats()
+    lines = list(read_input(path, read_stats))
+    assert len(lines) == len(raw_lines)
+
+    out = _texts(loaded, lines, cfg, chunk_lines=3)
+    assert [len(t) for t in out] == [nbest] * len(raw_lines)
+    text = "".join(format_translations(t, scores=True) for t in out)
+    assert len(text.splitlines()) == nbest * len(raw_lines)  # no translation spans two lines
+    for raw, translations in zip(raw_lines, out):
+        if not raw.strip(b" \t"):
+            assert all(t.text == "" for t in translations)
+    # in order: each line's translations are those it gets when translated on its own
+    for line, translations in zip(lines, out):
+        assert [t.text for t in translations] == [t.text for t in _texts(loaded, [line], cfg)[0]]
+
+
+def test_invalid_utf8_replaced_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"ok\n\xff\xfe bad\nfine\r\nbad \xc3\n")
+    stats = DecodeStats()
+    assert list(read_input(path, stats)) == ["ok", "\ufffd\ufffd bad", "fine", "bad \ufffd"]
+    assert stats.invalid_utf8_lines == 2
+
+
+def test_alone_equals_in_large_batch(loaded: LoadedModel, tiny_checkpoint: TinyCheckpoint) -> None:
+    sources = (tiny_checkpoint.corpus / "valid.src").read_text().splitlines()
+    cfg = DecodeConfig(device="cpu", beam=3, nbest=2, batch_tokens=100_000)
+    batched = _texts(loaded, sources, cfg)
+    for line in sources[:: len(sources) // 6]:
+        alone = _texts(loaded, [line], cfg)[0]
+        match = batched[sources.index(line)]
+        assert [t.text for t in alone] == [t.text for t in match]
+        assert [t.score for t in alone] == pytest.approx([t.score for t in match], abs=1e-5)
+
+
+def test_translate_ids_matches_search_and_budget_does_not_matter(loaded: LoadedModel) -> None:
+    vocab = loaded.vocab
+    seqs = [s + [EOS_ID] for s in vocab.encode_src(["alpha bravo", "charlie delta echo foxtrot golf", "hotel"])]
+    big = translate_ids(loaded.model, seqs, FAST, device=CPU)
+    small_batches: list[int] = []
+    small = search(
+        loaded.model, seqs, dataclasses.replace(FAST, batch_tokens=8), device=CPU, on_batch=small_batches.append
+    )
+    assert big == [hyps[0].tokens for hyps in small]
+    assert all(isinstance(t, int) for row in big for t in row)
+    assert sum(small_batches) == 3 and len(small_batches) > 1  # the budget split the batch
+
+
+def test_overlong_lines_truncated_and_counted(loaded: LoadedModel, tiny_checkpoint: TinyCheckpoint) -> None:
+    max_len = tiny_checkpoint.max_len
+    long_line = " ".join(["alpha"] * 3 * max_len)
+    stats = TranslateStats()
+    out = _texts(loaded, ["bravo", long_line, "", long_line], FAST, stats=stats)
+    assert len(out) == 4
+    assert stats.truncated == 2 and stats.empty == 1 and stats.lines == 4
+    short = len(loaded.vocab.encode_src(["bravo"])[0]) + 1
+    assert stats.src_tokens == short + 2 * max_len  # each long line fed as max_len tokens incl. eos
+    cut = loaded.vocab.src.decode(loaded.vocab.encode_src([long_line])[0][: max_len - 1])
+    assert out[1][0].text == _texts(loaded, [cut], FAST)[0][0].text
+
+
+class _Untouchable:
+    max_len = 64
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the model was used ({name}) for empty input")
+
+
+def test_empty_lines_never_reach_the_model(loaded: LoadedModel) -> None:
+    blank = dataclasses.replace(loaded, model=_Untouchable())
+    stats = TranslateStats()
+    out = _texts(blank, ["", "  ", "\t"], dataclasses.replace(FAST, nbest=2), stats=stats)
+    assert out == [[Translation("", 0.0, 0)] * 2] * 3
+    assert stats.empty == 3
+
+
+class _BreakingVocab:
+    """A vocabulary whose detokeniser emits line breaks."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        return self.inner.encode_src(lines)  # type: ignore[attr-defined]
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return ["a\nb\r\nc\u2028d\x85e\x0bf" for _ in ids]
+
+
+def test_line_breaks_in_output_become_spaces(loaded: LoadedModel) -> None:
+    broken = dataclasses.replace(loaded, vocab=_BreakingVocab(loaded.vocab))
+    out = _texts(broken, ["alpha bravo"], FAST)
+    assert out[0][0].text == "a b  c d e f"
+    assert format_translations(out[0], scores=False).count("\n") == 1
+
+
+def test_sampling_gives_nbest_samples(loaded: LoadedModel) -> None:
+    cfg = dataclasses.replace(FAST, sampling=True, nbest=2, top_k=5, temperature=0.7)
+    torch.manual_seed(3)
+    first = _texts(loaded, ["alpha bravo", "", "charlie"], cfg)
+    torch.manual_seed(3)
+    again = _texts(loaded, ["alpha bravo", "", "charlie"], cfg)
+    assert [len(t) for t in first] == [2, 2, 2] and first == again
+    assert first[0][0].score >= first[0][1].score
+
+
+def test_precision_bf16_runs_on_cpu(loaded: LoadedModel) -> None:
+    out = _texts(loaded, ["alpha bravo charlie"], dataclasses.replace(FAST, precision="bf16"))
+    assert len(out) == 1 and len(out[0]) == 1
+
+
+def test_effective_decode_config() -> None:
+    base = DecodeConfig(beam=4, length_penalty="average")  # alpha defaulted to 1.0
+    cfg = effective_decode_config(base, ["decode.beam=6", "decode.length_penalty=gnmt"], where="x")
+    assert cfg.beam == 6 and cfg.length_penalty == "gnmt" and cfg.alpha == 0.6  # alpha follows the mode
+    explicit = effective_decode_config(base, ["decode.length_penalty=gnmt", "decode.alpha=0.9"], where="x")
+    assert explicit.alpha == 0.9
+    kept = effective_decode_config(DecodeConfig(alpha=0.7), ["decode.length_penalty=gnmt"], where="x")
+    assert kept.alpha == 0.7  # a stored non-default alpha is the user's choice
+    with pytest.raises(ConfigError, match="did you mean decode.beam"):
+        effective_decode_config(base, ["decode.bem=3"], where="x")
+    with pytest.raises(ConfigError, match="only decode"):
+        effective_decode_config(base, ["model.d_model=8"], where="x")
+    with pytest.raises(ConfigError, match="decode.nbest"):
+        effective_decode_config(base, ["decode.nbest=9"], where="x")
+    with pytest.raises(ConfigError, match="decode.temperature must be > 0"):
+        effective_decode_config(base, ["decode.temperature=0"], where="x")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        effective_decode_config(base, ["decode.beam=wide"], where="x")
+
+
+def test_metrics_bleu_shortcut_matches_corpus_scores() -> None:
+    hyps = ["the cat sat on the mat", "a b c d e"]
+    refs = [["the cat sat on a mat", "a b c d e"]]
+    scores = corpus_scores(hyps, refs)
+    assert bleu(hyps, refs) == scores["bleu"].score
+    assert set(scores) == {"bleu", "chrf", "chrf++", "ter"}
+    assert scores["chrf++"].signature.count("nw:2") == 1
+    assert bleu([], [[]]) == 0.0
