@@ -10,6 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NMT_DATA ?= $(abspath ../shared/data)
 export OMP_NUM_THREADS ?= 2
 MULTI30K ?= configs/multi30k_de_en.yaml
+TRAIN_ARGS ?=
 
 .PHONY: install demo test test-fast lint multi30k bench clean
 
@@ -38,7 +39,7 @@ lint: install
 
 multi30k: install
 	$(NMT) prepare $(MULTI30K)
-	$(NMT) train $(MULTI30K)
+	$(NMT) train $(MULTI30K) $(TRAIN_ARGS)
 	$(NMT) average --last 5 $$($(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K))
 	$(NMT) evaluate $(MULTI30K) --split test_2016_flickr --checkpoint averaged
 	$(NMT) evaluate $(MULTI30K) --split test_2017_flickr --checkpoint averaged

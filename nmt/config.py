@@ -425,3 +425,11 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp)).replace("SplitSpec", "split")
+
+
+def reference_markdown() -> str:
+    """The README's config reference table, generated from the dataclasses."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, comment in field_docs():
+        lines.append(f"| `{key}` | {tp.replace('|', '&#124;')} | `{default}` | {comment.replace('|', '&#124;')} |")
+    return "\n".join(lines)

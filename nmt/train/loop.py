@@ -70,8 +70,11 @@ class TrainResult:
     params: int = 0
 
 
-def train(cfg: ExperimentConfig, *, restart: bool = False) -> TrainResult:
-    """Train (or resume) the experiment described by `cfg`."""
+def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: bool = True) -> TrainResult:
+    """Train (or resume) the experiment described by `cfg`.
+
+    `final_validation=False` skips the validation + checkpoint after the last step (benchmarks).
+    """
     exp = Experiment.from_config(cfg)
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device.type)
@@ -186,7 +189,7 @@ def train(cfg: ExperimentConfig, *, restart: bool = False) -> TrainResult:
         if result.stopped_by == "signal":
             if dist.is_main:
                 save_last(exp, cfg, model, optimizer, precision, vocab, state)
-        elif state.last_valid_step != state.step:
+        elif state.last_valid_step != state.step and final_validation:
             result.last_valid = validate_and_save(
                 cfg, exp, model, optimizer, precision, vocab, valid_ds, state, dist, device
             )
