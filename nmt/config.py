@@ -164,6 +164,12 @@ class DecodeConfig:
         _check_range("decode.beam", self.beam, low=1)
         _check_range("decode.nbest", self.nbest, low=1, high=self.beam)
         _check_range("decode.batch_tokens", self.batch_tokens, low=1)
+        for key in ("min_len", "max_len_a", "max_len_b", "no_repeat_ngram", "top_k"):
+            _check_range(f"decode.{key}", getattr(self, key), low=0)
+        if self.temperature <= 0:
+            raise ValueError(f"decode.temperature must be > 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"decode.top_p must be in (0, 1], got {self.top_p!r}")
         if self.alpha is None:
             object.__setattr__(self, "alpha", 0.6 if self.length_penalty == "gnmt" else 1.0)
 
@@ -253,7 +259,9 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise bad("a mapping")
-        return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items()}
+        # `--set data.splits.NAME=null` removes an entry
+        return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items()
+                if not (v is None or (isinstance(v, str) and v.lower() in ("null", "none", "~")))}
     if origin in (tuple, list):
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -311,7 +319,10 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        message = str(exc)
+        if prefix and not message.startswith(prefix.split(".")[0]):
+            message = f"{prefix}: {message}"
+        raise ConfigError(f"{where}: {message}") from None
 
 
 def _set_override(raw: dict[str, Any], assignment: str) -> None:

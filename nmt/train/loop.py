@@ -14,6 +14,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -262,18 +263,19 @@ def save_last(
     precision: Precision,
     vocab: Vocab,
     state: TrainState,
+    *,
+    path: Path | None = None,
 ) -> None:
-    save_checkpoint(
-        exp.last_checkpoint,
-        build_checkpoint(
-            model=model,
-            cfg=cfg,
-            vocab=vocab,
-            step=state.step,
-            epoch=state.epoch,
-            train_state=train_state(optimizer, precision, state),
-        ),
+    """Write a resumable checkpoint to `path` (default: checkpoints/last.pt)."""
+    checkpoint = build_checkpoint(
+        model=model,
+        cfg=cfg,
+        vocab=vocab,
+        step=state.step,
+        epoch=state.epoch,
+        train_state=train_state(optimizer, precision, state),
     )
+    save_checkpoint(path or exp.last_checkpoint, checkpoint)
 
 
 def log_event(
@@ -304,10 +306,29 @@ def log_event(
     }
 
 
+_TENSORBOARD: dict[str, Any] = {}
+
+
 def write_metrics(exp: Experiment, record: dict[str, Any], dist: Dist) -> None:
-    if dist.is_main:
-        with open(exp.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+    """Append one JSON line to metrics.jsonl; TensorBoard scalars too when tensorboard is installed."""
+    if not dist.is_main:
+        return
+    with open(exp.metrics_path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    key = str(exp.root)
+    if key not in _TENSORBOARD:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+
+            _TENSORBOARD[key] = SummaryWriter(str(exp.root / "tensorboard"))
+        except ImportError:
+            _TENSORBOARD[key] = None
+    writer = _TENSORBOARD[key]
+    if writer is not None:
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+                writer.add_scalar(f"{record['event']}/{name}", value, record["step"])
+        writer.flush()
 
 
 @torch.inference_mode()
@@ -377,17 +398,7 @@ def validate_and_save(
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
         path = exp.checkpoint_dir / f"step_{state.step}.pt"
-        save_checkpoint(
-            path,
-            build_checkpoint(
-                model=model,
-                cfg=cfg,
-                vocab=vocab,
-                step=state.step,
-                epoch=state.epoch,
-                train_state=train_state(optimizer, precision, state),
-            ),
-        )
+        save_last(exp, cfg, model, optimizer, precision, vocab, state, path=path)
         link_checkpoint(path, exp.last_checkpoint)
         if improved:
             link_checkpoint(path, exp.best_checkpoint)
