@@ -90,7 +90,8 @@ def german(n: int) -> str:
 def make_pairs(n_lines: int, rng: random.Random) -> list[tuple[str, str]]:
     pairs = []
     for _ in range(n_lines):
-        numbers = [rng.randint(1, 999) for _ in range(rng.randint(3, 5))]
+        # small numbers are frequent in real text and are the easiest to get wrong when rare
+        numbers = [rng.randint(1, rng.choice((20, 99, 999, 999))) for _ in range(rng.randint(3, 5))]
         pairs.append((" , ".join(english(x) for x in numbers), " , ".join(german(x) for x in numbers)))
     return pairs
 

@@ -164,7 +164,7 @@ def finalize_finished(
     mode: LengthPenaltyMode,
     alpha: float,
 ) -> FinishedStore:
-    """Merge this step's EOS candidates into the store rows `alive`, keeping the top K.
+    """Merge this step's EOS candidates into the store rows `alive`, keeping the top K (in place).
 
     Args:
         alive: (n,) store row (original sentence) of each working sentence.
@@ -179,17 +179,16 @@ def finalize_finished(
     best, idx = merged.topk(beam, dim=1)
     new_lengths = torch.full_like(new_scores, length - 1, dtype=torch.long)
 
-    def pick(old: Tensor, new: Tensor) -> Tensor:
+    def pick(old: Tensor, new: Tensor) -> None:
         both = torch.cat([old[alive], new], dim=1)
         chosen = gather_beams(both, idx) if both.dim() == 3 else both.gather(1, idx)
-        return old.index_copy(0, alive, chosen)
+        old.index_copy_(0, alive, chosen)  # in place: only the n working rows are written, not all B
 
-    return FinishedStore(
-        scores=store.scores.index_copy(0, alive, best),
-        tokens=pick(store.tokens, tokens),
-        token_scores=pick(store.token_scores, token_scores),
-        lengths=pick(store.lengths, new_lengths),
-    )
+    pick(store.tokens, tokens)
+    pick(store.token_scores, token_scores)
+    pick(store.lengths, new_lengths)
+    store.scores.index_copy_(0, alive, best)
+    return store
 
 
 def is_done(
