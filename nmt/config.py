@@ -260,8 +260,11 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
         if not isinstance(value, dict):
             raise bad("a mapping")
         # `--set data.splits.NAME=null` removes an entry
-        return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items()
-                if not (v is None or (isinstance(v, str) and v.lower() in ("null", "none", "~")))}
+        return {
+            str(k): _convert(v, args[1], f"{key}.{k}", where, meta)
+            for k, v in value.items()
+            if not (v is None or (isinstance(v, str) and v.lower() in ("null", "none", "~")))
+        }
     if origin in (tuple, list):
         if isinstance(value, str):
             value = yaml.safe_load(value)

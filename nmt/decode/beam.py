@@ -356,7 +356,7 @@ def batched_beam_search(
             max_out, last_ids = max_out[keep], last_ids[keep]
             memory = memory.index_select((keep.unsqueeze(1) * beam + beam_offsets).view(-1))
             rows = rows.view(n, beam)[keep].view(-1)
-        state = state.reorder(rows)
+        state = state.reorder(rows, same_source=keep.numel() == n)
         last = last_ids.reshape(-1, 1)
 
     return to_hypotheses(store, nbest=nbest)

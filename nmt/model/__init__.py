@@ -24,9 +24,13 @@ class Memory(Protocol):
 
 
 class DecoderState(Protocol):
-    """Incremental decoder state (e.g. per-layer K/V); `reorder` gathers rows by `idx` (N,)."""
+    """Incremental decoder state (e.g. per-layer K/V); `reorder` gathers rows by `idx` (N,).
 
-    def reorder(self, idx: Tensor) -> Self: ...
+    `same_source=True` means rows only move among hypotheses of one source sentence, so
+    per-source parts of the state (cross-attention K/V) may be left as they are.
+    """
+
+    def reorder(self, idx: Tensor, *, same_source: bool = False) -> Self: ...
 
 
 class Seq2SeqModel(Protocol):

@@ -42,8 +42,17 @@ class TransformerState:
     src_pad: Tensor
     step: int
 
-    def reorder(self, idx: Tensor) -> Self:
-        """Rows `idx` (N,) of every tensor: beam reordering, shrinking or expanding the batch."""
+    def reorder(self, idx: Tensor, *, same_source: bool = False) -> Self:
+        """Rows `idx` (N,) of every tensor: beam reordering, shrinking or expanding the batch.
+
+        `same_source=True` promises that every row moves only among rows of the same source
+        sentence (beam reordering without shrinking): the per-source cross-attention K/V and
+        padding are then already right and are not copied.
+        """
+        if same_source:
+            return type(self)(
+                tuple(kv.index_select(idx) for kv in self.self_kv), self.cross_kv, self.src_pad, self.step
+            )
         return type(self)(
             tuple(kv.index_select(idx) for kv in self.self_kv),
             tuple(kv.index_select(idx) for kv in self.cross_kv),

@@ -13,9 +13,20 @@ from tests.conftest import ROOT, run_nmt
 
 def test_number_words() -> None:
     assert [english(n) for n in (7, 21, 100, 321, 999)] == [
-        "seven", "twenty-one", "one hundred", "three hundred twenty-one", "nine hundred ninety-nine"]
+        "seven",
+        "twenty-one",
+        "one hundred",
+        "three hundred twenty-one",
+        "nine hundred ninety-nine",
+    ]
     assert [german(n) for n in (7, 21, 100, 101, 321, 999)] == [
-        "sieben", "einundzwanzig", "einhundert", "einhunderteins", "dreihunderteinundzwanzig", "neunhundertneunundneunzig"]
+        "sieben",
+        "einundzwanzig",
+        "einhundert",
+        "einhunderteins",
+        "dreihunderteinundzwanzig",
+        "neunhundertneunundneunzig",
+    ]
 
 
 def test_generator_is_deterministic_with_disjoint_splits(tmp_path: Path) -> None:
@@ -44,6 +55,10 @@ def test_demo_pipeline_reaches_bleu_90(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     record = json.loads(result.stdout)
     assert record["scores"]["bleu"] >= 90
-    translated = run_nmt("translate", str(tmp_path / "exp" / "checkpoints" / "best.pt"), env=env,
-                         input="three hundred twenty-one , forty-five , seven\n")
+    translated = run_nmt(
+        "translate",
+        str(tmp_path / "exp" / "checkpoints" / "best.pt"),
+        env=env,
+        input="three hundred twenty-one , forty-five , seven\n",
+    )
     assert translated.stdout == " , ".join(german(n) for n in (321, 45, 7)) + "\n"

@@ -19,8 +19,15 @@ from nmt.decode.load import read_checkpoint
 from tests.conftest import run_nmt
 from tests.corpora import toy_config
 
-FAST = ["model.d_model=32", "model.ffn_dim=64", "model.n_heads=2", "model.enc_layers=1", "model.dec_layers=1",
-        "decode.beam=1", "train.batch_tokens=256"]
+FAST = [
+    "model.d_model=32",
+    "model.ffn_dim=64",
+    "model.n_heads=2",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "decode.beam=1",
+    "train.batch_tokens=256",
+]
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -31,9 +38,14 @@ def test_sigterm_saves_a_checkpoint_and_train_resumes(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, train=200, valid=10)
     prepare(load_config(cfg, FAST))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "nmt", "train", str(cfg), *sets(FAST + ["train.max_steps=100000",
-                                                                           "train.log_every=5",
-                                                                           "train.valid_every=100000"])]
+    args = [
+        sys.executable,
+        "-m",
+        "nmt",
+        "train",
+        str(cfg),
+        *sets(FAST + ["train.max_steps=100000", "train.log_every=5", "train.valid_every=100000"]),
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "exp" / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -49,13 +61,20 @@ def test_sigterm_saves_a_checkpoint_and_train_resumes(tmp_path: Path) -> None:
     result = run_nmt("train", str(cfg), *sets(FAST + [f"train.max_steps={step + 3}", "train.valid_every=100000"]))
     assert result.returncode == 0, result.stderr
     assert f"resuming from {tmp_path / 'exp' / 'checkpoints' / 'last.pt'} at step {step}" in " ".join(
-        result.stderr.split())
+        result.stderr.split()
+    )
     assert read_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt")["step"] == step + 3
 
 
 def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) -> None:
-    common = FAST + ["model.dropout=0", "train.max_steps=1", "train.valid_every=100", "train.log_every=1",
-                     "train.warmup_steps=0", "train.lr=1e-2"]
+    common = FAST + [
+        "model.dropout=0",
+        "train.max_steps=1",
+        "train.valid_every=100",
+        "train.log_every=1",
+        "train.warmup_steps=0",
+        "train.lr=1e-2",
+    ]
     single = toy_config(tmp_path / "single", train=200, valid=10)
     prepare(load_config(single, common))
     result = run_nmt("train", str(single), *sets(common + ["train.accum_steps=2"]))
@@ -63,9 +82,24 @@ def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) ->
     ddp = toy_config(tmp_path / "ddp", train=200, valid=10)
     prepare(load_config(ddp, common))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "nmt", "train", str(ddp), *sets(common)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "nmt",
+            "train",
+            str(ddp),
+            *sets(common),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = read_checkpoint(tmp_path / "single" / "exp" / "checkpoints" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "ddp" / "exp" / "checkpoints" / "last.pt")["model"]

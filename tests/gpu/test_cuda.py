@@ -60,8 +60,16 @@ def test_fp16_scaler_skips_non_finite_step_with_fused_adamw() -> None:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_on_cuda_learns(tmp_path: Path, precision: str) -> None:
-    cfg = load_config(toy_config(tmp_path), ["train.device=cuda", f"train.precision={precision}",
-                                             "train.max_steps=60", "train.valid_every=60", "decode.beam=2"])
+    cfg = load_config(
+        toy_config(tmp_path),
+        [
+            "train.device=cuda",
+            f"train.precision={precision}",
+            "train.max_steps=60",
+            "train.valid_every=60",
+            "decode.beam=2",
+        ],
+    )
     prepare(cfg)
     result = train(cfg)
     assert result.state.nonfinite_steps < 5

@@ -28,7 +28,7 @@ class ToyState:
     hidden: Tensor  # (N, D) decoder GRU state
     keys: Tensor  # (N, S, D) attention keys, computed once from the memory
 
-    def reorder(self, idx: Tensor) -> ToyState:
+    def reorder(self, idx: Tensor, *, same_source: bool = False) -> ToyState:
         return ToyState(self.hidden.index_select(0, idx), self.keys.index_select(0, idx))
 
 
