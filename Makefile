@@ -11,6 +11,7 @@ export NMT_DATA ?= $(abspath ../shared/data)
 export OMP_NUM_THREADS ?= 2
 MULTI30K ?= configs/multi30k_de_en.yaml
 TRAIN_ARGS ?=
+WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K)
 
 .PHONY: install demo test test-fast lint multi30k bench clean
 
@@ -40,13 +41,15 @@ lint: install
 multi30k: install
 	$(NMT) prepare $(MULTI30K)
 	$(NMT) train $(MULTI30K) $(TRAIN_ARGS)
-	$(NMT) average --last 5 $$($(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K))
+	$(NMT) average --last 5 $$($(WORKDIR))
 	$(NMT) evaluate $(MULTI30K) --split test_2016_flickr --checkpoint averaged
 	$(NMT) evaluate $(MULTI30K) --split test_2017_flickr --checkpoint averaged
 
+# CPU benchmarks for BENCHMARKS.md (needs a trained $(MULTI30K) experiment for the translation figures)
 bench: install
-	$(PY) scripts/bench_train.py $(MULTI30K) --steps 30
-	$(PY) scripts/bench_translate.py $(MULTI30K)
+	$(NMT) prepare $(MULTI30K)
+	$(PY) scripts/bench_train.py $(MULTI30K) --steps 60 --set train.device=cpu
+	$(PY) scripts/bench_translate.py $$($(WORKDIR))/checkpoints/best.pt --profile
 
 clean:
 	rm -rf data/exp data/demo .pytest_cache build *.egg-info

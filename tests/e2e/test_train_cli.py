@@ -84,15 +84,14 @@ def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) ->
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
+            # `nmt train --devices 2` re-launches itself under torchrun (python -m torch.distributed.run)
             sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
             "-m",
             "nmt",
             "train",
             str(ddp),
+            "--devices",
+            "2",
             *sets(common),
         ],
         env=env,
