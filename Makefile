@@ -18,9 +18,9 @@ WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_c
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	# --no-compile: byte-compiling all of torch up front costs ~20 s; modules compile on first import instead
+	$(PY) -m pip install -q --no-compile "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-compile -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
