@@ -15,17 +15,21 @@ WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_c
 
 .PHONY: install demo test test-fast lint multi30k bench clean
 
+# runtime install (what the demo needs), then the dev extras (what the tests need)
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: byte-compiling all of torch up front costs ~20 s; modules compile on first import instead
-	$(PY) -m pip install -q --no-compile "$(TORCH_SPEC)"
-	$(PY) -m pip install -q --no-compile -e '.[dev]'
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
 
-demo: install
+install: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
 	bash scripts/demo.sh
 
 test: install
