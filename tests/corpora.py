@@ -6,6 +6,17 @@ import gzip
 import random
 from pathlib import Path
 
+# --set overrides for a model small enough that a training step takes milliseconds
+FAST = [
+    "model.d_model=32",
+    "model.ffn_dim=64",
+    "model.n_heads=2",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "decode.beam=1",
+    "train.batch_tokens=256",
+]
+
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 
 

@@ -17,17 +17,7 @@ from nmt.config import load_config
 from nmt.data.prepare import prepare
 from nmt.decode.load import read_checkpoint
 from tests.conftest import run_nmt
-from tests.corpora import toy_config
-
-FAST = [
-    "model.d_model=32",
-    "model.ffn_dim=64",
-    "model.n_heads=2",
-    "model.enc_layers=1",
-    "model.dec_layers=1",
-    "decode.beam=1",
-    "train.batch_tokens=256",
-]
+from tests.corpora import FAST, toy_config
 
 
 def sets(overrides: list[str]) -> list[str]:

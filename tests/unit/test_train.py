@@ -15,17 +15,7 @@ from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.experiment import Experiment
 from nmt.train.checkpoint import save_checkpoint
 from nmt.train.loop import train
-from tests.corpora import reverse_pairs, toy_config, write_split
-
-FAST = [
-    "model.d_model=32",
-    "model.ffn_dim=64",
-    "model.n_heads=2",
-    "model.enc_layers=1",
-    "model.dec_layers=1",
-    "decode.beam=1",
-    "train.batch_tokens=256",
-]
+from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 
 
 def prepared(tmp_path: Path, overrides: list[str]):
