@@ -9,6 +9,7 @@ paragraph with a non-zero exit code; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -198,32 +199,28 @@ def train(
     current step, writes a checkpoint and exits; run the same command to continue. Multi-GPU:
     [bold]torchrun --nproc_per_node=K -m nmt train CONFIG[/bold] (or [bold]--devices K[/bold]).
     """
-    if devices > 1:
-        import os
+    if devices > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun: re-launch under it
         import subprocess
 
-        if "WORLD_SIZE" not in os.environ:
-            args = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                f"--nproc_per_node={devices}",
-                "-m",
-                "nmt",
-                "train",
-                str(config),
-                *[a for s in set_ or [] for a in ("--set", s)],
-            ]
-            raise typer.Exit(subprocess.call(args + (["--restart"] if restart else [])))
+        args = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={devices}",
+            "-m",
+            "nmt",
+            "train",
+            str(config),
+            *[a for s in set_ or [] for a in ("--set", s)],
+        ]
+        raise typer.Exit(subprocess.call(args + (["--restart"] if restart else [])))
     from nmt.config import load_config
     from nmt.train.loop import summarize
     from nmt.train.loop import train as run_train
 
     cfg = load_config(config, overrides=set_ or [])
     result = run_train(cfg, restart=restart)
-    import os
-
     if os.environ.get("RANK", "0") == "0":
         summarize(result)
     if result.exit_code:

@@ -122,7 +122,8 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
             for group in groups[state.groups_done :]:
                 step_batches = [collate(train_ds, idx) for idx in group]
                 tokens = sum(b.n_tgt_tokens for b in step_batches)
-                total_tokens = dist.all_reduce_sum(torch.tensor(float(tokens))).item() if dist.enabled else tokens
+                # all ranks' target tokens, kept on the device: normalising by it needs no host sync
+                total_tokens = dist.all_reduce_sum(torch.tensor(float(tokens), device=device))
                 ddp_model.train()
                 for i, batch in enumerate(step_batches):
                     batch = batch.to(device)
