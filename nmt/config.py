@@ -81,27 +81,42 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    arch: Literal["transformer"] = "transformer"  # model family
+    arch: Literal["transformer", "rnn"] = "transformer"  # model family: Transformer or recurrent (LSTM/GRU)
     preset: Literal["tiny", "small", "base", "big"] = "small"  # sizes below default to it
-    d_model: int | None = None  # model width
-    n_heads: int | None = None  # attention heads
-    ffn_dim: int | None = None  # feed-forward inner width
+    d_model: int | None = None  # model width (rnn: embedding and hidden size)
+    n_heads: int | None = None  # transformer: attention heads
+    ffn_dim: int | None = None  # transformer: feed-forward inner width
     enc_layers: int | None = None  # encoder layers
     dec_layers: int | None = None  # decoder layers
-    dropout: float | None = None  # dropout on residuals, attention weights and FFN
-    activation: Literal["relu", "gelu"] = "relu"  # FFN non-linearity
-    norm: Literal["pre", "post"] = "pre"  # LayerNorm before (stable) or after (paper) sublayers
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # position embeddings
+    dropout: float | None = None  # dropout on residuals, attention weights and FFN (rnn: between layers)
+    activation: Literal["relu", "gelu"] = "relu"  # transformer: FFN non-linearity
+    norm: Literal["pre", "post"] = "pre"  # transformer: LayerNorm before (stable) or after (paper) sublayers
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # transformer: position embeddings
     share_embeddings: Literal["all", "decoder", "none"] = "all"  # weight tying
     max_len: int = 256  # longest source/target in tokens the model accepts
+    cell: Literal["lstm", "gru"] = "lstm"  # rnn: recurrent cell
+    bidirectional: bool = True  # rnn: bidirectional encoder (d_model / 2 per direction)
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "luong_general"  # rnn: none = Sutskever
+    input_feeding: bool | None = None  # rnn: feed the last attentional vector back in (Luong); default on for luong_*
+    residual: bool = True  # rnn: residual connections between stacked layers, from the third layer on (GNMT)
 
     def __post_init__(self) -> None:
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
         assert self.d_model is not None and self.n_heads is not None
-        if self.d_model % self.n_heads:
+        if self.arch == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.arch == "rnn":
+            if self.input_feeding is None:
+                object.__setattr__(self, "input_feeding", self.attention.startswith("luong"))
+            if self.input_feeding and self.attention == "none":
+                raise ValueError(
+                    "model.input_feeding needs attention (it feeds the attentional vector back in), but "
+                    "model.attention is none; set model.input_feeding: false or choose an attention"
+                )
+            if self.bidirectional and self.d_model % 2:
+                raise ValueError(f"model.d_model ({self.d_model}) must be even with a bidirectional encoder")
         for key in ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers", "max_len"):
             _check_range(f"model.{key}", getattr(self, key), low=1)
         _check_range("model.dropout", self.dropout, low=0.0, high=0.99)

@@ -57,6 +57,10 @@ class Seq2SeqModel(Protocol):
 
 def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqModel:
     """The only place that reads `model.*` config: build the family named by `cfg.arch`."""
+    if cfg.arch == "rnn":
+        from nmt.model.recurrent import RNNSeq2Seq
+
+        return RNNSeq2Seq.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
     from nmt.model.transformer import Transformer
 
     return Transformer.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)

@@ -42,17 +42,22 @@ def padded_batch(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
     return src_ids, src_ids == PAD_ID
 
 
-@pytest.fixture(params=["toy", "transformer"])
+MODEL_CONFIGS = {
+    "transformer": dict(preset="tiny", d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=1),
+    "lstm_luong": dict(arch="rnn", cell="lstm", attention="luong_general", d_model=16, enc_layers=2, dec_layers=2),
+    "gru_bahdanau": dict(arch="rnn", cell="gru", attention="bahdanau", d_model=16, enc_layers=1, dec_layers=1),
+    "lstm_none": dict(arch="rnn", cell="lstm", attention="none", d_model=16, enc_layers=1, dec_layers=1),
+}
+
+
+@pytest.fixture(params=["toy", *MODEL_CONFIGS])
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
     torch.manual_seed(0)
     if request.param == "toy":
         return ToySeq2Seq(vocab_size=VOCAB, max_len=16).eval()
-    pytest.importorskip("nmt.model.transformer")
     from nmt.model import build_model
 
-    cfg = ModelConfig(
-        preset="tiny", d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=1, max_len=16, dropout=0.0
-    )
+    cfg = ModelConfig(**MODEL_CONFIGS[request.param], max_len=16, dropout=0.0)  # type: ignore[arg-type]
     return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB).eval()
 
 

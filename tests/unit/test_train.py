@@ -13,7 +13,7 @@ from nmt.data.prepare import prepare
 from nmt.decode.load import load_model, read_checkpoint
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.experiment import Experiment
-from nmt.train.checkpoint import save_checkpoint
+from nmt.train.checkpoint import average_checkpoints, save_checkpoint
 from nmt.train.loop import train
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 
@@ -48,13 +48,18 @@ def test_tiny_model_overfits_a_handful_of_pairs(tmp_path: Path) -> None:
     assert losses[-1] < 0.05, losses
 
 
-def test_resume_gives_bitwise_identical_parameters(tmp_path: Path) -> None:
+RNN = ["model.arch=rnn", "model.cell=lstm", "model.attention=luong_general", "model.enc_layers=2"]
+
+
+@pytest.mark.parametrize("arch", [[], RNN], ids=["transformer", "rnn"])
+def test_resume_gives_bitwise_identical_parameters(tmp_path: Path, arch: list[str]) -> None:
     common = [
         "train.log_every=5",
         "train.valid_every=100",
         "train.accum_steps=2",
         "train.precision=fp32",
         "model.dropout=0.1",
+        *arch,
     ]
     straight = prepared(tmp_path / "a", common + ["train.max_steps=16"])
     train(straight)
@@ -77,6 +82,19 @@ def test_resume_with_incompatible_config_names_keys(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="differs from the checkpoint's in train.lr"):
         train(changed)
     assert train(changed, restart=True).state.step == 4
+
+
+def test_other_architecture_cannot_resume_or_average(tmp_path: Path) -> None:
+    cfg = prepared(tmp_path / "t", ["train.max_steps=2", "train.valid_every=2"])
+    train(cfg)
+    as_rnn = load_config(tmp_path / "t" / "toy.yaml", FAST + ["train.max_steps=4", "train.valid_every=2", *RNN])
+    with pytest.raises(CheckpointError, match=r"differs from the checkpoint's in .*model\.arch"):
+        train(as_rnn)
+    other = prepared(tmp_path / "r", ["train.max_steps=2", "train.valid_every=2", *RNN])
+    train(other)
+    paths = [Experiment.from_config(c).last_checkpoint for c in (cfg, other)]
+    with pytest.raises(CheckpointError, match=r"cannot average .* they differ in .*model\.arch"):
+        average_checkpoints(paths)
 
 
 def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
