@@ -68,14 +68,16 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rich.markup import escape
+
         from nmt.errors import NmtError
 
         try:
             return fn(*args, **kwargs)
-        except NmtError as exc:
-            console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, highlight=False)
+        except NmtError as exc:  # escaped: "[plot]" in a message is text, not rich markup
+            console.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True, highlight=False)
             if exc.hint:
-                console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False)
+                console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/bold red]")
@@ -295,6 +297,16 @@ def translate(
     ] = None,
     nbest: Annotated[int | None, typer.Option("--nbest", help="Output lines per input line (<= beam).")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")] = False,
+    attention_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--attention-dir", help="Write an attention heatmap PNG per line (line_000001.png, ...) to this folder."
+        ),
+    ] = None,
+    attention_lines: Annotated[
+        int | None,
+        typer.Option("--attention-lines", min=1, metavar="N", help="Heatmaps for the first N lines (default 10)."),
+    ] = None,
     set_: DecodeSetOption = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -317,9 +329,18 @@ def translate(
     """
     flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
     from nmt.decode.translate import translate as run_translate
+    from nmt.errors import NmtError
 
+    if attention_lines is not None and attention_dir is None:
+        raise NmtError("--attention-lines needs --attention-dir DIR (where the heatmaps go)")
     run_translate(
-        checkpoint, input=input, output=output, overrides=[*(set_ or []), *decode_overrides(flags)], scores=scores
+        checkpoint,
+        input=input,
+        output=output,
+        overrides=[*(set_ or []), *decode_overrides(flags)],
+        scores=scores,
+        attention_dir=attention_dir,
+        attention_lines=attention_lines or 10,
     )
 
 
@@ -330,9 +351,19 @@ def evaluate(
         Path | None,
         typer.Argument(help="Checkpoint (.pt) or experiment config (.yaml/.yml); omit with --hyp.", show_default=False),
     ] = None,
-    src: Annotated[Path | None, typer.Option("--src", help="Source text to translate (with a checkpoint).")] = None,
+    src: Annotated[
+        Path | None,
+        typer.Option("--src", help="Source text: translated with a checkpoint; with --hyp, measured for --by-length."),
+    ] = None,
     ref: Annotated[list[str] | None, typer.Option("--ref", help="Reference translations; repeat for several.")] = None,
-    hyp: Annotated[Path | None, typer.Option("--hyp", help="Score these translations; no model needed.")] = None,
+    hyp: Annotated[
+        list[Path] | None,
+        typer.Option("--hyp", help="Score these translations; no model needed. Repeat to compare systems."),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="NAME", help="Name of each system in tables, JSON and --plot; one per --hyp."),
+    ] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of the config to score, e.g. test.")] = None,
     checkpoint: Annotated[
         str | None,
@@ -350,7 +381,25 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write one JSON document to stdout.")] = False,
     fail_under: Annotated[
-        float | None, typer.Option("--fail-under", metavar="BLEU", help="Exit with status 1 when BLEU is below this.")
+        float | None,
+        typer.Option(
+            "--fail-under",
+            metavar="BLEU",
+            help="Exit with status 1 when BLEU is below this (any system, with several).",
+        ),
+    ] = None,
+    by_length: Annotated[
+        bool, typer.Option("--by-length", help="Also BLEU and chrF per source-length bucket (needs the source).")
+    ] = False,
+    buckets: Annotated[
+        str | None,
+        typer.Option(
+            "--buckets", metavar="N,N,...", help="Bucket boundaries in source words; 10,20,30 (default) = 0-9 .. 30+."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw BLEU by source length of every system to this PNG (implies --by-length)."),
     ] = None,
     set_: SetOption = None,
     device: DeviceOpt = None,
@@ -368,25 +417,34 @@ def evaluate(
 
     [bold]nmt evaluate CHECKPOINT --src F --ref F[/bold] translates and scores;
     [bold]nmt evaluate CONFIG --split test[/bold] uses the experiment's best checkpoint;
-    [bold]nmt evaluate --hyp F --ref F[/bold] scores existing translations.
+    [bold]nmt evaluate --hyp F [--hyp G ...] --ref F[/bold] scores existing translations
+    (add [bold]--src F[/bold] for [bold]--by-length[/bold] / [bold]--plot[/bold]).
     """
     flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
+    from nmt.evaluate.report import draw_plot, gate, length_boundaries, render
     from nmt.evaluate.report import evaluate as run_evaluate
-    from nmt.evaluate.report import gate, render
 
-    report = run_evaluate(
+    if plot is not None:
+        from nmt.plots import require_matplotlib
+
+        require_matplotlib()  # before translating, not after
+    reports = run_evaluate(
         target,
         src=src,
         refs=[Path(r) for r in ref or []],
-        hyp=hyp,
+        hyps=hyp or [],
+        labels=label or [],
         split=split,
         checkpoint_name=checkpoint,
         out=out,
         overrides=[*(set_ or []), *decode_overrides(flags)],
         fail_under=fail_under,
+        boundaries=length_boundaries(buckets, enabled=by_length or plot is not None),
     )
-    render(report, as_json=as_json)
-    gate(report)
+    if plot is not None:
+        draw_plot(reports, plot)
+    render(reports, as_json=as_json, plot=plot)
+    gate(reports)
 
 
 @app.command()

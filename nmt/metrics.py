@@ -9,6 +9,7 @@ list per reference file, each as long as `hyps`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sacrebleu.metrics import BLEU, CHRF, TER
@@ -27,8 +28,12 @@ class MetricScore:
     detail: str  # sacreBLEU's one-line verbose form (n-gram precisions, BP, ...)
 
 
-def _metrics() -> dict[str, Metric]:
-    return {"bleu": BLEU(), "chrf": CHRF(), "chrf++": CHRF(word_order=2), "ter": TER()}
+METRICS = ("bleu", "chrf", "chrf++", "ter")
+
+
+def _metrics(keys: Sequence[str]) -> dict[str, Metric]:
+    make = {"bleu": BLEU, "chrf": CHRF, "chrf++": lambda: CHRF(word_order=2), "ter": TER}
+    return {key: make[key]() for key in keys}
 
 
 def _check(hyps: list[str], refs: list[list[str]]) -> None:
@@ -39,18 +44,19 @@ def _check(hyps: list[str], refs: list[list[str]]) -> None:
             raise DataError(f"reference set {j + 1} has {len(stream):,} lines but there are {len(hyps):,} hypotheses")
 
 
-def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, MetricScore]:
+def corpus_scores(hyps: list[str], refs: list[list[str]], *, keys: Sequence[str] = METRICS) -> dict[str, MetricScore]:
     """BLEU, chrF, chrF++ (word n-grams up to 2) and TER with sacreBLEU's default settings.
 
     Args:
         hyps: one hypothesis per sentence (N).
         refs: reference streams, each of length N (`refs[j][i]`: reference j of sentence i).
+        keys: which of METRICS to compute (e.g. ("bleu", "chrf") for per-bucket scores).
     Returns:
-        {"bleu", "chrf", "chrf++", "ter"} -> MetricScore. An empty corpus scores 0.0.
+        key -> MetricScore, in the order of `keys`. An empty corpus scores 0.0.
     """
     _check(hyps, refs)
     out = {}
-    for key, metric in _metrics().items():
+    for key, metric in _metrics(keys).items():
         if not hyps:  # sacreBLEU raises IndexError on an empty corpus
             out[key] = MetricScore(key, 0.0, "", "empty corpus")
             continue

@@ -30,6 +30,7 @@ from nmt.config import DecodeConfig, config_from_dict, config_to_dict
 from nmt.console import info, progress, warn
 from nmt.data.batching import make_batches
 from nmt.data.vocab import EOS_ID, PAD_ID
+from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
 from nmt.decode.beam import Hypothesis, beam_search
 from nmt.decode.load import LoadedModel, load_model, resolve_device
 from nmt.decode.sampling import sample
@@ -50,6 +51,7 @@ class Translation:
     text: str  # detokenised, on a single line
     score: float  # the search's (length-normalised) score; 0.0 for an empty input, -inf for padding
     tokens: int  # target tokens generated (EOS excluded)
+    ids: tuple[int, ...] = ()  # those target token ids (no bos/eos)
 
 
 @dataclass
@@ -225,6 +227,14 @@ def translate_ids(
 # ---------------------------------------------------------------- text in, text out
 
 
+def source_ids(loaded: LoadedModel, lines: list[str]) -> tuple[list[list[int]], int]:
+    """Source ids as the model reads them (pieces cut to max_len - 1, then eos; [] for a line with no
+    tokens), and how many lines were cut."""
+    limit = loaded.model.max_len - 1  # room for the eos
+    ids = loaded.vocab.encode_src(lines)
+    return [s[:limit] + [EOS_ID] if s else [] for s in ids], sum(len(s) > limit for s in ids)
+
+
 def translate_lines(
     loaded: LoadedModel,
     lines: Iterable[str],
@@ -244,13 +254,11 @@ def translate_lines(
     """
     stats = stats if stats is not None else TranslateStats()
     model, vocab, nbest = loaded.model, loaded.vocab, decode_cfg.nbest
-    limit = model.max_len - 1  # room for the eos
     it = iter(lines)
     while chunk := list(itertools.islice(it, chunk_lines)):
-        ids = vocab.encode_src(chunk)
-        src = [s[:limit] + [EOS_ID] if s else [] for s in ids]
+        src, truncated = source_ids(loaded, chunk)
         stats.lines += len(chunk)
-        stats.truncated += sum(len(s) > limit for s in ids)
+        stats.truncated += truncated
         stats.empty += sum(not s for s in src)
         stats.src_tokens += sum(len(s) for s in src)
         hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch)
@@ -260,7 +268,9 @@ def translate_lines(
                 yield [Translation("", 0.0, 0)] * nbest
                 continue
             stats.tgt_tokens += len(row[0].tokens) if row else 0
-            out = [Translation(_LINE_BREAKS.sub(" ", next(texts)), h.score, len(h.tokens)) for h in row]
+            out = [
+                Translation(_LINE_BREAKS.sub(" ", next(texts)), h.score, len(h.tokens), tuple(h.tokens)) for h in row
+            ]
             yield out + [Translation("", float("-inf"), 0)] * (nbest - len(out))
         if on_batch is not None:
             on_batch(sum(not s for s in src))  # empty lines count as done too
@@ -312,18 +322,28 @@ def translate(
     output: Path | None,
     overrides: Sequence[str] = (),
     scores: bool = False,
+    attention_dir: Path | None = None,
+    attention_lines: int = 10,
 ) -> TranslateResult:
     """Translate a file or stdin with a checkpoint into a file or stdout.
 
     Args:
         overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
         scores: write `score<TAB>text` lines.
+        attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
+            `nmt.decode.attention`); the translations are the same with or without.
     """
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
+    if attention_dir is not None:  # fail before translating, not after
+        from nmt.plots import require_matplotlib
+
+        require_matplotlib()
+        check_attention(loaded.model, device=device)
     stats, read_stats = TranslateStats(), DecodeStats()
     interactive = input is None and sys.stdin.isatty()  # answer each typed line at once
+    first = FirstLines(attention_lines if attention_dir is not None else 0)  # kept for the heatmaps
     start = time.perf_counter()
     with (
         open_output(output) as sink,
@@ -331,7 +351,7 @@ def translate(
     ):
         for translations in translate_lines(
             loaded,
-            read_input(input, read_stats),
+            first.watch(read_input(input, read_stats)),
             decode_cfg,
             device=device,
             stats=stats,
@@ -341,6 +361,7 @@ def translate(
             sink.write(format_translations(translations, scores=scores).encode("utf-8"))
             if interactive:
                 sink.flush()
+            first.record(translations[0].ids)
     stats.invalid_utf8 = read_stats.invalid_utf8_lines
     elapsed_s = time.perf_counter() - start
     warn_repairs(stats, max_len=loaded.model.max_len)
@@ -349,6 +370,8 @@ def translate(
             f"translated {stats.lines:,} lines in {elapsed_s:.1f} s ({stats.lines / max(elapsed_s, 1e-9):,.1f} "
             f"lines/s) on {device.type} -> {output}"
         )
+    if attention_dir is not None:
+        write_heatmaps(loaded, source_ids(loaded, first.lines)[0], first.best, attention_dir, device=device)
     return TranslateResult(stats, decode_cfg, device.type, elapsed_s, output)
 
 

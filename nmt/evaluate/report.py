@@ -4,7 +4,9 @@ Three ways in:
   - checkpoint + --src + --ref: translate the source with the checkpoint, then score;
   - config + --split: the experiment's checkpoints/best.pt (or --checkpoint NAME) on the
     split's source/target files as named in the config;
-  - --hyp + --ref: score existing translations, no model.
+  - --hyp + --ref: score existing translations (one or several systems), no model.
+With length buckets (`--by-length`), BLEU and chrF are also reported per source-length
+bucket (see `nmt.evaluate.buckets`), and `--plot` draws them for every system on one axis.
 Hypotheses and references are read like the sacrebleu CLI reads them (split on "\\n" only,
 trailing whitespace removed), so the scores equal its scores on the same files.
 """
@@ -19,9 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nmt.config import DecodeConfig, config_to_dict, load_config
-from nmt.console import emit_json, progress, table
+from nmt.console import emit_json, info, progress, table
 from nmt.data.corpus import resolve_split
 from nmt.errors import CheckpointError, ConfigError, DataError, NmtError
+from nmt.evaluate.buckets import (
+    DEFAULT_BOUNDARIES,
+    BucketScore,
+    parse_boundaries,
+    plot_by_length,
+    scores_by_length,
+    table_by_length,
+)
 from nmt.experiment import Experiment
 from nmt.fileio import DecodeStats, atomic_open, count_lines, read_lines
 from nmt.metrics import MetricScore, corpus_scores
@@ -30,7 +40,7 @@ if TYPE_CHECKING:
     from nmt.decode.translate import TranslateStats
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
-USAGE = "nmt evaluate CHECKPOINT --src FILE --ref FILE | CONFIG --split NAME | --hyp FILE --ref FILE"
+USAGE = "nmt evaluate CHECKPOINT --src FILE --ref FILE | CONFIG --split NAME | --hyp FILE [--hyp FILE ...] --ref FILE"
 
 
 @dataclass
@@ -50,6 +60,8 @@ class EvalReport:
     decode: DecodeConfig | None = None
     device: str | None = None
     stats: TranslateStats | None = None
+    label: str = ""  # the system's name in tables, JSON and plots (--label, else the file or checkpoint stem)
+    by_length: list[BucketScore] | None = None  # with --by-length
 
     @property
     def passed(self) -> bool | None:
@@ -58,6 +70,7 @@ class EvalReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "label": self.label,
             "scores": {key: s.score for key, s in self.scores.items()},
             "signatures": {key: s.signature for key, s in self.scores.items()},
             "bleu_detail": self.scores["bleu"].detail,
@@ -75,6 +88,7 @@ class EvalReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "threshold": self.threshold,
             "passed": self.passed,
+            "by_length": [b.to_json() for b in self.by_length] if self.by_length is not None else None,
         }
 
 
@@ -83,34 +97,35 @@ def evaluate(
     *,
     src: Path | None = None,
     refs: Sequence[Path] = (),
-    hyp: Path | None = None,
+    hyps: Sequence[Path] = (),
+    labels: Sequence[str] = (),
     split: str | None = None,
     checkpoint_name: str | None = None,
     out: Path | None = None,
     overrides: Sequence[str] = (),
     fail_under: float | None = None,
-) -> EvalReport:
-    """Run one evaluation; `target` is a checkpoint, a config (.yaml/.yml), or None with `hyp`.
+    boundaries: Sequence[int] | None = None,
+) -> list[EvalReport]:
+    """Run one evaluation per system; `target` is a checkpoint, a config (.yaml/.yml), or None with `hyps`.
 
     Args:
+        hyps: translations to score, one system each (only without `target`).
+        labels: one name per system (default: the hypothesis file's or checkpoint's stem).
         overrides: `--set` strings (decode.* only for a checkpoint; any key for a config).
-        fail_under: recorded in the report; see `gate`.
+        fail_under: recorded in each report; see `gate`.
+        boundaries: source-length bucket starts (see `nmt.evaluate.buckets`); None = no buckets.
     """
     refs = list(refs)
-    if target is None and hyp is None:
+    if target is None and not hyps:
         raise NmtError("nothing to evaluate: give a CHECKPOINT, a CONFIG or --hyp FILE", hint=USAGE)
     if target is None:
         _check_options(
             "--hyp",
-            {"--hyp": hyp is not None, "--ref": bool(refs)},
-            {"--src": src, "--split": split, "--checkpoint": checkpoint_name, "--out": out},
+            {"--hyp": bool(hyps), "--ref": bool(refs)},
+            {"--split": split, "--checkpoint": checkpoint_name, "--out": out},
         )
-        assert hyp is not None
-        start = time.perf_counter()
-        lines = _check_counts(hyp, refs)
-        scores = corpus_scores(_read_scored(hyp), [_read_scored(r) for r in refs])
-        return EvalReport(scores, hyp, refs, lines, time.perf_counter() - start, fail_under)
-    if hyp is not None:
+        return _score_files(hyps, refs, src=src, labels=labels, fail_under=fail_under, boundaries=boundaries)
+    if hyps:
         raise NmtError("give either a CHECKPOINT/CONFIG to translate with or --hyp translations, not both")
     if target.suffix in CONFIG_SUFFIXES:
         _check_options("a config", {"--split": split is not None}, {"--src": src, "--ref": refs or None})
@@ -126,17 +141,106 @@ def evaluate(
                 f"{ckpt}: checkpoint not found",
                 hint="train first (`nmt train CONFIG`), or pick one with --checkpoint last|averaged|step_N",
             )
-        return translate_and_score(
+        [label] = _labels(labels, [f"{cfg.name} {name}"])
+        report = translate_and_score(
             ckpt, files.src, [files.tgt], base=cfg.decode, out=out, tag=split, split=split, fail_under=fail_under
         )
+        return [_with_buckets(report, label, boundaries)]
     _check_options(
         "a checkpoint",
         {"--src": src is not None, "--ref": bool(refs)},
         {"--split": split, "--checkpoint": checkpoint_name},
     )
     assert src is not None
+    [label] = _labels(labels, [target.stem])
     tag = Path(src.name.removesuffix(".gz")).stem
-    return translate_and_score(target, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under)
+    report = translate_and_score(target, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under)
+    return [_with_buckets(report, label, boundaries)]
+
+
+def length_boundaries(buckets: str | None, *, enabled: bool) -> tuple[int, ...] | None:
+    """The bucket starts from `--buckets` (or the defaults) when scores by length are asked for, else None."""
+    if buckets is not None:
+        return parse_boundaries(buckets)
+    return DEFAULT_BOUNDARIES if enabled else None
+
+
+def _labels(given: Sequence[str], defaults: list[str], *, fallback: list[str] | None = None) -> list[str]:
+    """One label per system: the --label values, else `defaults` (else `fallback` when defaults repeat)."""
+    if given:
+        if len(given) != len(defaults):
+            raise NmtError(
+                f"--label was given {len(given)} time(s) for {len(defaults)} system(s)",
+                hint="give one --label per --hyp, in the same order (or none: the file names are used)",
+            )
+        return list(given)
+    if fallback is not None and len(set(defaults)) < len(defaults):
+        return fallback
+    return defaults
+
+
+def _read_source(path: Path) -> list[str]:
+    """Source lines for length buckets; invalid UTF-8 is replaced, as translation reads it."""
+    return list(read_lines(path, replace_invalid=True))
+
+
+def _score_files(
+    hyps: Sequence[Path],
+    refs: list[Path],
+    *,
+    src: Path | None,
+    labels: Sequence[str],
+    fail_under: float | None,
+    boundaries: Sequence[int] | None,
+) -> list[EvalReport]:
+    """One report per hypothesis file (the --hyp form)."""
+    if boundaries is not None and src is None:
+        raise NmtError(
+            "--by-length (also implied by --plot and --buckets) needs the source sentences to measure their "
+            "length, and --hyp gives only translations",
+            hint="add --src FILE, the source the hypotheses translate (line-aligned with them)",
+        )
+    names = _labels(labels, [h.stem for h in hyps], fallback=[str(h) for h in hyps])
+    src_text = _read_source(src) if src is not None else None
+    return [
+        _score_file(hyp, refs, src=src, src_text=src_text, label=name, fail_under=fail_under, boundaries=boundaries)
+        for hyp, name in zip(hyps, names, strict=True)
+    ]
+
+
+def _score_file(
+    hyp: Path,
+    refs: list[Path],
+    *,
+    src: Path | None,
+    src_text: list[str] | None,
+    label: str,
+    fail_under: float | None,
+    boundaries: Sequence[int] | None,
+) -> EvalReport:
+    """Score one hypothesis file against `refs` (and by source length with `boundaries`)."""
+    start = time.perf_counter()
+    lines = _check_counts(hyp, [*([src] if src is not None else []), *refs])
+    hyp_text, ref_text = _read_scored(hyp), [_read_scored(r) for r in refs]
+    scores = corpus_scores(hyp_text, ref_text)
+    by_length = None
+    if boundaries is not None:
+        assert src_text is not None
+        by_length = scores_by_length(src_text, hyp_text, ref_text, boundaries)
+    elapsed_s = time.perf_counter() - start
+    return EvalReport(scores, hyp, refs, lines, elapsed_s, fail_under, src=src, label=label, by_length=by_length)
+
+
+def _with_buckets(report: EvalReport, label: str, boundaries: Sequence[int] | None) -> EvalReport:
+    """`report` labelled, with scores by source length when `boundaries` are given."""
+    report.label = label
+    if boundaries is not None:
+        assert report.src is not None
+        start = time.perf_counter()
+        hyps, refs = _read_scored(report.hyp), [_read_scored(r) for r in report.refs]
+        report.by_length = scores_by_length(_read_source(report.src), hyps, refs, boundaries)
+        report.elapsed_s += time.perf_counter() - start
+    return report
 
 
 def _check_options(mode: str, required: dict[str, bool], forbidden: dict[str, object]) -> None:
@@ -219,22 +323,64 @@ def translate_and_score(
     )
 
 
-def render(report: EvalReport, *, as_json: bool) -> None:
-    """The scores as one JSON document on stdout, or as a table on stderr."""
+def render(reports: Sequence[EvalReport], *, as_json: bool, plot: Path | None = None) -> None:
+    """The scores as one JSON document on stdout, or as tables on stderr.
+
+    One system gives one record (the original shape); several give
+    {"systems": [record, ...], "threshold", "passed" (all passed), "plot"}.
+    """
     if as_json:
-        emit_json(report.to_json())
+        records = [r.to_json() for r in reports]
+        if len(records) == 1:
+            emit_json({**records[0], "plot": str(plot) if plot else None})
+            return
+        verdicts = [r.passed for r in reports]
+        emit_json(
+            {
+                "systems": records,
+                "threshold": reports[0].threshold,
+                "passed": None if verdicts[0] is None else all(verdicts),
+                "plot": str(plot) if plot else None,
+            }
+        )
         return
-    what = f"{report.checkpoint} (step {report.step:,})" if report.checkpoint else str(report.hyp)
-    rows = [
-        (s.name + (" (lower is better)" if key == "ter" else ""), s.score, s.signature)
-        for key, s in report.scores.items()
-    ]
-    table(f"{what}: {report.lines:,} lines, {report.elapsed_s:.1f} s", ["metric", "score", "signature"], rows)
+    for report in reports:
+        what = f"{report.checkpoint} (step {report.step:,})" if report.checkpoint else str(report.hyp)
+        if len(reports) > 1:
+            what = f"{report.label}: {what}"
+        rows = [
+            (s.name + (" (lower is better)" if key == "ter" else ""), s.score, s.signature)
+            for key, s in report.scores.items()
+        ]
+        table(f"{what}: {report.lines:,} lines, {report.elapsed_s:.1f} s", ["metric", "score", "signature"], rows)
+    if reports[0].by_length is not None:
+        table_by_length(_systems(reports), source=reports[0].src)
+    if plot is not None:
+        info(f"BLEU by source length plot -> {plot}")
 
 
-def gate(report: EvalReport) -> None:
-    """NmtError with exit code 1 when BLEU is below the --fail-under threshold."""
-    if report.passed is False:
-        assert report.threshold is not None
-        bleu = report.scores["bleu"].score
-        raise NmtError(f"BLEU {bleu:.2f} is below --fail-under {report.threshold:.2f}", exit_code=1)
+def draw_plot(reports: Sequence[EvalReport], path: Path) -> None:
+    """BLEU by source-length bucket of every system, one line each, as a PNG at `path`."""
+    refs = ", ".join(r.name for r in reports[0].refs)
+    plot_by_length(path, _systems(reports), title=f"BLEU by source length ({refs}, {reports[0].lines:,} sentences)")
+
+
+def _systems(reports: Sequence[EvalReport]) -> list[tuple[str, list[BucketScore]]]:
+    assert all(r.by_length is not None for r in reports)
+    return [(r.label, r.by_length or []) for r in reports]
+
+
+def gate(reports: Sequence[EvalReport]) -> None:
+    """NmtError with exit code 1 when any system's BLEU is below the --fail-under threshold."""
+    failed = [r for r in reports if r.passed is False]
+    if not failed:
+        return
+    threshold = failed[0].threshold
+    assert threshold is not None
+    if len(reports) == 1:
+        bleu = failed[0].scores["bleu"].score
+        raise NmtError(f"BLEU {bleu:.2f} is below --fail-under {threshold:.2f}", exit_code=1)
+    which = ", ".join(f"{r.label} (BLEU {r.scores['bleu'].score:.2f})" for r in failed)
+    raise NmtError(
+        f"{len(failed)} of {len(reports)} systems are below --fail-under {threshold:.2f}: {which}", exit_code=1
+    )
