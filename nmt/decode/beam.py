@@ -1,11 +1,13 @@
 """Batched, length-normalised beam search built from small tensor steps.
 
 A decoding time step works on all n*K rows (n unfinished sentences x K beams) at once:
-`expand_scores` adds the step's log-probs to the running scores, `select_topk` keeps the
-best 2K candidates per sentence, `finalize_finished` moves the ones ending in EOS into a
-tensor store of the best K finished hypotheses per sentence, and `is_done` applies the
-exact stopping rule. The driver `beam_search` only wires these together; its single host
-sync per step decides which sentences leave the batch.
+`forbid_tokens_` masks the step's log-probs, `select_topk` adds each beam's best ones to the
+running scores (`expand_scores`) and keeps the best 2K candidates per sentence,
+`finalize_finished` moves the ones ending in EOS into a tensor store of the best K
+finished hypotheses per sentence, and `is_done` applies the exact stopping rule. The
+driver `beam_search` only wires these together; its single host sync per step decides
+which sentences leave the batch. No step allocates a tensor of the log-probs' (n*K, V)
+size: on CPU, touching fresh memory of that size costs more than the work done in it.
 """
 
 from __future__ import annotations
@@ -91,30 +93,40 @@ def output_limits(src_pad: Tensor, *, max_len_a: float, max_len_b: int, model_ma
     return torch.tensor(limits, dtype=torch.long, device=src_pad.device)
 
 
-def forbid_tokens(logp: Tensor, *, step: int, min_len: int, max_out: Tensor, banned: Tensor | None = None) -> Tensor:
-    """Set forbidden continuations to -inf, leaving allowed log-probs (EOS included) unchanged.
+def forbid_tokens_(
+    logp: Tensor, *, step: int, min_len: int, max_out: Tensor | None, banned: Tensor | None = None
+) -> Tensor:
+    """Set forbidden continuations to -inf in place, leaving allowed log-probs (EOS included) unchanged.
 
     pad and bos are never generated; EOS is forbidden before `min_len` tokens; at a
     sentence's length limit only EOS is allowed. `banned` (e.g. repeated n-grams) is
     forbidden too, except that a row left with no allowed token may end with EOS.
+    Writing in place spares a copy of the (rows, V) log-probs every step.
 
     Args:
         logp: (B, V) or (B, K, V) log-probs of token number `step` (0-based).
-        max_out: (B,) length limits from `output_limits`.
+        max_out: (B,) length limits from `output_limits`; None when the caller knows that no
+            sentence is at its limit yet, which skips a pass over `logp`.
         banned: optional bool mask shaped like `logp`.
+    Returns:
+        `logp`.
     """
-    vocab = logp.size(-1)
-    ids = torch.arange(vocab, device=logp.device)
-    is_eos = ids == EOS_ID
-    structural = (ids == PAD_ID) | (ids == BOS_ID)
-    forbidden = structural | is_eos if step < min_len else structural
+    eos = logp[..., EOS_ID].clone()  # restored where EOS is the only way out
+    logp[..., PAD_ID] = float("-inf")
+    logp[..., BOS_ID] = float("-inf")
+    if step < min_len:
+        logp[..., EOS_ID] = float("-inf")
+    allow_eos = None
+    if max_out is not None:
+        allow_eos = (max_out == step).view(-1, *[1] * (logp.dim() - 2))  # broadcasts like `eos`
+        logp.masked_fill_(allow_eos.unsqueeze(-1), float("-inf"))
     if banned is not None:
-        forbidden = forbidden | banned
-        stuck = (forbidden | ~logp.isfinite()).all(-1, keepdim=True)
-        forbidden = forbidden & ~(stuck & is_eos)
-    at_limit = (max_out == step).view(-1, *[1] * (logp.dim() - 1))
-    forbidden = torch.where(at_limit, ~is_eos, forbidden)
-    return logp.masked_fill(forbidden, float("-inf"))
+        logp.masked_fill_(banned, float("-inf"))
+        stuck = logp.isneginf().all(-1)  # no other token is left
+        allow_eos = stuck if allow_eos is None else allow_eos | stuck
+    if allow_eos is not None:
+        logp[..., EOS_ID] = torch.where(allow_eos, eos, logp[..., EOS_ID])
+    return logp
 
 
 def repeated_ngram_mask(tokens: Tensor, *, n: int, vocab_size: int) -> Tensor:
@@ -137,14 +149,23 @@ def repeated_ngram_mask(tokens: Tensor, *, n: int, vocab_size: int) -> Tensor:
 
 
 def expand_scores(scores: Tensor, logp: Tensor) -> Tensor:
-    """Scores of every one-token extension: (n, K) running + (n, K, V) step -> (n, K*V)."""
+    """Scores of one-token extensions: (n, K) running + (n, K, C) step -> (n, K*C)."""
     return (scores.unsqueeze(-1) + logp).flatten(1)
 
 
-def select_topk(candidates: Tensor, *, k: int, vocab_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Best `k` of the (n, K*V) extension scores -> (values, beam index, token id), each (n, k)."""
-    values, flat = candidates.topk(k, dim=1)
-    return values, flat // vocab_size, flat % vocab_size
+def select_topk(scores: Tensor, logp: Tensor, *, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Best `k` one-token extensions per sentence of running `scores` (n, K) by step `logp` (n, K, V).
+
+    A sentence's best k extensions can only use each beam's own best k tokens, so the step
+    log-probs are cut to those (n, K, k) before the running scores are added: no (n, K*V)
+    tensor is built.
+
+    Returns:
+        values (extension scores), beam index, token id and the token's log-prob, each (n, k).
+    """
+    top_logp, top_ids = logp.topk(min(k, logp.size(-1)), dim=-1)  # (n, K, k)
+    values, flat = expand_scores(scores, top_logp).topk(k, dim=1)
+    return values, flat // top_ids.size(-1), top_ids.flatten(1).gather(1, flat), top_logp.flatten(1).gather(1, flat)
 
 
 def gather_beams(x: Tensor, idx: Tensor) -> Tensor:
@@ -300,7 +321,8 @@ def batched_beam_search(
     device = src_ids.device
     batch, beam = src_ids.size(0), beam_size
     max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
-    steps = int(max_out.max()) + 1  # host sync, once before the loop: tokens incl. EOS
+    first_limit, last_limit = torch.stack(max_out.aminmax()).tolist()  # host sync, once before the loop
+    steps = last_limit + 1  # tokens incl. EOS
     beam_offsets = torch.arange(beam, device=device)
 
     memory = model.encode(src_ids, src_pad)
@@ -319,15 +341,17 @@ def batched_beam_search(
         n = alive.numel()
         logits, state = model.decode_step(last, memory, state)
         vocab = logits.size(-1)
-        logp = torch.log_softmax(logits.float(), dim=-1).view(n, beam, vocab)
+        logits = logits.float()
+        # in place (the module docstring says why); safe, as each row is reduced before it is written
+        logp = torch.log_softmax(logits, dim=-1, out=logits).view(n, beam, vocab)
         repeats = None
         if no_repeat_ngram > 0:
             history = tokens[:, :, :step].reshape(n * beam, step)
             repeats = repeated_ngram_mask(history, n=no_repeat_ngram, vocab_size=vocab).view(n, beam, vocab)
-        logp = forbid_tokens(logp, step=step, min_len=min_len, max_out=max_out, banned=repeats)
+        limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
+        forbid_tokens_(logp, step=step, min_len=min_len, max_out=limits, banned=repeats)
 
-        values, beam_idx, token_ids = select_topk(expand_scores(scores, logp), k=2 * beam, vocab_size=vocab)
-        step_scores = logp.flatten(1).gather(1, beam_idx * vocab + token_ids)  # (n, 2K)
+        values, beam_idx, token_ids, step_scores = select_topk(scores, logp, k=2 * beam)  # each (n, 2K)
         cand_tokens = gather_beams(tokens, beam_idx)
         cand_tokens[:, :, step] = token_ids
         cand_token_scores = gather_beams(token_scores, beam_idx)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nmt.decode.beam import Hypothesis, LengthPenaltyMode, forbid_tokens, length_penalty, output_limits
+from nmt.decode.beam import Hypothesis, LengthPenaltyMode, forbid_tokens_, length_penalty, output_limits
 from nmt.model import BOS_ID, EOS_ID, Seq2SeqModel
 
 TokenChooser = Callable[[Tensor], Tensor]  # (B, V) masked log-probs -> (B,) token ids
@@ -56,7 +56,8 @@ def decode_left_to_right(
     """
     batch, device = src_ids.size(0), src_ids.device
     max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
-    steps = int(max_out.max()) + 1  # host sync, once before the loop
+    first_limit, last_limit = torch.stack(max_out.aminmax()).tolist()  # host sync, once before the loop
+    steps = last_limit + 1
     memory = model.encode(src_ids, src_pad)
     state = model.init_state(memory)
     last = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
@@ -67,7 +68,8 @@ def decode_left_to_right(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(steps):
         logits, state = model.decode_step(last, memory, state)
-        logp = forbid_tokens(torch.log_softmax(logits.float(), dim=-1), step=step, min_len=min_len, max_out=max_out)
+        limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
+        logp = forbid_tokens_(torch.log_softmax(logits.float(), dim=-1), step=step, min_len=min_len, max_out=limits)
         chosen = choose(logp)
         tokens[:, step] = chosen
         token_scores[:, step] = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)

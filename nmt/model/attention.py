@@ -27,9 +27,10 @@ class KVCache:
         """L, the number of cached positions."""
         return self.k.size(2)
 
-    def append(self, new: KVCache) -> KVCache:
-        """This cache grown by `new` along the length axis (decoder self-attention)."""
-        return KVCache(torch.cat([self.k, new.k], dim=2), torch.cat([self.v, new.v], dim=2))
+    def set_last_(self, new: KVCache) -> None:
+        """Write `new` (B, H, 1, Dh) into the last position, in place (a decoding step filling its slot)."""
+        self.k[:, :, -1:] = new.k
+        self.v[:, :, -1:] = new.v
 
     def index_select(self, idx: Tensor) -> KVCache:
         """Rows `idx` (N,) of the batch: beam reordering, shrinking or repeating."""

@@ -125,14 +125,19 @@ class DecoderLayer(_Residual):
         self_kv: KVCache,
         cross_kv: KVCache,
         src_pad: Tensor,
-    ) -> tuple[Tensor, KVCache]:
-        """One decoding time step: x (B, 1, D) -> (B, 1, D) and `self_kv` grown by one position."""
+    ) -> Tensor:
+        """One decoding time step: x (B, 1, D) -> (B, 1, D).
+
+        Args:
+            self_kv: self-attention K/V (B, H, t + 1, Dh): the t cached positions and a free last
+                slot, which this step fills in place with the new position's K/V.
+        """
         h = self._in(x, self.self_attn_norm)
-        self_kv = self_kv.append(self.self_attn.project_kv(h))
+        self_kv.set_last_(self.self_attn.project_kv(h))
         y, _ = self.self_attn.attend(h, self_kv)  # the newest position may see every cached one
         x = self._out(x, y, self.self_attn_norm)
         x, _ = self._cross_and_ffn(x, cross_kv, src_pad=src_pad, need_weights=False)
-        return x, self_kv
+        return x
 
     def _cross_and_ffn(
         self, x: Tensor, cross_kv: KVCache, *, src_pad: Tensor, need_weights: bool

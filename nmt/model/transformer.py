@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal, Self, overload
 
@@ -26,21 +28,50 @@ class TransformerMemory:
         return type(self)(self.out.index_select(0, idx), self.src_pad.index_select(0, idx))
 
 
+SELF_KV_CAPACITY = 16  # positions the self-attention K/V buffer starts with; doubled whenever it is full
+
+
+def _buffer_view(spare: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A contiguous `shape` view of the flat buffer `spare`, or of a new buffer when `spare` is too small."""
+    size = math.prod(shape)
+    return (spare if spare.numel() >= size else spare.new_empty(size))[:size].view(shape)
+
+
 @dataclass(frozen=True, slots=True)
 class TransformerState:
     """Incremental decoder state.
 
+    The K/V of all decoder layers live in two buffers. The self-attention one is time-major
+    and has room for more positions than are filled: a decoding step writes its position in
+    place, and a beam reorder is one `index_select` of the filled positions into a spare
+    buffer, which then swaps roles with the old one (likewise the cross-attention K/V when
+    the batch shrinks). So no step copies the cache into freshly allocated memory, whose
+    first touch costs more than the copy on CPU. Because buffers are reused, only the state
+    returned by `decode_step` or `reorder` may be used afterwards.
+
     Attributes:
-        self_kv: per decoder layer, self-attention K/V (B, H, t, Dh), one position per token fed.
-        cross_kv: per decoder layer, cross-attention K/V (B, H, S, Dh), computed once.
+        self_kv: (C, B, layers, 2, H, Dh) self-attention keys (index 0) and values (1) per
+            position; positions before `step` are filled, C >= step is the capacity.
+        cross_kv: (B, layers, 2, H, S, Dh) cross-attention keys and values, computed once.
         src_pad: (B, S) True at source padding.
         step: t, the number of tokens already fed (the next token sits at position t).
+        self_spare, cross_spare: flat buffers that `reorder` writes into; replaced when too small.
     """
 
-    self_kv: tuple[KVCache, ...]
-    cross_kv: tuple[KVCache, ...]
+    self_kv: Tensor
+    cross_kv: Tensor
     src_pad: Tensor
     step: int
+    self_spare: Tensor
+    cross_spare: Tensor
+
+    def layer_self_kv(self, layer: int, length: int) -> KVCache:
+        """Views (B, H, length, Dh) of decoder layer `layer`'s self-attention K/V at positions < length."""
+        return KVCache(*self.self_kv[:length, :, layer].permute(2, 1, 3, 0, 4))
+
+    def layer_cross_kv(self, layer: int) -> KVCache:
+        """Views (B, H, S, Dh) of decoder layer `layer`'s cross-attention K/V."""
+        return KVCache(*self.cross_kv[:, layer].transpose(0, 1))
 
     def reorder(self, idx: Tensor, *, same_source: bool = False) -> Self:
         """Rows `idx` (N,) of every tensor: beam reordering, shrinking or expanding the batch.
@@ -49,16 +80,18 @@ class TransformerState:
         sentence (beam reordering without shrinking): the per-source cross-attention K/V and
         padding are then already right and are not copied.
         """
+        step, rows = self.step, idx.numel()
+        capacity, batch = self.self_kv.shape[:2]
+        self_kv = _buffer_view(self.self_spare, (capacity, rows, *self.self_kv.shape[2:]))
+        # selecting (position, row) pairs along dim 0 takes ATen's parallel copy path; dim 1 does not
+        pairs = (torch.arange(step, device=idx.device).unsqueeze(1) * batch + idx).view(-1)
+        torch.index_select(self.self_kv.flatten(0, 1), 0, pairs, out=self_kv[:step].flatten(0, 1))
         if same_source:
-            return type(self)(
-                tuple(kv.index_select(idx) for kv in self.self_kv), self.cross_kv, self.src_pad, self.step
-            )
-        return type(self)(
-            tuple(kv.index_select(idx) for kv in self.self_kv),
-            tuple(kv.index_select(idx) for kv in self.cross_kv),
-            self.src_pad.index_select(0, idx),
-            self.step,
-        )
+            return type(self)(self_kv, self.cross_kv, self.src_pad, step, self.self_kv.view(-1), self.cross_spare)
+        cross_kv = _buffer_view(self.cross_spare, (rows, *self.cross_kv.shape[1:]))
+        torch.index_select(self.cross_kv, 0, idx, out=cross_kv)
+        src_pad = self.src_pad.index_select(0, idx)
+        return type(self)(self_kv, cross_kv, src_pad, step, self.self_kv.view(-1), self.cross_kv.view(-1))
 
 
 class Transformer(nn.Module):
@@ -196,14 +229,12 @@ class Transformer(nn.Module):
 
     def init_state(self, memory: TransformerMemory) -> TransformerState:
         """Empty decoder state for `memory`; cross-attention K/V are computed here, once."""
-        batch, dtype, device = memory.out.size(0), memory.out.dtype, memory.out.device
-        self_kv = []
-        for layer in self.decoder:
-            attn = layer.self_attn
-            empty = torch.zeros(batch, attn.n_heads, 0, attn.head_dim, dtype=dtype, device=device)
-            self_kv.append(KVCache(empty, empty))
-        cross_kv = tuple(layer.cross_kv(memory.out) for layer in self.decoder)
-        return TransformerState(tuple(self_kv), cross_kv, memory.src_pad, 0)
+        kvs = [layer.cross_kv(memory.out) for layer in self.decoder]
+        cross_kv = torch.stack([t for kv in kvs for t in (kv.k, kv.v)], dim=1).unflatten(1, (len(kvs), 2))
+        batch, layers, _, heads, _, head_dim = cross_kv.shape
+        self_kv = cross_kv.new_empty(SELF_KV_CAPACITY, batch, layers, 2, heads, head_dim)
+        empty = cross_kv.new_empty(0)
+        return TransformerState(self_kv, cross_kv, memory.src_pad, 0, empty, empty)
 
     def decode_step(
         self, tgt_last: Tensor, memory: TransformerMemory, state: TransformerState
@@ -212,10 +243,14 @@ class Transformer(nn.Module):
 
         `memory` is not read: the state already holds the cross-attention K/V and `src_pad`.
         """
-        x = self.tgt_embed(tgt_last, offset=state.step)
-        self_kv = []
-        for layer, kv, cross_kv in zip(self.decoder, state.self_kv, state.cross_kv, strict=True):
-            x, kv = layer.step(x, self_kv=kv, cross_kv=cross_kv, src_pad=state.src_pad)
-            self_kv.append(kv)
+        step = state.step
+        if step == state.self_kv.size(0):  # the buffer is full: double it (amortised O(1) per step)
+            grown = state.self_kv.new_empty(2 * step, *state.self_kv.shape[1:])
+            grown[:step] = state.self_kv
+            state = dataclasses.replace(state, self_kv=grown)
+        x = self.tgt_embed(tgt_last, offset=step)
+        for i, layer in enumerate(self.decoder):
+            self_kv, cross_kv = state.layer_self_kv(i, step + 1), state.layer_cross_kv(i)
+            x = layer.step(x, self_kv=self_kv, cross_kv=cross_kv, src_pad=state.src_pad)
         logits = self.out_proj(self.dec_norm(x)).squeeze(1)
-        return logits, TransformerState(tuple(self_kv), state.cross_kv, state.src_pad, state.step + 1)
+        return logits, dataclasses.replace(state, step=step + 1)

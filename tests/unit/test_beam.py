@@ -18,10 +18,11 @@ from nmt.decode.beam import (
     Hypothesis,
     batched_beam_search,
     beam_search,
-    forbid_tokens,
+    forbid_tokens_,
     length_penalty,
     output_limits,
     repeated_ngram_mask,
+    select_topk,
 )
 from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import filter_logits, sample
@@ -121,13 +122,34 @@ def test_output_limits_and_forbidden_tokens() -> None:
     limits = output_limits(src_pad, max_len_a=1.2, max_len_b=2, model_max_len=16)
     assert limits.tolist() == [8, 15, 3]  # floor(1.2*5+2); capped at max_len-1; floor(3.2)
     logp = torch.zeros(3, VOCAB)
-    masked = forbid_tokens(logp, step=0, min_len=1, max_out=torch.tensor([0, 5, 5]))
+    masked = forbid_tokens_(logp, step=0, min_len=1, max_out=torch.tensor([0, 5, 5]))
+    assert masked is logp  # in place
     assert masked[0].isfinite().tolist() == [False, False, False, True, False, False]  # limit: EOS only
     assert masked[1].isfinite().tolist() == [False, True, False, False, True, True]  # min_len: no EOS
     assert masked[1, 1] == 0.0  # allowed tokens keep their log-prob
     everything = torch.tensor([True, True, False, True, True, True]).expand(3, VOCAB)
-    masked = forbid_tokens(logp, step=0, min_len=1, max_out=torch.tensor([5, 5, 5]), banned=everything)
+    masked = forbid_tokens_(
+        torch.zeros(3, VOCAB), step=0, min_len=1, max_out=torch.tensor([5, 5, 5]), banned=everything
+    )
     assert masked.isfinite().nonzero()[:, 1].tolist() == [EOS_ID] * 3  # stuck rows may still end
+    masked = forbid_tokens_(torch.zeros(2, 3, VOCAB), step=1, min_len=1, max_out=None)  # no row at its limit
+    assert masked.isfinite().all(-1).tolist() == [[False] * 3] * 2
+    assert masked[..., [PAD_ID, BOS_ID]].isinf().all() and masked[..., EOS_ID].isfinite().all()
+
+
+@pytest.mark.parametrize("vocab", [50, 3])
+def test_select_topk_matches_ranking_all_extensions(vocab: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 3, generator=g) - torch.tensor([0.0, 2.0, 4.0])
+    scores[0, 1:] = float("-inf")  # beams not yet open, as at the first step
+    logp = torch.randn(4, 3, vocab, generator=g).log_softmax(-1)
+    values, beam_idx, token_ids, token_logp = select_topk(scores, logp, k=6)
+    expected, flat = (scores.unsqueeze(-1) + logp).flatten(1).topk(6, dim=1)
+    torch.testing.assert_close(values, expected, rtol=0, atol=0)
+    finite = expected.isfinite()  # ties among -inf may come in any order
+    assert torch.equal(beam_idx[finite], (flat // vocab)[finite])
+    assert torch.equal(token_ids[finite], (flat % vocab)[finite])
+    assert torch.equal(token_logp[finite], logp.flatten(1).gather(1, flat)[finite])
 
 
 def test_repeated_ngram_mask_hand_example() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nmt.config import ModelConfig
-from nmt.model import BOS_ID, PAD_ID, build_model
+from nmt.model import BOS_ID, PAD_ID, build_model, transformer
 from nmt.model.attention import MultiHeadAttention
 from nmt.model.embeddings import sinusoidal_table
 from nmt.model.transformer import Transformer
@@ -157,8 +157,33 @@ def test_reorder_then_step_equals_reordered_batch() -> None:
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
     shrunk = state.reorder(torch.tensor([2]))
     assert shrunk.src_pad.shape == (1, 6) and shrunk.step == 3
-    assert all(kv.k.shape == (1, 2, 3, 8) for kv in shrunk.self_kv)
-    assert all(kv.v.shape == (1, 2, 6, 8) for kv in shrunk.cross_kv)
+    assert all(shrunk.layer_self_kv(layer, shrunk.step).k.shape == (1, 2, 3, 8) for layer in range(2))
+    assert all(shrunk.layer_cross_kv(layer).v.shape == (1, 2, 6, 8) for layer in range(2))
+
+
+def test_cache_growth_and_reorders_match_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps from a one-position K/V buffer (grown at steps 1, 2 and 4), reordered in every way in between."""
+    monkeypatch.setattr(transformer, "SELF_KV_CAPACITY", 1)
+    model = tiny()
+    src_ids, src_pad, tgt_in = padded_batch()
+    reorders = [  # (idx, same_source) after steps 0..3: repeat per beam, move within sources, shrink, move
+        (torch.tensor([0, 0, 1, 1, 2, 2]), False),
+        (torch.tensor([1, 0, 3, 3, 5, 4]), True),
+        (torch.tensor([2, 3, 4]), False),
+        (torch.tensor([1, 0, 2]), True),
+    ]
+    rows = torch.arange(3)  # the source row behind each state row; its history is that row's target prefix
+    with torch.no_grad():
+        memory = model.encode(src_ids, src_pad)
+        state = model.init_state(memory)
+        for t in range(5):
+            logits, state = model.decode_step(tgt_in[rows, t : t + 1], memory, state)
+            expected = model(src_ids[rows], src_pad[rows], tgt_in[rows, : t + 1])[:, -1]
+            torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+            if t < len(reorders):
+                idx, same_source = reorders[t]
+                rows, memory = rows[idx], memory.index_select(idx)
+                state = state.reorder(idx, same_source=same_source)
 
 
 @pytest.mark.parametrize("share", ["all", "decoder", "none"])
