@@ -15,16 +15,23 @@ WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_c
 
 .PHONY: install demo test test-fast lint multi30k bench clean
 
+# Packages are not byte-compiled at install (all of torch, sympy and networkx would take
+# ~25 s); one warm-up import then caches bytecode for exactly what nmt imports, so every
+# later `nmt` process starts fast even with PYTHONDONTWRITEBYTECODE set.
+PIP := $(PY) -m pip
+WARM_UP := import nmt.cli, nmt.data.prepare, nmt.train.loop, nmt.decode.translate, nmt.evaluate.report
+
 # runtime install (what the demo needs), then the dev extras (what the tests need)
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e .
+	$(PIP) install -q --no-compile "$(TORCH_SPEC)" -e .
+	PYTHONDONTWRITEBYTECODE= $(PY) -c "$(WARM_UP)"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev]'
+	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || true
 	touch $@
 
 install: $(VENV)/.installed-dev

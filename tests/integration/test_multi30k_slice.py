@@ -63,3 +63,41 @@ def test_multi30k_slice_trains_and_scores_like_sacrebleu(tmp_path: Path, multi30
     bleu, chrf = cli("bleu"), cli("chrf")
     assert ours["scores"]["bleu"] == pytest.approx(bleu, abs=1e-4)
     assert ours["scores"]["chrf"] == pytest.approx(chrf, abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["seq2seq", "bahdanau", "luong"])
+def test_recurrent_configs_train_and_score_by_length(tmp_path: Path, multi30k: Path, family: str) -> None:
+    """The shipped recurrent configs, shrunk, through prepare -> train -> evaluate --by-length."""
+    for split, n in (("train", 1000), ("val", 50), ("test_2016_flickr", 100)):
+        for lang in ("de", "en"):
+            with gzip.open(multi30k / f"{split}.{lang}.gz", "rt", encoding="utf-8") as fh:
+                lines = [next(fh) for _ in range(n)]
+            (tmp_path / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
+    sets = [
+        f"workdir={tmp_path / 'exp'}",
+        f"data.splits.train={tmp_path / 'train'}",
+        f"data.splits.valid={tmp_path / 'val'}",
+        f"data.splits.test_2016_flickr={tmp_path / 'test_2016_flickr'}",
+        "data.splits.test_2017_flickr=null",
+        "vocab.size=1000",
+        "model.d_model=64",
+        "train.max_steps=40",
+        "train.valid_every=20",
+        "train.batch_tokens=1024",
+        "train.lr=3e-3",
+        "train.device=cpu",
+        "decode.beam=2",
+    ]
+    config = str(ROOT / "configs" / f"multi30k_de_en_{family}.yaml")
+    args = [a for s in sets for a in ("--set", s)]
+    for command in ("prepare", "train"):
+        result = run_nmt(command, config, *args, env={"OMP_NUM_THREADS": "2"}, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(x) for x in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["event"] == "valid"]
+    assert len(valid) == 2 and valid[1]["loss"] < valid[0]["loss"]
+    result = run_nmt("evaluate", config, "--split", "test_2016_flickr", "--by-length", "--json", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    buckets = json.loads(result.stdout)["by_length"]
+    assert sum(b["sentences"] for b in buckets) == 100
