@@ -11,6 +11,16 @@ from torch import Tensor, nn
 from nmt.model import PAD_ID
 
 
+def check_shareable(share_embeddings: str, src_vocab_size: int, tgt_vocab_size: int) -> None:
+    """ValueError when `share_embeddings='all'` is asked of two vocabularies of different sizes."""
+    if share_embeddings == "all" and src_vocab_size != tgt_vocab_size:
+        raise ValueError(
+            f"share_embeddings='all' needs one vocabulary for both sides, but the source has "
+            f"{src_vocab_size} entries and the target {tgt_vocab_size}; use a joint vocabulary "
+            f"or share_embeddings='decoder'/'none'"
+        )
+
+
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
     """The (max_len, D) table of Vaswani et al. (2017), section 3.5.
 

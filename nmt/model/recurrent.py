@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
+from nmt.model.embeddings import check_shareable
 
 Cell = Literal["lstm", "gru"]
 Attention = Literal["none", "bahdanau", "luong_dot", "luong_general"]
@@ -147,12 +148,7 @@ class RNNSeq2Seq(nn.Module):
         max_len: int = 256,
     ) -> None:
         super().__init__()
-        if share_embeddings == "all" and src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                f"share_embeddings='all' needs one vocabulary for both sides, but the source has "
-                f"{src_vocab_size} entries and the target {tgt_vocab_size}; use a joint vocabulary "
-                f"or share_embeddings='decoder'/'none'"
-            )
+        check_shareable(share_embeddings, src_vocab_size, tgt_vocab_size)
         if input_feeding and attention == "none":
             raise ValueError("input_feeding needs attention")
         self.max_len, self.cell, self.attention_kind = max_len, cell, attention

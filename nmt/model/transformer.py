@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.model.attention import KVCache
-from nmt.model.embeddings import Embeddings, TokenEmbedding
+from nmt.model.embeddings import Embeddings, TokenEmbedding, check_shareable
 from nmt.model.layers import DecoderLayer, EncoderLayer
 
 
@@ -122,12 +122,7 @@ class Transformer(nn.Module):
         max_len: int = 256,
     ) -> None:
         super().__init__()
-        if share_embeddings == "all" and src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                f"share_embeddings='all' needs one vocabulary for both sides, but the source has "
-                f"{src_vocab_size} entries and the target {tgt_vocab_size}; use a joint vocabulary "
-                f"or share_embeddings='decoder'/'none'"
-            )
+        check_shareable(share_embeddings, src_vocab_size, tgt_vocab_size)
         self.max_len = max_len
         src_tokens = TokenEmbedding(src_vocab_size, d_model)
         tgt_tokens = src_tokens if share_embeddings == "all" else TokenEmbedding(tgt_vocab_size, d_model)

@@ -13,19 +13,26 @@ import pytest
 from tests.conftest import ROOT, run_nmt
 
 
-@pytest.mark.slow
-def test_multi30k_slice_trains_and_scores_like_sacrebleu(tmp_path: Path, multi30k: Path) -> None:
-    for split, n in (("train", 3000), ("val", 100), ("test_2016_flickr", 100)):
+def slice_of(multi30k: Path, tmp_path: Path, *, train: int, valid: int, test: int) -> list[str]:
+    """Write the first lines of Multi30k's train/val/test_2016_flickr into `tmp_path`; the --set values using them."""
+    for split, n in (("train", train), ("val", valid), ("test_2016_flickr", test)):
         for lang in ("de", "en"):
             with gzip.open(multi30k / f"{split}.{lang}.gz", "rt", encoding="utf-8") as fh:
                 lines = [next(fh) for _ in range(n)]
             (tmp_path / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
-    sets = [
+    return [
         f"workdir={tmp_path / 'exp'}",
         f"data.splits.train={tmp_path / 'train'}",
         f"data.splits.valid={tmp_path / 'val'}",
         f"data.splits.test_2016_flickr={tmp_path / 'test_2016_flickr'}",
         "data.splits.test_2017_flickr=null",
+    ]
+
+
+@pytest.mark.slow
+def test_multi30k_slice_trains_and_scores_like_sacrebleu(tmp_path: Path, multi30k: Path) -> None:
+    sets = [
+        *slice_of(multi30k, tmp_path, train=3000, valid=100, test=100),
         "vocab.size=2000",
         "model.preset=tiny",
         "train.max_steps=120",
@@ -69,17 +76,8 @@ def test_multi30k_slice_trains_and_scores_like_sacrebleu(tmp_path: Path, multi30
 @pytest.mark.parametrize("family", ["seq2seq", "bahdanau", "luong"])
 def test_recurrent_configs_train_and_score_by_length(tmp_path: Path, multi30k: Path, family: str) -> None:
     """The shipped recurrent configs, shrunk, through prepare -> train -> evaluate --by-length."""
-    for split, n in (("train", 1000), ("val", 50), ("test_2016_flickr", 100)):
-        for lang in ("de", "en"):
-            with gzip.open(multi30k / f"{split}.{lang}.gz", "rt", encoding="utf-8") as fh:
-                lines = [next(fh) for _ in range(n)]
-            (tmp_path / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
     sets = [
-        f"workdir={tmp_path / 'exp'}",
-        f"data.splits.train={tmp_path / 'train'}",
-        f"data.splits.valid={tmp_path / 'val'}",
-        f"data.splits.test_2016_flickr={tmp_path / 'test_2016_flickr'}",
-        "data.splits.test_2017_flickr=null",
+        *slice_of(multi30k, tmp_path, train=1000, valid=50, test=100),
         "vocab.size=1000",
         "model.d_model=64",
         "train.max_steps=40",
