@@ -468,8 +468,9 @@ def average(
 
     [bold]nmt average a.pt b.pt -o avg.pt[/bold], or [bold]nmt average --last 5 EXPDIR[/bold].
     """
+    from nmt.checkpoint import save_checkpoint
     from nmt.errors import NmtError
-    from nmt.train.checkpoint import average_checkpoints, numbered_checkpoints, save_checkpoint
+    from nmt.train.checkpoints import average_checkpoints, numbered_checkpoints
 
     paths = list(checkpoints or [])
     if last is not None:

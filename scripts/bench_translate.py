@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from nmt.data.vocab import EOS_ID
-from nmt.decode.translate import effective_decode_config, load_for_decoding, search
+from nmt.decode.search import search
+from nmt.decode.translate import effective_decode_config, load_for_decoding
 from nmt.fileio import read_lines
+from nmt.tokens import EOS_ID
 
 
 class ModelTimer:

@@ -90,9 +90,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
     import torch
 
     from nmt import __version__
+    from nmt.checkpoint import FORMAT, VERSION
     from nmt.config import config_to_dict, load_config
     from nmt.data.prepare import load_vocab, prepare
-    from nmt.decode.load import FORMAT, VERSION
     from nmt.experiment import Experiment
     from nmt.model import build_model
     from tests.corpora import toy_config

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from nmt.data.binarize import TokenDataset
-from nmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from nmt.errors import ConfigError
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 
 def padded_lengths(dataset: TokenDataset) -> np.ndarray:

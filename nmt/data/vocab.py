@@ -17,8 +17,7 @@ import sentencepiece as spm
 
 from nmt.config import VocabConfig
 from nmt.errors import ConfigError
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 @dataclass

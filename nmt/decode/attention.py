@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from nmt.console import info
-from nmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode.load import LoadedModel
 from nmt.errors import NmtError
 from nmt.model import Seq2SeqModel
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 NO_ATTENTION = (
     "this model has no attention (e.g. a recurrent model with model.attention: none), so there are no "

@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2SeqModel
+from nmt.model import Seq2SeqModel
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 LengthPenaltyMode = Literal["none", "average", "gnmt"]
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from nmt.decode.beam import Hypothesis, LengthPenaltyMode, forbid_tokens_, length_penalty, output_limits
-from nmt.model import BOS_ID, EOS_ID, Seq2SeqModel
+from nmt.model import Seq2SeqModel
+from nmt.tokens import BOS_ID, EOS_ID
 
 TokenChooser = Callable[[Tensor], Tensor]  # (B, V) masked log-probs -> (B,) token ids
 

@@ -22,21 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from nmt.config import DecodeConfig, config_from_dict, config_to_dict
 from nmt.console import info, progress, warn
-from nmt.data.batching import make_batches
-from nmt.data.vocab import EOS_ID, PAD_ID
 from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
-from nmt.decode.beam import Hypothesis, beam_search
-from nmt.decode.load import LoadedModel, load_model, resolve_device
-from nmt.decode.sampling import sample
+from nmt.decode.load import LoadedModel, load_model
+from nmt.decode.search import search
+from nmt.device import resolve_device
 from nmt.errors import ConfigError, DataError
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
-from nmt.model import Seq2SeqModel
+from nmt.tokens import EOS_ID
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
 # Everything Python's str.splitlines() splits on: one of these in an output would turn
@@ -125,103 +121,6 @@ def load_for_decoding(
     device = resolve_device(decode_cfg.device)
     loaded.model.to(device)  # type: ignore[attr-defined]
     return loaded, decode_cfg, device
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for inference; fp32 is a no-op."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-# ---------------------------------------------------------------- batched search
-
-
-def pad_batch(seqs: list[list[int]], *, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-pad id sequences -> src_ids (B, S) long and src_pad (B, S) bool, True at padding."""
-    width = max(len(s) for s in seqs)
-    src_ids = torch.tensor([s + [PAD_ID] * (width - len(s)) for s in seqs], dtype=torch.long).to(device)
-    return src_ids, src_ids == PAD_ID
-
-
-def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """Up to `cfg.nbest` hypotheses per sentence, best first: beam search (beam 1 = greedy) or sampling.
-
-    Args:
-        src_ids: (B, S) source ids ending in eos; src_pad: (B, S) True at padding.
-    """
-    if not cfg.sampling:
-        return beam_search(
-            model,
-            src_ids,
-            src_pad,
-            beam_size=cfg.beam,
-            max_len_a=cfg.max_len_a,
-            max_len_b=cfg.max_len_b,
-            min_len=cfg.min_len,
-            length_penalty=cfg.length_penalty,
-            alpha=cfg.alpha_value,
-            nbest=cfg.nbest,
-            no_repeat_ngram=cfg.no_repeat_ngram,
-        )
-    k = cfg.nbest  # nbest samples per sentence: each row repeated k times, sampled in one batch
-    rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
-    hyps = sample(
-        model,
-        src_ids[rows],
-        src_pad[rows],
-        max_len_a=cfg.max_len_a,
-        max_len_b=cfg.max_len_b,
-        min_len=cfg.min_len,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        length_penalty=cfg.length_penalty,
-        alpha=cfg.alpha_value,
-    )
-    return [sorted(hyps[i : i + k], key=lambda h: -h.score) for i in range(0, len(hyps), k)]
-
-
-def search(
-    model: Seq2SeqModel,
-    src_seqs: list[list[int]],
-    cfg: DecodeConfig,
-    *,
-    device: torch.device,
-    on_batch: Callable[[int], object] | None = None,
-) -> list[list[Hypothesis]]:
-    """Decode source id sequences (each ending in eos) in token-budget batches, results in input order.
-
-    Sequences are sorted by length so that a batch holds similar lengths; a batch's cost
-    is its padded size (sentences x longest source), at most `cfg.batch_tokens` unless a
-    single sentence is longer. An empty sequence gets no hypotheses and no model call.
-    `on_batch(n)` is called after each batch with its number of sentences.
-    """
-    out: list[list[Hypothesis]] = [[] for _ in src_seqs]
-    todo = [i for i, s in enumerate(src_seqs) if s]
-    if not todo:
-        return out
-    lengths = np.array([len(src_seqs[i]) for i in todo])
-    batches = make_batches(lengths, batch_tokens=cfg.batch_tokens, max_sentences=None, seed=0, epoch=0, shuffle=False)
-    with torch.inference_mode(), autocast(device, cfg.precision):
-        for batch in batches:
-            index = [todo[j] for j in batch.tolist()]
-            src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)
-            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg), strict=True):
-                out[i] = hyps
-            if on_batch is not None:
-                on_batch(len(index))
-    return out
-
-
-def translate_ids(
-    model: Seq2SeqModel, src_seqs: list[list[int]], decode_cfg: DecodeConfig, *, device: torch.device
-) -> list[list[int]]:
-    """Best target ids (no bos/eos) for each source id sequence (already ending in eos), in order.
-
-    Used by validation during training; `model` should be in eval mode.
-    """
-    return [hyps[0].tokens if hyps else [] for hyps in search(model, src_seqs, decode_cfg, device=device)]
 
 
 # ---------------------------------------------------------------- text in, text out

@@ -1,7 +1,6 @@
 """Model families behind one small protocol, so training and decoding never branch on them.
 
-Token ids: pad=0, unk=1, bos=2, eos=3 (fixed by `nmt.data.vocab`). A decoder input is
-`[bos] + y`, its target `y + [eos]`. Masks named `*_pad` are True at padding.
+Token ids are those of `nmt.tokens`. Masks named `*_pad` are True at padding.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from typing import Protocol, Self
 from torch import Tensor
 
 from nmt.config import ModelConfig
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class Memory(Protocol):

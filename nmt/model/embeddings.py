@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from nmt.model import PAD_ID
+from nmt.tokens import PAD_ID
 
 
 def check_shareable(share_embeddings: str, src_vocab_size: int, tgt_vocab_size: int) -> None:

@@ -19,27 +19,21 @@ from typing import Any
 
 import torch
 
+from nmt.checkpoint import build_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nmt.config import DecodeConfig, ExperimentConfig
 from nmt.console import info, progress, table, warn
 from nmt.data.batching import Batch, check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
 from nmt.data.prepare import load_manifest, load_vocab, relevant_config_hash
-from nmt.data.vocab import EOS_ID, PAD_ID, Vocab
-from nmt.decode.load import read_checkpoint, resolve_device
-from nmt.decode.translate import translate_ids
+from nmt.data.vocab import Vocab
+from nmt.decode.search import translate_ids
+from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.metrics import bleu
 from nmt.model import build_model
-from nmt.train.checkpoint import (
-    build_checkpoint,
-    check_resumable,
-    link_checkpoint,
-    prune_numbered,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from nmt.tokens import EOS_ID, PAD_ID
+from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_numbered
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
@@ -269,9 +263,9 @@ def save_last(
 ) -> None:
     """Write a resumable checkpoint to `path` (default: checkpoints/last.pt)."""
     checkpoint = build_checkpoint(
-        model=model,
+        model_state=model.state_dict(),
         cfg=cfg,
-        vocab=vocab,
+        vocab_models=(vocab.src_model, vocab.tgt_model),
         step=state.step,
         epoch=state.epoch,
         train_state=train_state(optimizer, precision, state),

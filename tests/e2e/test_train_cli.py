@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt.checkpoint import read_checkpoint
 from nmt.config import load_config
 from nmt.data.prepare import prepare
-from nmt.decode.load import read_checkpoint
 from tests.conftest import run_nmt
 from tests.corpora import FAST, toy_config
 

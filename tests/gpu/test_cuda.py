@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt.checkpoint import read_checkpoint
 from nmt.config import ModelConfig, load_config
 from nmt.data.prepare import prepare
-from nmt.decode.load import read_checkpoint
 from nmt.model import build_model
 from nmt.train.loop import train
 from nmt.train.loss import label_smoothed_nll

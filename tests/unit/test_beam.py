@@ -26,7 +26,7 @@ from nmt.decode.beam import (
 )
 from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import filter_logits, sample
-from nmt.model import BOS_ID, EOS_ID, PAD_ID
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 from tests.unit.toy_models import ToySeq2Seq
 
 torch.set_num_threads(1)

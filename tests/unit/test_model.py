@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from nmt.config import ModelConfig
-from nmt.model import BOS_ID, PAD_ID, build_model, transformer
+from nmt.model import build_model, transformer
 from nmt.model.attention import MultiHeadAttention
 from nmt.model.embeddings import sinusoidal_table
 from nmt.model.transformer import Transformer
+from nmt.tokens import BOS_ID, PAD_ID
 
 torch.set_num_threads(1)
 

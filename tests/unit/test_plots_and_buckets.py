@@ -10,13 +10,13 @@ import torch
 
 from nmt import plots
 from nmt.config import DecodeConfig
-from nmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode.attention import FirstLines, check_attention, teacher_forced_attention
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.translate import source_ids, translate_lines
 from nmt.errors import NmtError
 from nmt.evaluate.buckets import bucket_of, parse_boundaries, scores_by_length
 from nmt.metrics import corpus_scores
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 from tests.conftest import TinyCheckpoint
 from tests.corpora import reverse_pairs
 from tests.unit.toy_models import ToySeq2Seq

@@ -10,8 +10,9 @@ import torch
 
 from nmt.config import ModelConfig, load_config
 from nmt.errors import ConfigError
-from nmt.model import BOS_ID, EOS_ID, PAD_ID, build_model
+from nmt.model import build_model
 from nmt.model.recurrent import RNNSeq2Seq
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 torch.set_num_threads(1)
 

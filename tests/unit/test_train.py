@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt.checkpoint import read_checkpoint, save_checkpoint
 from nmt.config import load_config
 from nmt.data.prepare import prepare
-from nmt.decode.load import load_model, read_checkpoint
+from nmt.decode.load import load_model
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.experiment import Experiment
-from nmt.train.checkpoint import average_checkpoints, save_checkpoint
+from nmt.train.checkpoints import average_checkpoints
 from nmt.train.loop import train
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 

@@ -11,21 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.config import DecodeConfig
-from nmt.data.vocab import EOS_ID
 from nmt.decode.load import LoadedModel, load_model
+from nmt.decode.search import search, translate_ids
 from nmt.decode.translate import (
     TranslateStats,
     Translation,
     effective_decode_config,
     format_translations,
     read_input,
-    search,
-    translate_ids,
     translate_lines,
 )
 from nmt.errors import ConfigError
 from nmt.fileio import DecodeStats
 from nmt.metrics import bleu, corpus_scores
+from nmt.tokens import EOS_ID
 from tests.conftest import TinyCheckpoint
 from tests.corpora import WORDS
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nmt.model import PAD_ID
+from nmt.tokens import PAD_ID
 
 
 @dataclass

@@ -1,26 +1,21 @@
-"""Save, resume and average self-contained checkpoints (format: `nmt.decode.load`).
+"""An experiment's checkpoint files: best/last links, keep-last-N, resume checks, averaging.
 
-Every checkpoint is written whole to a temp file, fsynced and renamed, so a crash or a
-signal mid-write leaves the previous file intact. `best.pt` and `last.pt` written at a
-validation are hard links to that step's file (no second write).
+The format, reading and writing are `nmt.checkpoint`. `best.pt` and `last.pt` written at
+a validation are hard links to that step's file (no second write).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from nmt import __version__
+from nmt.checkpoint import checkpoint_config, read_checkpoint
 from nmt.config import ExperimentConfig, config_to_dict, diff_configs
-from nmt.data.vocab import Vocab
-from nmt.decode.load import FORMAT, VERSION, checkpoint_config, read_checkpoint
 from nmt.errors import CheckpointError
 from nmt.fileio import atomic_open
 
@@ -40,56 +35,6 @@ RESUMABLE = (
     "train.device",
     "data.splits.",
 )
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state, as types `torch.load(weights_only=True)` accepts."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def build_checkpoint(
-    *,
-    model: torch.nn.Module,
-    cfg: ExperimentConfig,
-    vocab: Vocab,
-    step: int,
-    epoch: int,
-    train_state: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "nmt_version": __version__,
-        "config": config_to_dict(cfg),
-        "vocab": {"src": vocab.src_model, "tgt": vocab.tgt_model},
-        "model": model.state_dict(),
-        "step": step,
-        "epoch": epoch,
-        "train_state": train_state,
-    }
-
-
-def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Atomic torch.save (temp file, fsync, rename)."""
-    with atomic_open(path) as fh:
-        torch.save(checkpoint, fh)
 
 
 def link_checkpoint(source: Path, target: Path) -> None:

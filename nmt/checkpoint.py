@@ -1,0 +1,118 @@
+"""The checkpoint format: what a checkpoint holds, and the one reader and writer of it.
+
+A checkpoint is a dict saved with `torch.save` that loads with `weights_only=True`:
+
+    format: "nmt-checkpoint", version: 1, nmt_version: str
+    config: the resolved config as a plain dict
+    vocab: {"src": SentencePiece model bytes, "tgt": ...}  (the same bytes when joint)
+    model: the model's state_dict
+    step, epoch: ints
+    train_state: optimizer/scaler/RNG/loop state, or None (e.g. averaged)
+
+It is self-contained: `nmt translate ckpt.pt` needs nothing else. Writes are atomic
+(temp file, fsync, rename), so a crash mid-write leaves the previous file intact.
+This module is a leaf: building the model from a checkpoint is `nmt.decode.load`'s job,
+deciding which checkpoints to keep is `nmt.train.checkpoints`'.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nmt import __version__
+from nmt.config import ExperimentConfig, config_from_dict, config_to_dict
+from nmt.errors import CheckpointError, ConfigError
+from nmt.fileio import atomic_open
+
+FORMAT = "nmt-checkpoint"
+VERSION = 1
+
+
+def build_checkpoint(
+    *,
+    model_state: dict[str, torch.Tensor],
+    cfg: ExperimentConfig,
+    vocab_models: tuple[bytes, bytes],
+    step: int,
+    epoch: int,
+    train_state: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The checkpoint dict; `vocab_models` are the (source, target) SentencePiece model bytes."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "nmt_version": __version__,
+        "config": config_to_dict(cfg),
+        "vocab": {"src": vocab_models[0], "tgt": vocab_models[1]},
+        "model": model_state,
+        "step": step,
+        "epoch": epoch,
+        "train_state": train_state,
+    }
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Atomic torch.save (temp file, fsync, rename)."""
+    with atomic_open(path) as fh:
+        torch.save(checkpoint, fh)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, or CheckpointError when missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable nmt checkpoint ({first[:200]})",
+            hint="the file may be truncated or corrupt; use another checkpoint (e.g. checkpoints/step_N.pt)",
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an nmt checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {ckpt.get('version')} is not supported "
+            f"(this nmt reads version {VERSION})"
+        )
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> ExperimentConfig:
+    """The config stored in a checkpoint, validated like a config file."""
+    try:
+        return config_from_dict(ckpt["config"], where=f"{path} (stored config)")
+    except ConfigError as exc:
+        raise CheckpointError(exc.message, hint="the checkpoint was written by an incompatible nmt version") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state, as types `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
