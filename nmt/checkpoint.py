@@ -28,6 +28,7 @@ import torch
 
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_from_dict, config_to_dict
+from nmt.console import warn
 from nmt.errors import CheckpointError, ConfigError
 from nmt.fileio import atomic_open
 
@@ -90,9 +91,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> ExperimentConfig:
     """The config stored in a checkpoint, validated like a config file."""
     try:
-        return config_from_dict(ckpt["config"], where=f"{path} (stored config)")
+        cfg = config_from_dict(ckpt["config"], where=f"{path} (stored config)")
     except ConfigError as exc:
         raise CheckpointError(exc.message, hint="the checkpoint was written by an incompatible nmt version") from None
+    if cfg.model.share_embeddings == "all" and not cfg.vocab.joint:
+        warn(
+            f"{path}: trained with share_embeddings: all over two separate vocabularies (source and target "
+            "pieces with the same id share one embedding); it translates as trained, but retrain with "
+            "vocab.joint: true or share_embeddings: decoder"
+        )
+    return cfg
 
 
 def rng_state() -> dict[str, Any]:

@@ -26,6 +26,15 @@ import yaml
 from nmt.errors import ConfigError
 
 PATH = {"path": True}  # field metadata: expand ${VAR} and resolve against the CWD
+RESOLVED = {"resolved": True}  # field metadata: null in YAML = derived at load (preset, mode default)
+
+
+def _resolved() -> Any:
+    """A field that may be left out (null) in YAML and is always set once the config is built.
+
+    Its type is the resolved one (`int`, `float`, `bool`), so code downstream never sees None.
+    """
+    return field(default=None, metadata=RESOLVED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,24 +80,29 @@ class VocabConfig:
         _check_range("vocab.max_sentences", self.max_sentences, low=1)
 
 
+# The sizes of fairseq's transformer_iwslt_de_en-like small models and of Vaswani et al.'s base
+# and big (big: fairseq's transformer_wmt_en_de_big, attention dropout 0.1).
+_SIZES = ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers", "dropout", "attention_dropout")
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=64, n_heads=2, ffn_dim=256, enc_layers=2, dec_layers=2, dropout=0.1),
-    "small": dict(d_model=256, n_heads=4, ffn_dim=1024, enc_layers=3, dec_layers=3, dropout=0.1),
-    "base": dict(d_model=512, n_heads=8, ffn_dim=2048, enc_layers=6, dec_layers=6, dropout=0.1),
-    "big": dict(d_model=1024, n_heads=16, ffn_dim=4096, enc_layers=6, dec_layers=6, dropout=0.3),
+    "tiny": dict(zip(_SIZES, (64, 2, 256, 2, 2, 0.1, 0.0), strict=True)),
+    "small": dict(zip(_SIZES, (256, 4, 1024, 3, 3, 0.1, 0.0), strict=True)),
+    "base": dict(zip(_SIZES, (512, 8, 2048, 6, 6, 0.1, 0.0), strict=True)),
+    "big": dict(zip(_SIZES, (1024, 16, 4096, 6, 6, 0.3, 0.1), strict=True)),
 }
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     arch: Literal["transformer", "rnn"] = "transformer"  # model family: Transformer or recurrent (LSTM/GRU)
-    preset: Literal["tiny", "small", "base", "big"] = "small"  # sizes below default to it
-    d_model: int | None = None  # model width (rnn: embedding and hidden size)
-    n_heads: int | None = None  # transformer: attention heads
-    ffn_dim: int | None = None  # transformer: feed-forward inner width
-    enc_layers: int | None = None  # encoder layers
-    dec_layers: int | None = None  # decoder layers
-    dropout: float | None = None  # dropout on residuals, attention weights and FFN (rnn: between layers)
+    preset: Literal["tiny", "small", "base", "big"] = "small"  # the fields below left null take its values
+    d_model: int = _resolved()  # model width (rnn: embedding and hidden size)
+    n_heads: int = _resolved()  # transformer: attention heads
+    ffn_dim: int = _resolved()  # transformer: feed-forward inner width
+    enc_layers: int = _resolved()  # encoder layers
+    dec_layers: int = _resolved()  # decoder layers
+    dropout: float = _resolved()  # dropout on embeddings and sublayer outputs (rnn: also between layers)
+    attention_dropout: float = _resolved()  # transformer: dropout on attention weights (fairseq's)
+    activation_dropout: float = 0.0  # transformer: dropout after the FFN non-linearity (fairseq's)
     activation: Literal["relu", "gelu"] = "relu"  # transformer: FFN non-linearity
     norm: Literal["pre", "post"] = "pre"  # transformer: LayerNorm before (stable) or after (paper) sublayers
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # transformer: position embeddings
@@ -97,19 +111,18 @@ class ModelConfig:
     cell: Literal["lstm", "gru"] = "lstm"  # rnn: recurrent cell
     bidirectional: bool = True  # rnn: bidirectional encoder (d_model / 2 per direction)
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "luong_general"  # rnn: none = Sutskever
-    input_feeding: bool | None = None  # rnn: feed the last attentional vector back in (Luong); default on for luong_*
+    input_feeding: bool = _resolved()  # rnn: feed the last attentional vector back in (Luong); default on for luong_*
     residual: bool = True  # rnn: residual connections between stacked layers, from the third layer on (GNMT)
 
     def __post_init__(self) -> None:
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
-        assert self.d_model is not None and self.n_heads is not None
+        if self.input_feeding is None:
+            object.__setattr__(self, "input_feeding", self.arch == "rnn" and self.attention.startswith("luong"))
         if self.arch == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         if self.arch == "rnn":
-            if self.input_feeding is None:
-                object.__setattr__(self, "input_feeding", self.attention.startswith("luong"))
             if self.input_feeding and self.attention == "none":
                 raise ValueError(
                     "model.input_feeding needs attention (it feeds the attentional vector back in), but "
@@ -119,7 +132,8 @@ class ModelConfig:
                 raise ValueError(f"model.d_model ({self.d_model}) must be even with a bidirectional encoder")
         for key in ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers", "max_len"):
             _check_range(f"model.{key}", getattr(self, key), low=1)
-        _check_range("model.dropout", self.dropout, low=0.0, high=0.99)
+        for key in ("dropout", "attention_dropout", "activation_dropout"):
+            _check_range(f"model.{key}", getattr(self, key), low=0.0, high=0.99)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,9 +176,9 @@ class DecodeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where translate/evaluate run
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # inference dtype
     beam: int = 5  # beam size; 1 = greedy
-    nbest: int = 1  # hypotheses written per input line (<= beam)
+    nbest: int = 1  # hypotheses written per input line (<= beam; with sampling: samples per line)
     length_penalty: Literal["average", "gnmt", "none"] = "average"  # score normalisation
-    alpha: float | None = None  # length-penalty strength; default 1.0 (average) / 0.6 (gnmt)
+    alpha: float = _resolved()  # length-penalty strength; default 1.0 (average) / 0.6 (gnmt)
     max_len_a: float = 1.2  # max output length = a * source length + b
     max_len_b: int = 10  # (tokens) the b of max_len_a
     min_len: int = 1  # shortest output (tokens, EOS excluded)
@@ -177,7 +191,7 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         _check_range("decode.beam", self.beam, low=1)
-        _check_range("decode.nbest", self.nbest, low=1, high=self.beam)
+        _check_range("decode.nbest", self.nbest, low=1, high=None if self.sampling else self.beam)
         _check_range("decode.batch_tokens", self.batch_tokens, low=1)
         for key in ("min_len", "max_len_a", "max_len_b", "no_repeat_ngram", "top_k"):
             _check_range(f"decode.{key}", getattr(self, key), low=0)
@@ -239,6 +253,10 @@ def expand_path(value: str, where: str) -> str:
     return str(Path(expanded).absolute())
 
 
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))
+
+
 def _closest(key: str, options: list[str]) -> str | None:
     match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
     return match[0] if match else None
@@ -252,10 +270,12 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{where}: {key}: expected {expected}, got {value!r}")
 
+    if meta.get("resolved") and _is_null(value):
+        return None  # filled in by the section's __post_init__
+
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
+        if _is_null(value) and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], key, where, meta)
     if origin is Literal:
@@ -275,11 +295,7 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
         if not isinstance(value, dict):
             raise bad("a mapping")
         # `--set data.splits.NAME=null` removes an entry
-        return {
-            str(k): _convert(v, args[1], f"{key}.{k}", where, meta)
-            for k, v in value.items()
-            if not (v is None or (isinstance(v, str) and v.lower() in ("null", "none", "~")))
-        }
+        return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items() if not _is_null(v)}
     if origin in (tuple, list):
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -385,7 +401,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_override(raw, assignment)
     if overrides and path is not None:
         where = f"{path} (with --set)"
-    return _build(ExperimentConfig, raw, "", where)
+    cfg = _build(ExperimentConfig, raw, "", where)
+    check_new_experiment(cfg, where=where)
+    return cfg
+
+
+def check_new_experiment(cfg: ExperimentConfig, *, where: str) -> None:
+    """Rules for configs that will prepare or train, but not for those stored in old checkpoints.
+
+    A checkpoint trained before a rule existed still loads (`nmt.checkpoint` warns instead).
+    """
+    if cfg.model.share_embeddings == "all" and not cfg.vocab.joint:
+        raise ConfigError(
+            f"{where}: model.share_embeddings: all ties the source and target embeddings, but vocab.joint is "
+            "false: source id i and target id i would be unrelated pieces of two vocabularies",
+            hint="set vocab.joint: true (one vocabulary for both sides), or model.share_embeddings: decoder",
+        )
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> ExperimentConfig:
@@ -441,7 +472,8 @@ def field_docs() -> list[tuple[str, str, str, str]]:
                     comment = stripped.split("#", 1)[1].strip()
                     break
             default = f.default if f.default is not dataclasses.MISSING else "{}"
-            rows.append((f"{section}.{f.name}", _type_name(hints[f.name]), repr(default), comment))
+            tp = _type_name(hints[f.name]) + (" | null" if f.metadata.get("resolved") else "")
+            rows.append((f"{section}.{f.name}", tp, repr(default), comment))
     return rows
 
 

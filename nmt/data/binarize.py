@@ -32,9 +32,22 @@ def write_side(directory: Path, split: str, side: str, seqs: list[list[int]], *,
 
 
 class TokenDataset:
-    """A prepared split: (src ids, tgt ids) by index; lengths without reading tokens."""
+    """A prepared split: (src ids, tgt ids) by index; lengths without reading tokens.
 
-    def __init__(self, directory: str | Path, split: str, *, vocab_size: int) -> None:
+    Each side is read with its own vocabulary's dtype (separate vocabularies may sit on
+    both sides of 65,535 pieces).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        split: str,
+        *,
+        src_vocab_size: int | None = None,
+        tgt_vocab_size: int | None = None,
+        vocab_size: int | None = None,  # TODO(integration): remove once the training loop passes both sizes
+    ) -> None:
+        sizes = {"src": src_vocab_size or vocab_size, "tgt": tgt_vocab_size or vocab_size}
         directory = Path(directory)
         self.split = split
         self._arrays = {}
@@ -44,7 +57,9 @@ class TokenDataset:
             if not bin_path.is_file() or not idx_path.is_file():
                 raise DataError(f"{bin_path}: prepared split {split!r} not found", hint="run `nmt prepare CONFIG`")
             offsets = np.fromfile(idx_path, dtype=np.int64)
-            dtype = token_dtype(vocab_size)
+            size = sizes[side]
+            assert size is not None, "TokenDataset needs the vocabulary size of each side"
+            dtype = token_dtype(size)
             if bin_path.stat().st_size == 0:
                 array = np.zeros(0, dtype=dtype)
             else:

@@ -1,5 +1,11 @@
 """`nmt prepare`: parallel text -> cleaned pairs -> SentencePiece -> binarized splits.
 
+Splits other than train are never cleaned, so their examples align with their input lines;
+their raw target text is kept too (`<split>.ref.txt`, one line per example), because
+validation scores against the references as written, not as decoded back from token ids
+(NFKC-normalised, unknown characters lost). It lives in the prepared data so that a resume
+on another machine does not need the original files.
+
 Everything is built in a staging directory next to `<workdir>/data` and swapped in only
 when complete, so an interrupted run never leaves a half-written dataset behind.
 """
@@ -26,7 +32,7 @@ from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
 from nmt.fileio import DecodeStats, atomic_write_bytes, atomic_write_text
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: <split>.ref.txt for every split but train
 ENCODE_CHUNK = 10_000
 
 
@@ -88,6 +94,15 @@ def load_vocab(exp: Experiment) -> Vocab:
     if src.is_file() and tgt.is_file():
         return Vocab(src.read_bytes(), tgt.read_bytes())
     raise DataError(f"{exp.data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
+
+
+def load_references(exp: Experiment, split: str) -> list[str]:
+    """The raw target lines of a prepared split other than train, one per example, in order."""
+    path = exp.data_dir / f"{split}.ref.txt"
+    if not path.is_file():
+        raise DataError(f"{path}: no references for split {split!r}", hint="run `nmt prepare CONFIG` again")
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    return lines[:-1]  # the file ends with a newline
 
 
 def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
@@ -194,6 +209,7 @@ def _encode_split(
             )
     else:
         clean.kept = len(src_ids)
+        atomic_write_text(out_dir / f"{files.name}.ref.txt", "".join(f"{t}\n" for _, t in pairs))
     write_side(out_dir, files.name, "src", src_ids, vocab_size=vocab.src_size)
     write_side(out_dir, files.name, "tgt", tgt_ids, vocab_size=vocab.tgt_size)
     src_lens = np.array([len(s) for s in src_ids] or [0])

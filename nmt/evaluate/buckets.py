@@ -67,7 +67,12 @@ def bucket_of(words: int, boundaries: Sequence[int]) -> int:
 
 
 def scores_by_length(
-    src: Sequence[str], hyps: Sequence[str], refs: Sequence[Sequence[str]], boundaries: Sequence[int]
+    src: Sequence[str],
+    hyps: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    boundaries: Sequence[int],
+    *,
+    tgt_lang: str | None = None,
 ) -> list[BucketScore]:
     """Corpus BLEU and chrF of each source-length bucket, shortest first.
 
@@ -76,6 +81,7 @@ def scores_by_length(
         hyps: hypotheses (N), read as for corpus scoring.
         refs: reference streams, each of length N (`refs[j][i]`).
         boundaries: positive, increasing bucket starts (see `parse_boundaries`).
+        tgt_lang: the hypotheses' language (BLEU's tokenizer, see `nmt.metrics`).
     """
     assert len(src) == len(hyps), "source and hypotheses must be line-aligned"
     members: list[list[int]] = [[] for _ in range(len(boundaries) + 1)]
@@ -87,7 +93,9 @@ def scores_by_length(
         if not lines:
             out.append(BucketScore(lo, hi, 0, None, None))
             continue
-        scores = corpus_scores([hyps[i] for i in lines], [[r[i] for i in lines] for r in refs], keys=("bleu", "chrf"))
+        scores = corpus_scores(
+            [hyps[i] for i in lines], [[r[i] for i in lines] for r in refs], keys=("bleu", "chrf"), tgt_lang=tgt_lang
+        )
         out.append(BucketScore(lo, hi, len(lines), scores["bleu"].score, scores["chrf"].score))
     return out
 

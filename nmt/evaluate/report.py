@@ -34,7 +34,7 @@ from nmt.evaluate.buckets import (
 )
 from nmt.experiment import Experiment
 from nmt.fileio import DecodeStats, atomic_open, count_lines, read_lines
-from nmt.metrics import MetricScore, corpus_scores
+from nmt.metrics import MetricScore, check_tokenizer, corpus_scores
 
 if TYPE_CHECKING:
     from nmt.decode.translate import TranslateStats
@@ -62,6 +62,7 @@ class EvalReport:
     stats: TranslateStats | None = None
     label: str = ""  # the system's name in tables, JSON and plots (--label, else the file or checkpoint stem)
     by_length: list[BucketScore] | None = None  # with --by-length
+    tgt_lang: str | None = None  # the hypotheses' language (picks BLEU's tokenizer)
 
     @property
     def passed(self) -> bool | None:
@@ -89,6 +90,7 @@ class EvalReport:
             "threshold": self.threshold,
             "passed": self.passed,
             "by_length": [b.to_json() for b in self.by_length] if self.by_length is not None else None,
+            "tgt_lang": self.tgt_lang,
         }
 
 
@@ -105,6 +107,7 @@ def evaluate(
     overrides: Sequence[str] = (),
     fail_under: float | None = None,
     boundaries: Sequence[int] | None = None,
+    tgt_lang: str | None = None,
 ) -> list[EvalReport]:
     """Run one evaluation per system; `target` is a checkpoint, a config (.yaml/.yml), or None with `hyps`.
 
@@ -114,6 +117,8 @@ def evaluate(
         overrides: `--set` strings (decode.* only for a checkpoint; any key for a config).
         fail_under: recorded in each report; see `gate`.
         boundaries: source-length bucket starts (see `nmt.evaluate.buckets`); None = no buckets.
+        tgt_lang: the hypotheses' language, which picks BLEU's tokenizer (`nmt.metrics`); default: the
+            config's or checkpoint's `data.tgt_lang`, none with `hyps`.
     """
     refs = list(refs)
     if target is None and not hyps:
@@ -124,7 +129,10 @@ def evaluate(
             {"--hyp": bool(hyps), "--ref": bool(refs)},
             {"--split": split, "--checkpoint": checkpoint_name, "--out": out},
         )
-        return _score_files(hyps, refs, src=src, labels=labels, fail_under=fail_under, boundaries=boundaries)
+        check_tokenizer(tgt_lang, where="--tgt-lang")
+        return _score_files(
+            hyps, refs, src=src, labels=labels, fail_under=fail_under, boundaries=boundaries, tgt_lang=tgt_lang
+        )
     if hyps:
         raise NmtError("give either a CHECKPOINT/CONFIG to translate with or --hyp translations, not both")
     if target.suffix in CONFIG_SUFFIXES:
@@ -143,7 +151,15 @@ def evaluate(
             )
         [label] = _labels(labels, [f"{cfg.name} {name}"])
         report = translate_and_score(
-            ckpt, files.src, [files.tgt], base=cfg.decode, out=out, tag=split, split=split, fail_under=fail_under
+            ckpt,
+            files.src,
+            [files.tgt],
+            base=cfg.decode,
+            out=out,
+            tag=split,
+            split=split,
+            fail_under=fail_under,
+            tgt_lang=tgt_lang or cfg.data.tgt_lang,
         )
         return [_with_buckets(report, label, boundaries)]
     _check_options(
@@ -154,7 +170,9 @@ def evaluate(
     assert src is not None
     [label] = _labels(labels, [target.stem])
     tag = Path(src.name.removesuffix(".gz")).stem
-    report = translate_and_score(target, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under)
+    report = translate_and_score(
+        target, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under, tgt_lang=tgt_lang
+    )
     return [_with_buckets(report, label, boundaries)]
 
 
@@ -192,6 +210,7 @@ def _score_files(
     labels: Sequence[str],
     fail_under: float | None,
     boundaries: Sequence[int] | None,
+    tgt_lang: str | None,
 ) -> list[EvalReport]:
     """One report per hypothesis file (the --hyp form)."""
     if boundaries is not None and src is None:
@@ -203,7 +222,16 @@ def _score_files(
     names = _labels(labels, [h.stem for h in hyps], fallback=[str(h) for h in hyps])
     src_text = _read_source(src) if src is not None else None
     return [
-        _score_file(hyp, refs, src=src, src_text=src_text, label=name, fail_under=fail_under, boundaries=boundaries)
+        _score_file(
+            hyp,
+            refs,
+            src=src,
+            src_text=src_text,
+            label=name,
+            fail_under=fail_under,
+            boundaries=boundaries,
+            tgt_lang=tgt_lang,
+        )
         for hyp, name in zip(hyps, names, strict=True)
     ]
 
@@ -217,18 +245,21 @@ def _score_file(
     label: str,
     fail_under: float | None,
     boundaries: Sequence[int] | None,
+    tgt_lang: str | None,
 ) -> EvalReport:
     """Score one hypothesis file against `refs` (and by source length with `boundaries`)."""
     start = time.perf_counter()
     lines = _check_counts(hyp, [*([src] if src is not None else []), *refs])
     hyp_text, ref_text = _read_scored(hyp), [_read_scored(r) for r in refs]
-    scores = corpus_scores(hyp_text, ref_text)
+    scores = corpus_scores(hyp_text, ref_text, tgt_lang=tgt_lang)
     by_length = None
     if boundaries is not None:
         assert src_text is not None
-        by_length = scores_by_length(src_text, hyp_text, ref_text, boundaries)
+        by_length = scores_by_length(src_text, hyp_text, ref_text, boundaries, tgt_lang=tgt_lang)
     elapsed_s = time.perf_counter() - start
-    return EvalReport(scores, hyp, refs, lines, elapsed_s, fail_under, src=src, label=label, by_length=by_length)
+    return EvalReport(
+        scores, hyp, refs, lines, elapsed_s, fail_under, src=src, label=label, by_length=by_length, tgt_lang=tgt_lang
+    )
 
 
 def _with_buckets(report: EvalReport, label: str, boundaries: Sequence[int] | None) -> EvalReport:
@@ -238,7 +269,7 @@ def _with_buckets(report: EvalReport, label: str, boundaries: Sequence[int] | No
         assert report.src is not None
         start = time.perf_counter()
         hyps, refs = _read_scored(report.hyp), [_read_scored(r) for r in report.refs]
-        report.by_length = scores_by_length(_read_source(report.src), hyps, refs, boundaries)
+        report.by_length = scores_by_length(_read_source(report.src), hyps, refs, boundaries, tgt_lang=report.tgt_lang)
         report.elapsed_s += time.perf_counter() - start
     return report
 
@@ -282,10 +313,12 @@ def translate_and_score(
     tag: str,
     split: str | None = None,
     fail_under: float | None = None,
+    tgt_lang: str | None = None,
 ) -> EvalReport:
     """Translate `src` with the best hypothesis per line, write them, and score against `refs`.
 
     The hypotheses go to `out`, or to `<checkpoint stem>.<tag>.hyp` next to the checkpoint.
+    `tgt_lang` defaults to the checkpoint's `data.tgt_lang`.
     """
     # imported here so that `--hyp` scoring never loads torch (a CI step then takes a second)
     from nmt.decode.translate import TranslateStats, best_translations, load_for_decoding, warn_repairs
@@ -295,6 +328,8 @@ def translate_and_score(
     start = time.perf_counter()
     loaded, decode_cfg, device = load_for_decoding(checkpoint, base=base, overrides=overrides)
     decode_cfg = dataclasses.replace(decode_cfg, nbest=1)
+    tgt_lang = tgt_lang or loaded.cfg.data.tgt_lang
+    check_tokenizer(tgt_lang, where=f"{checkpoint} target language")  # before translating, not after
     hyp_path = out if out is not None else checkpoint.with_name(f"{checkpoint.stem}.{tag}.hyp")
     stats, read_stats = TranslateStats(), DecodeStats()
     hyps: list[str] = []
@@ -305,7 +340,7 @@ def translate_and_score(
             fh.write(f"{text}\n".encode())
     stats.invalid_utf8 = read_stats.invalid_utf8_lines
     warn_repairs(stats, max_len=loaded.model.max_len)
-    scores = corpus_scores([h.rstrip() for h in hyps], ref_text)
+    scores = corpus_scores([h.rstrip() for h in hyps], ref_text, tgt_lang=tgt_lang)
     return EvalReport(
         scores,
         hyp_path,
@@ -320,6 +355,7 @@ def translate_and_score(
         decode=decode_cfg,
         device=device.type,
         stats=stats,
+        tgt_lang=tgt_lang,
     )
 
 

@@ -176,7 +176,6 @@ class RNNSeq2Seq(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> RNNSeq2Seq:
         """The one place that reads `model.*` config for this family."""
-        assert cfg.d_model and cfg.enc_layers and cfg.dec_layers and cfg.dropout is not None
         return cls(
             src_vocab_size=src_vocab_size,
             tgt_vocab_size=tgt_vocab_size,

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from nmt.config import ModelConfig
 from nmt.model.attention import KVCache
 from nmt.model.embeddings import Embeddings, TokenEmbedding, check_shareable
-from nmt.model.layers import DecoderLayer, EncoderLayer
+from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,8 @@ class Transformer(nn.Module):
         enc_layers: int,
         dec_layers: int,
         dropout: float,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
         activation: Literal["relu", "gelu"] = "relu",
         norm: Literal["pre", "post"] = "pre",
         positions: Literal["sinusoidal", "learned"] = "sinusoidal",
@@ -128,13 +130,11 @@ class Transformer(nn.Module):
         tgt_tokens = src_tokens if share_embeddings == "all" else TokenEmbedding(tgt_vocab_size, d_model)
         self.src_embed = Embeddings(src_tokens, max_len=max_len, positions=positions, dropout=dropout)
         self.tgt_embed = Embeddings(tgt_tokens, max_len=max_len, positions=positions, dropout=dropout)
-        layer_args = (d_model, n_heads, ffn_dim, dropout)
-        self.encoder = nn.ModuleList(
-            EncoderLayer(*layer_args, activation=activation, norm=norm) for _ in range(enc_layers)
+        spec = LayerSpec(
+            d_model, n_heads, ffn_dim, dropout, attention_dropout, activation_dropout, activation=activation, norm=norm
         )
-        self.decoder = nn.ModuleList(
-            DecoderLayer(*layer_args, activation=activation, norm=norm) for _ in range(dec_layers)
-        )
+        self.encoder = nn.ModuleList(EncoderLayer(spec) for _ in range(enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(spec) for _ in range(dec_layers))
         # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
         self.enc_norm: nn.Module = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.dec_norm: nn.Module = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
@@ -146,8 +146,6 @@ class Transformer(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
         """The one place that reads `model.*` config."""
-        assert cfg.d_model and cfg.n_heads and cfg.ffn_dim and cfg.enc_layers and cfg.dec_layers
-        assert cfg.dropout is not None
         return cls(
             src_vocab_size=src_vocab_size,
             tgt_vocab_size=tgt_vocab_size,
@@ -157,6 +155,8 @@ class Transformer(nn.Module):
             enc_layers=cfg.enc_layers,
             dec_layers=cfg.dec_layers,
             dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
             activation=cfg.activation,
             norm=cfg.norm,
             positions=cfg.positions,

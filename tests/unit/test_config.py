@@ -47,6 +47,7 @@ def test_set_overrides_are_typed_by_the_field(tmp_path: Path) -> None:
             "train.lr=3e-4",
             "train.max_steps=7",
             "vocab.joint=false",
+            "model.share_embeddings=decoder",
             "train.betas=[0.9, 0.99]",
             "train.max_epochs=null",
             "decode.length_penalty=gnmt",
@@ -129,3 +130,31 @@ def test_every_field_is_documented() -> None:
     assert len(rows) == sum(len(dataclasses.fields(cls)) for cls in sections)
     undocumented = [key for key, _, _, comment in rows if not comment]
     assert not undocumented, f"fields without a comment: {undocumented}"
+
+
+def test_share_all_needs_a_joint_vocabulary(tmp_path: Path) -> None:
+    """Two vocabularies trained with one vocab.size have equal sizes, so only this check can catch it."""
+    path = write(tmp_path, "vocab:\n  joint: false\nmodel:\n  share_embeddings: all\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in err.value.message and "vocab.joint" in err.value.message
+    assert "share_embeddings: decoder" in (err.value.hint or "")
+    # the defaults (joint vocabulary) and share_embeddings: decoder with separate vocabularies are fine
+    load_config(write(tmp_path, "model:\n  share_embeddings: all\n"))
+    load_config(write(tmp_path, "vocab:\n  joint: false\nmodel:\n  share_embeddings: decoder\n"))
+
+
+def test_sizes_and_alpha_are_resolved_to_plain_values_at_load(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "model:\n  preset: big\n  d_model: 512\n"))
+    m = cfg.model
+    assert (m.d_model, m.n_heads, m.ffn_dim, m.enc_layers, m.dec_layers) == (512, 16, 4096, 6, 6)
+    assert (m.dropout, m.attention_dropout, m.activation_dropout) == (0.3, 0.1, 0.0)
+    assert all(type(getattr(m, k)) is int for k in ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers"))
+    assert type(cfg.decode.alpha) is float and m.input_feeding is False
+    assert load_config(write(tmp_path, "model:\n  preset: small\n")).model.attention_dropout == 0.0
+
+
+def test_sampling_may_ask_for_more_samples_than_the_beam(tmp_path: Path) -> None:
+    assert load_config(None, ["decode.sampling=true", "decode.beam=1", "decode.nbest=3"]).decode.nbest == 3
+    with pytest.raises(ConfigError, match="decode.nbest"):
+        load_config(None, ["decode.beam=2", "decode.nbest=3"])

@@ -1,4 +1,7 @@
-"""Imports flow one way: data -> model -> decode -> {train, evaluate}, cli on top (STYLE.md §1)."""
+"""Imports flow one way: data -> model -> decode -> {train, evaluate}, cli on top, and no module cycles.
+
+The architecture is described in README.md (Development). Leaf modules import no stage.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +10,9 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "nmt"
 LEAVES = {
-    "config",
-    "errors",
-    "fileio",
-    "console",
-    "experiment",
-    "metrics",
-    "demo",
-    "plots",
-    "tokens",
-    "device",
-    "checkpoint",
-}
+    "config", "errors", "fileio", "console", "experiment", "metrics", "demo", "plots", "tokens", "device", "checkpoint",
+}  # fmt: skip
+STAGES = {"data", "model", "decode", "train", "evaluate", "cli"}
 # stage -> stages it must not import
 FORBIDDEN = {
     "data": {"model", "decode", "train", "evaluate", "cli"},
@@ -26,31 +20,73 @@ FORBIDDEN = {
     "decode": {"train", "evaluate", "cli"},
     "train": {"evaluate", "cli"},
     "evaluate": {"train", "cli"},
-    **{leaf: {"data", "model", "decode", "train", "evaluate", "cli"} for leaf in LEAVES},
+    **{leaf: STAGES for leaf in LEAVES},
 }
 
 
-def imported_stages(path: Path) -> set[str]:
-    stages = set()
+def imported_modules(path: Path) -> set[str]:
+    """Every `nmt.*` module `path` imports, at the top or inside a function."""
+    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        stages |= {n.split(".")[1] for n in names if n.startswith("nmt.") and len(n.split(".")) > 1}
-    return stages
+            found |= {a.name for a in node.names if a.name.startswith("nmt.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nmt"):
+            found.add(node.module)
+            # `from nmt.decode import beam` imports the module nmt.decode.beam
+            found |= {
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if (PKG.parent / node.module.replace(".", "/") / f"{a.name}.py").is_file()
+            }
+    return found
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    return {name: {m for m in imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
 
 
 def test_no_forbidden_imports() -> None:
     violations = []
-    for path in PKG.rglob("*.py"):
-        rel = path.relative_to(PKG)
-        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        bad = imported_stages(path) & FORBIDDEN.get(stage, set())
+    for name, deps in graph().items():
+        parts = name.split(".")
+        if len(parts) < 2:
+            continue
+        stage = parts[1]
+        bad = {d.split(".")[1] for d in deps if len(d.split(".")) > 1} & FORBIDDEN.get(stage, set())
         if bad:
-            violations.append(f"{rel} imports {sorted(bad)}")
+            violations.append(f"{name} imports {sorted(bad)}")
     assert not violations, violations
+
+
+def test_no_import_cycles() -> None:
+    """Not even inside a stage, and not through imports hidden in functions (a package's own
+    `__init__` importing its submodules lazily is the one allowed back edge)."""
+    edges = graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(edges[node]):
+            if node.startswith(dep + "."):  # a submodule importing its own package's __init__
+                continue
+            if state.get(dep) == 1:
+                cycles.append(path[path.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, [" -> ".join(c) for c in cycles]
 
 
 def test_importing_nmt_and_cli_does_not_import_torch() -> None:

@@ -263,3 +263,31 @@ def test_train_mode_dropout_is_active() -> None:
     assert not torch.allclose(a, b)
     a.sum().backward()
     assert model.src_embed.tokens.weight.grad is not None
+
+
+@pytest.mark.parametrize("which", ["attention_dropout", "activation_dropout"])
+def test_inner_dropouts_change_the_training_forward_only(which: str) -> None:
+    """With residual/embedding dropout off, a training forward is deterministic unless `which` acts."""
+    src_ids, src_pad, tgt_in = padded_batch()
+    plain = tiny(dropout=0.0).train()
+    assert torch.equal(plain(src_ids, src_pad, tgt_in), plain(src_ids, src_pad, tgt_in))
+    model = tiny(dropout=0.0, **{which: 0.5})
+    model.load_state_dict(plain.state_dict())
+    model.train()
+    torch.manual_seed(3)
+    a = model(src_ids, src_pad, tgt_in)
+    assert not torch.allclose(a, model(src_ids, src_pad, tgt_in))
+    assert not torch.allclose(a, plain(src_ids, src_pad, tgt_in))
+    model.eval(), plain.eval()
+    assert torch.equal(model(src_ids, src_pad, tgt_in), plain(src_ids, src_pad, tgt_in))
+
+
+def test_config_dropouts_reach_the_layers() -> None:
+    from nmt.config import ModelConfig
+
+    model = build_model(
+        ModelConfig(preset="tiny", attention_dropout=0.2, activation_dropout=0.3), src_vocab_size=10, tgt_vocab_size=10
+    )
+    layer = model.decoder[0]  # type: ignore[attr-defined]
+    assert layer.self_attn.dropout == layer.cross_attn.dropout == 0.2
+    assert layer.ffn.dropout.p == 0.3 and layer.dropout.p == 0.1

@@ -42,6 +42,7 @@ data:
     train: {{src: {data / "train.x"}, tgt: {data / "train.y"}}}
     valid: {{src: {data / "dev.x"}, tgt: {data / "dev.y"}}}
 vocab: {{size: 30, joint: false, type: unigram}}
+model: {{share_embeddings: decoder}}
 """)
     cfg = load_config(cfg_path)
     prepare(cfg)
@@ -130,3 +131,39 @@ def test_gz_and_plain_read_identically(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes(b"eins\nzwei\r\ndrei")
     (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"eins\nzwei\r\ndrei"))
     assert list(read_lines(tmp_path / "a.txt")) == list(read_lines(tmp_path / "a.txt.gz")) == ["eins", "zwei", "drei"]
+
+
+def test_each_side_is_read_with_its_own_vocabulary_dtype(tmp_path: Path) -> None:
+    """A source vocabulary under 65,536 pieces (uint16) beside a target one over it (int32)."""
+    from nmt.data.binarize import write_side
+
+    src = [[5, 6, 7], [65_000]]
+    tgt = [[70_000, 4], [100_000, 65_536, 9]]
+    write_side(tmp_path, "valid", "src", src, vocab_size=65_535)
+    write_side(tmp_path, "valid", "tgt", tgt, vocab_size=120_000)
+    ds = TokenDataset(tmp_path, "valid", src_vocab_size=65_535, tgt_vocab_size=120_000)
+    assert [(s.tolist(), t.tolist()) for s, t in (ds[0], ds[1])] == list(zip(src, tgt))
+
+
+def test_references_are_kept_as_written(tmp_path: Path) -> None:
+    """Validation scores against these: characters SentencePiece would normalise or drop stay."""
+    from nmt.data.prepare import load_references
+
+    data = tmp_path / "corpus"
+    write_split(data, "train", reverse_pairs(200, seed=1), src="x", tgt="y")
+    valid = [("a b", "ﬁne ½ ☃ Ünïcode"), ("", "empty source"), ("c d", "trailing spaces"), ("e", "x\ry")]
+    write_split(data, "dev", valid, src="x", tgt="y")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""workdir: {tmp_path / "exp"}
+data:
+  splits:
+    train: {{src: {data / "train.x"}, tgt: {data / "train.y"}}}
+    valid: {{src: {data / "dev.x"}, tgt: {data / "dev.y"}}}
+vocab: {{size: 60}}
+""")
+    cfg = load_config(path)
+    prepare(cfg)
+    exp = Experiment.from_config(cfg)
+    refs = load_references(exp, "valid")
+    assert refs == [t for _, t in valid]
+    assert len(refs) == len(TokenDataset(exp.data_dir, "valid", src_vocab_size=60, tgt_vocab_size=60))

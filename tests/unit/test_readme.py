@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nmt.config import reference_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def test_readme_config_reference_matches_the_dataclasses() -> None:
@@ -16,6 +18,22 @@ def test_readme_config_reference_matches_the_dataclasses() -> None:
     )
 
 
-def test_readme_has_exactly_the_two_setup_commands() -> None:
+def _setup_commands() -> list[str]:
+    """The commands of the README's fresh-machine code block (comments stripped)."""
     text = README.read_text()
-    assert "make demo    #" in text and "make test    #" in text
+    section = text[text.index("## Two commands on a fresh machine") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None, "the fresh-machine section has no bash block"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.split("#")[0].strip()]
+
+
+def test_readme_has_exactly_the_two_setup_commands_and_they_exist() -> None:
+    assert _setup_commands() == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test"):
+        rule = re.search(rf"^{target}: (.*)$", makefile, re.M)
+        assert rule is not None, f"Makefile has no {target} target"
+        # each creates the virtual environment when it is missing (through the install stamp)
+        assert "$(VENV)/.installed" in rule.group(1) or "install" in rule.group(1).split()
+    # CI runs the README's test command, not something else
+    assert re.search(r"^make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
