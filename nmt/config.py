@@ -17,6 +17,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -201,11 +202,6 @@ class DecodeConfig:
             raise ValueError(f"decode.top_p must be in (0, 1], got {self.top_p!r}")
         if self.alpha is None:
             object.__setattr__(self, "alpha", 0.6 if self.length_penalty == "gnmt" else 1.0)
-
-    @property
-    def alpha_value(self) -> float:
-        assert self.alpha is not None
-        return self.alpha
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,6 +413,33 @@ def check_new_experiment(cfg: ExperimentConfig, *, where: str) -> None:
             "false: source id i and target id i would be unrelated pieces of two vocabularies",
             hint="set vocab.joint: true (one vocabulary for both sides), or model.share_embeddings: decoder",
         )
+
+
+def apply_decode_overrides(base: DecodeConfig, overrides: Sequence[str], *, where: str) -> DecodeConfig:
+    """`base` (e.g. a checkpoint's stored decode section) with `decode.KEY=VALUE` overrides applied.
+
+    Values are converted and checked like a config file's, so a bad value or an unknown
+    key is a ConfigError naming the key (and the nearest valid one). Only decode.* may
+    change: the rest is fixed by the checkpoint. When the length penalty changes but alpha
+    does not, alpha follows the new mode's default unless the stored alpha was set to
+    something other than the old mode's default.
+    """
+    raw: dict[str, Any] = {"decode": config_to_dict(base)}
+    changed = set()
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if "=" in item and (section != "decode" or not name or "." in name):
+            raise ConfigError(
+                f"--set {key}: only decode.* settings can change when translating",
+                hint="the model, vocabulary and data settings are fixed by the checkpoint",
+            )
+        _set_override(raw, item)
+        changed.add(name)
+    if "length_penalty" in changed and "alpha" not in changed:
+        if base.alpha == DecodeConfig(length_penalty=base.length_penalty).alpha:
+            raw["decode"]["alpha"] = None
+    return _build(ExperimentConfig, raw, "", where).decode
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> ExperimentConfig:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from nmt.config import apply_decode_overrides
 from nmt.decode.search import search
-from nmt.decode.translate import effective_decode_config, load_for_decoding
+from nmt.decode.translate import load_for_decoding
 from nmt.fileio import read_lines
 from nmt.tokens import EOS_ID
 
@@ -67,7 +68,7 @@ def main() -> None:
         overrides = [f"decode.beam={beam}", "decode.nbest=1"]
         if args.batch_tokens:
             overrides.append(f"decode.batch_tokens={args.batch_tokens}")
-        cfg = effective_decode_config(base, overrides, where="bench")
+        cfg = apply_decode_overrides(base, overrides, where="bench")
         runs = []
         for _ in range(args.repeats):
             timer = ModelTimer(loaded.model)

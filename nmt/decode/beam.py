@@ -8,6 +8,10 @@ finished hypotheses per sentence, and `is_done` applies the exact stopping rule.
 driver `beam_search` only wires these together; its single host sync per step decides
 which sentences leave the batch. No step allocates a tensor of the log-probs' (n*K, V)
 size: on CPU, touching fresh memory of that size costs more than the work done in it.
+
+The output and length helpers (`Hypothesis`, `length_penalty`, `output_limits`,
+`forbid_tokens_`, `repeated_ngram_mask`) are shared with the left-to-right decoders of
+`greedy.py` and `sampling.py`, which import this module; it imports neither.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from nmt.config import DecodeConfig
 from nmt.model import Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
@@ -260,68 +265,24 @@ def to_hypotheses(store: FinishedStore, *, nbest: int) -> list[list[Hypothesis]]
 
 
 @torch.inference_mode()
-def beam_search(
-    model: Seq2SeqModel,
-    src_ids: Tensor,
-    src_pad: Tensor,
-    *,
-    beam_size: int,
-    max_len_a: float,
-    max_len_b: int,
-    min_len: int = 1,
-    length_penalty: LengthPenaltyMode = "average",
-    alpha: float = 1.0,
-    nbest: int = 1,
-    no_repeat_ngram: int = 0,
-) -> list[list[Hypothesis]]:
-    """Translate a batch: per sentence the `nbest` best hypotheses, best first.
+def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    """Translate a batch: per sentence the `cfg.nbest` best of `cfg.beam` beams, best first.
 
-    Beam 1 (without n-gram blocking) is greedy search. Otherwise see `batched_beam_search`.
+    The driver works on all sentences x beams at once, for any beam size (1 included: it
+    then also keeps every EOS candidate it passes, so it may beat greedy search). The
+    encoder runs once; its memory is repeated to B*K rows and the decoder state (with the
+    cross-attention K/V) is built once from it. Each step keeps the best K non-EOS
+    extensions per sentence and merges the EOS ones into the finished store; finished
+    sentences are removed from the working tensors.
 
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
-    """
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest}")
-    if beam_size == 1 and no_repeat_ngram == 0:
-        from nmt.decode.greedy import greedy_search  # imported here: greedy uses this module's helpers
-
-        hyps = greedy_search(
-            model, src_ids, src_pad, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-            length_penalty=length_penalty, alpha=alpha,
-        )  # fmt: skip
-        return [[hyp] for hyp in hyps]
-    return batched_beam_search(
-        model, src_ids, src_pad, beam_size=beam_size, max_len_a=max_len_a, max_len_b=max_len_b,
-        min_len=min_len, mode=length_penalty, alpha=alpha, nbest=nbest, no_repeat_ngram=no_repeat_ngram,
-    )  # fmt: skip
-
-
-@torch.inference_mode()
-def batched_beam_search(
-    model: Seq2SeqModel,
-    src_ids: Tensor,
-    src_pad: Tensor,
-    *,
-    beam_size: int,
-    max_len_a: float,
-    max_len_b: int,
-    min_len: int,
-    mode: LengthPenaltyMode,
-    alpha: float,
-    nbest: int,
-    no_repeat_ngram: int,
-) -> list[list[Hypothesis]]:
-    """The beam search driver over all sentences x beams at once (any beam size, incl. 1).
-
-    The encoder runs once; its memory is repeated to B*K rows and the decoder state (with
-    the cross-attention K/V) is built once from it. Each step keeps the best K non-EOS
-    extensions per sentence and merges the EOS ones into the finished store; finished
-    sentences are removed from the working tensors.
+        cfg: beam, nbest, length limits, min_len, length penalty and alpha, no_repeat_ngram.
     """
     device = src_ids.device
-    batch, beam = src_ids.size(0), beam_size
-    max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
+    batch, beam = src_ids.size(0), cfg.beam
+    mode, alpha = cfg.length_penalty, cfg.alpha
+    max_out = output_limits(src_pad, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, model_max_len=model.max_len)
     first_limit, last_limit = torch.stack(max_out.aminmax()).tolist()  # host sync, once before the loop
     steps = last_limit + 1  # tokens incl. EOS
     beam_offsets = torch.arange(beam, device=device)
@@ -346,11 +307,11 @@ def batched_beam_search(
         # in place (the module docstring says why); safe, as each row is reduced before it is written
         logp = torch.log_softmax(logits, dim=-1, out=logits).view(n, beam, vocab)
         repeats = None
-        if no_repeat_ngram > 0:
+        if cfg.no_repeat_ngram > 0:
             history = tokens[:, :, :step].reshape(n * beam, step)
-            repeats = repeated_ngram_mask(history, n=no_repeat_ngram, vocab_size=vocab).view(n, beam, vocab)
+            repeats = repeated_ngram_mask(history, n=cfg.no_repeat_ngram, vocab_size=vocab).view(n, beam, vocab)
         limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
-        forbid_tokens_(logp, step=step, min_len=min_len, max_out=limits, banned=repeats)
+        forbid_tokens_(logp, step=step, min_len=cfg.min_len, max_out=limits, banned=repeats)
 
         values, beam_idx, token_ids, step_scores = select_topk(scores, logp, k=2 * beam)  # each (n, 2K)
         cand_tokens = gather_beams(tokens, beam_idx)
@@ -384,4 +345,4 @@ def batched_beam_search(
         state = state.reorder(rows, same_source=keep.numel() == n)
         last = last_ids.reshape(-1, 1)
 
-    return to_hypotheses(store, nbest=nbest)
+    return to_hypotheses(store, nbest=cfg.nbest)

@@ -1,4 +1,5 @@
-"""Batched greedy decoding with the decoder's incremental state: the beam=1 reference."""
+"""Batched left-to-right decoding with the decoder's incremental state: greedy search and the
+loop that sampling shares. Greedy is the beam=1 reference for beam search."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nmt.decode.beam import Hypothesis, LengthPenaltyMode, forbid_tokens_, length_penalty, output_limits
+from nmt.config import DecodeConfig
+from nmt.decode.beam import Hypothesis, forbid_tokens_, length_penalty, output_limits, repeated_ngram_mask
 from nmt.model import Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID
 
@@ -15,48 +17,31 @@ TokenChooser = Callable[[Tensor], Tensor]  # (B, V) masked log-probs -> (B,) tok
 
 
 @torch.inference_mode()
-def greedy_search(
-    model: Seq2SeqModel,
-    src_ids: Tensor,
-    src_pad: Tensor,
-    *,
-    max_len_a: float,
-    max_len_b: int,
-    min_len: int = 1,
-    length_penalty: LengthPenaltyMode = "average",
-    alpha: float = 1.0,
-) -> list[Hypothesis]:
+def greedy_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[Hypothesis]:
     """Pick the most likely allowed token at every step; one hypothesis per sentence.
 
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
+        cfg: length limits, min_len, length penalty and alpha, no_repeat_ngram (beam is ignored).
     """
-    return decode_left_to_right(
-        model, src_ids, src_pad, choose=lambda logp: logp.argmax(-1), max_len_a=max_len_a,
-        max_len_b=max_len_b, min_len=min_len, mode=length_penalty, alpha=alpha,
-    )  # fmt: skip
+    return decode_left_to_right(model, src_ids, src_pad, cfg=cfg, choose=lambda logp: logp.argmax(-1))
 
 
 @torch.inference_mode()
 def decode_left_to_right(
-    model: Seq2SeqModel,
-    src_ids: Tensor,
-    src_pad: Tensor,
-    *,
-    choose: TokenChooser,
-    max_len_a: float,
-    max_len_b: int,
-    min_len: int,
-    mode: LengthPenaltyMode,
-    alpha: float,
+    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, choose: TokenChooser
 ) -> list[Hypothesis]:
     """One token per sentence per step, chosen by `choose` (argmax, sampling), until all emitted EOS.
 
-    Length limits and forbidden tokens are those of beam search; `token_scores` are the
-    model's log-probs of the chosen tokens, and `score` is their sum over lp(|y|).
+    Length limits, forbidden tokens and n-gram blocking are those of beam search;
+    `token_scores` are the model's log-probs of the chosen tokens, and `score` is their
+    sum over lp(|y|).
+
+    Args:
+        src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
     """
     batch, device = src_ids.size(0), src_ids.device
-    max_out = output_limits(src_pad, max_len_a=max_len_a, max_len_b=max_len_b, model_max_len=model.max_len)
+    max_out = output_limits(src_pad, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, model_max_len=model.max_len)
     first_limit, last_limit = torch.stack(max_out.aminmax()).tolist()  # host sync, once before the loop
     steps = last_limit + 1
     memory = model.encode(src_ids, src_pad)
@@ -69,8 +54,12 @@ def decode_left_to_right(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(steps):
         logits, state = model.decode_step(last, memory, state)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        repeats = None
+        if cfg.no_repeat_ngram > 0:
+            repeats = repeated_ngram_mask(tokens[:, :step], n=cfg.no_repeat_ngram, vocab_size=logp.size(-1))
         limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
-        logp = forbid_tokens_(torch.log_softmax(logits.float(), dim=-1), step=step, min_len=min_len, max_out=limits)
+        forbid_tokens_(logp, step=step, min_len=cfg.min_len, max_out=limits, banned=repeats)
         chosen = choose(logp)
         tokens[:, step] = chosen
         token_scores[:, step] = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
@@ -80,7 +69,7 @@ def decode_left_to_right(
         if bool(finished.all()):  # host sync: stop once every sentence emitted EOS
             break
         last = chosen.unsqueeze(1)
-    scores = (total / length_penalty(lengths + 1, mode=mode, alpha=alpha)).tolist()
+    scores = (total / length_penalty(lengths + 1, mode=cfg.length_penalty, alpha=cfg.alpha)).tolist()
     tokens_list, token_scores_list, lengths_list = tokens.tolist(), token_scores.tolist(), lengths.tolist()
     return [
         Hypothesis(tokens_list[b][:n], scores[b], token_scores_list[b][: n + 1]) for b, n in enumerate(lengths_list)

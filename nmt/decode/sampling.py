@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nmt.decode.beam import Hypothesis, LengthPenaltyMode
+from nmt.config import DecodeConfig
+from nmt.decode.beam import Hypothesis
 from nmt.decode.greedy import decode_left_to_right
 from nmt.model import Seq2SeqModel
 
@@ -42,28 +43,23 @@ def sample(
     src_ids: Tensor,
     src_pad: Tensor,
     *,
-    max_len_a: float,
-    max_len_b: int,
-    min_len: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    cfg: DecodeConfig,
     generator: torch.Generator | None = None,
-    length_penalty: LengthPenaltyMode = "average",
-    alpha: float = 1.0,
 ) -> list[Hypothesis]:
     """Sample one translation per sentence; `token_scores` are the model's (untempered) log-probs.
 
+    Tokens are drawn from the allowed ones (length limits, min_len and n-gram blocking as
+    in beam search) after `filter_logits`; beam and nbest are the caller's business
+    (`nmt.decode.search` repeats each sentence nbest times).
+
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
+        cfg: temperature, top_k, top_p, length limits, min_len, length penalty, no_repeat_ngram.
         generator: on the model's device, for reproducible samples.
     """
 
     def choose(logp: Tensor) -> Tensor:
-        scores = filter_logits(logp, temperature=temperature, top_k=top_k, top_p=top_p)
+        scores = filter_logits(logp, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
 
-    return decode_left_to_right(
-        model, src_ids, src_pad, choose=choose, max_len_a=max_len_a, max_len_b=max_len_b,
-        min_len=min_len, mode=length_penalty, alpha=alpha,
-    )  # fmt: skip
+    return decode_left_to_right(model, src_ids, src_pad, cfg=cfg, choose=choose)

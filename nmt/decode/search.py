@@ -17,6 +17,7 @@ from torch import Tensor
 from nmt.config import DecodeConfig
 from nmt.data.batching import make_batches
 from nmt.decode.beam import Hypothesis, beam_search
+from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import sample
 from nmt.model import Seq2SeqModel
 from nmt.tokens import PAD_ID
@@ -39,42 +40,24 @@ def pad_batch(seqs: list[list[int]], *, device: torch.device) -> tuple[Tensor, T
     return src_ids, src_ids == PAD_ID
 
 
-def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """Up to `cfg.nbest` hypotheses per sentence, best first: beam search (beam 1 = greedy) or sampling.
+def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    """Up to `cfg.nbest` hypotheses per sentence, best first: greedy, beam search or sampling.
+
+    Beam 1 without n-gram blocking is greedy search (the beam driver at K=1 would also keep
+    the EOS candidates it passes, a different search); sampling draws exactly `cfg.nbest`
+    samples per sentence whatever the beam size.
 
     Args:
         src_ids: (B, S) source ids ending in eos; src_pad: (B, S) True at padding.
     """
-    if not cfg.sampling:
-        return beam_search(
-            model,
-            src_ids,
-            src_pad,
-            beam_size=cfg.beam,
-            max_len_a=cfg.max_len_a,
-            max_len_b=cfg.max_len_b,
-            min_len=cfg.min_len,
-            length_penalty=cfg.length_penalty,
-            alpha=cfg.alpha_value,
-            nbest=cfg.nbest,
-            no_repeat_ngram=cfg.no_repeat_ngram,
-        )
-    k = cfg.nbest  # nbest samples per sentence: each row repeated k times, sampled in one batch
-    rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
-    hyps = sample(
-        model,
-        src_ids[rows],
-        src_pad[rows],
-        max_len_a=cfg.max_len_a,
-        max_len_b=cfg.max_len_b,
-        min_len=cfg.min_len,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        length_penalty=cfg.length_penalty,
-        alpha=cfg.alpha_value,
-    )
-    return [sorted(hyps[i : i + k], key=lambda h: -h.score) for i in range(0, len(hyps), k)]
+    if cfg.sampling:
+        k = cfg.nbest  # each row repeated k times, sampled in one batch
+        rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
+        hyps = sample(model, src_ids[rows], src_pad[rows], cfg=cfg)
+        return [sorted(hyps[i : i + k], key=lambda h: -h.score) for i in range(0, len(hyps), k)]
+    if cfg.beam == 1 and cfg.no_repeat_ngram == 0:
+        return [[hyp] for hyp in greedy_search(model, src_ids, src_pad, cfg=cfg)]
+    return beam_search(model, src_ids, src_pad, cfg=cfg)
 
 
 def search(
@@ -97,12 +80,14 @@ def search(
     if not todo:
         return out
     lengths = np.array([len(src_seqs[i]) for i in todo])
-    batches = make_batches(lengths, batch_tokens=cfg.batch_tokens, max_sentences=None, seed=0, epoch=0, shuffle=False)
+    # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
+    budget = max(cfg.batch_tokens // cfg.nbest, 1) if cfg.sampling else cfg.batch_tokens
+    batches = make_batches(lengths, batch_tokens=budget, max_sentences=None, seed=0, epoch=0, shuffle=False)
     with torch.inference_mode(), autocast(device, cfg.precision):
         for batch in batches:
             index = [todo[j] for j in batch.tolist()]
             src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)
-            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg), strict=True):
+            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg=cfg), strict=True):
                 out[i] = hyps
             if on_batch is not None:
                 on_batch(len(index))

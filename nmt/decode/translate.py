@@ -24,13 +24,13 @@ from typing import IO
 
 import torch
 
-from nmt.config import DecodeConfig, config_from_dict, config_to_dict
+from nmt.config import DecodeConfig, apply_decode_overrides
 from nmt.console import info, progress, warn
 from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.search import search
 from nmt.device import resolve_device
-from nmt.errors import ConfigError, DataError
+from nmt.errors import DataError
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
 from nmt.tokens import EOS_ID
 
@@ -76,35 +76,6 @@ class TranslateResult:
 # ---------------------------------------------------------------- decode settings
 
 
-def effective_decode_config(base: DecodeConfig, overrides: Sequence[str], *, where: str) -> DecodeConfig:
-    """`base` (e.g. the checkpoint's stored decode section) with `decode.KEY=VALUE` overrides applied.
-
-    Values are converted and checked by the DecodeConfig fields, so a bad value or an
-    unknown key is a ConfigError naming the key (and the nearest valid one). When the
-    length penalty changes but alpha does not, alpha follows the new mode's default
-    unless the stored alpha was set to something other than the old mode's default.
-    """
-    raw = config_to_dict(base)
-    changed = set()
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        section, _, name = key.strip().partition(".")
-        if not eq:
-            raise ConfigError(f"--set {item!r}: expected decode.KEY=VALUE, e.g. decode.beam=5")
-        if section != "decode" or not name or "." in name:
-            raise ConfigError(
-                f"--set {key.strip()}: only decode.* settings can change when translating",
-                hint="the model, vocabulary and data settings are fixed by the checkpoint",
-            )
-        raw[name] = value
-        changed.add(name)
-    if "length_penalty" in changed and "alpha" not in changed:
-        default = DecodeConfig(length_penalty=base.length_penalty).alpha
-        if base.alpha == default:
-            raw["alpha"] = None
-    return config_from_dict({"decode": raw}, where=where).decode
-
-
 def load_for_decoding(
     checkpoint: Path, *, base: DecodeConfig | None = None, overrides: Sequence[str] = ()
 ) -> tuple[LoadedModel, DecodeConfig, torch.device]:
@@ -115,7 +86,7 @@ def load_for_decoding(
         overrides: `decode.KEY=VALUE` strings applied on top (flags and --set).
     """
     loaded = load_model(checkpoint, device="cpu")
-    decode_cfg = effective_decode_config(
+    decode_cfg = apply_decode_overrides(
         base if base is not None else loaded.cfg.decode, overrides, where=f"{checkpoint} decode settings"
     )
     device = resolve_device(decode_cfg.device)

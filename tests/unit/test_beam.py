@@ -1,7 +1,8 @@
-"""Beam search, greedy search and sampling against independent oracles.
+"""Beam search and greedy search against independent oracles.
 
-The oracle enumerates every possible output of a tiny random model (real tokens unk, 4, 5)
-and scores each with the teacher-forced `model.forward`, never `decode_step`.
+The oracles use only the teacher-forced `model.forward`, never `decode_step`: one
+enumerates every possible output of a tiny random model (real tokens unk, 4, 5), the
+other walks left to right, re-running `forward` on each growing prefix.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from nmt.config import ModelConfig
+from nmt.config import DecodeConfig, ModelConfig
 from nmt.decode.beam import (
     Hypothesis,
-    batched_beam_search,
     beam_search,
     forbid_tokens_,
     length_penalty,
@@ -25,7 +25,7 @@ from nmt.decode.beam import (
     select_topk,
 )
 from nmt.decode.greedy import greedy_search
-from nmt.decode.sampling import filter_logits, sample
+from nmt.decode.search import search_batch
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 from tests.unit.toy_models import ToySeq2Seq
 
@@ -51,15 +51,25 @@ MODEL_CONFIGS = {
 }
 
 
-@pytest.fixture(params=["toy", *MODEL_CONFIGS])
-def model(request: pytest.FixtureRequest) -> torch.nn.Module:
+def tiny_model(name: str) -> torch.nn.Module:
+    """The toy model or a MODEL_CONFIGS family, randomly initialised (seed 0), in eval mode."""
     torch.manual_seed(0)
-    if request.param == "toy":
+    if name == "toy":
         return ToySeq2Seq(vocab_size=VOCAB, max_len=16).eval()
     from nmt.model import build_model
 
-    cfg = ModelConfig(**MODEL_CONFIGS[request.param], max_len=16, dropout=0.0)  # type: ignore[arg-type]
+    cfg = ModelConfig(**MODEL_CONFIGS[name], max_len=16, dropout=0.0)  # type: ignore[arg-type]
     return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB).eval()
+
+
+@pytest.fixture(params=["toy", *MODEL_CONFIGS])
+def model(request: pytest.FixtureRequest) -> torch.nn.Module:
+    return tiny_model(request.param)
+
+
+def settings(**kw: object) -> DecodeConfig:
+    """Decode settings for the tests: beam 1 (greedy) unless given."""
+    return DecodeConfig(**{"beam": 1, **kw})  # type: ignore[arg-type]
 
 
 def reference_lp(length: int, mode: str, alpha: float) -> float:
@@ -160,14 +170,6 @@ def test_repeated_ngram_mask_hand_example() -> None:
     assert not repeated_ngram_mask(tokens[:, :1], n=2, vocab_size=VOCAB).any()
 
 
-def test_top_p_keeps_smallest_set_reaching_mass() -> None:
-    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = filter_logits(logp, temperature=1.0, top_k=0, top_p=0.7).isfinite()
-    assert kept.tolist() == [[True, True, False, False]]
-    kept = filter_logits(logp, temperature=1.0, top_k=3, top_p=1.0).isfinite()
-    assert kept.tolist() == [[True, True, True, False]]
-
-
 # ---------------------------------------------------------------- against the exhaustive oracle
 
 
@@ -176,10 +178,8 @@ def test_top_p_keeps_smallest_set_reaching_mass() -> None:
 def test_wide_beam_matches_exhaustive_search(model: torch.nn.Module, mode: str, alpha: float, min_len: int) -> None:
     src_ids, src_pad = padded_batch(SRC_ROWS)
     max_out = 3  # max_len_a=0, max_len_b=3: 1 + 3 + 9 + 27 = 40 possible prefixes
-    results = beam_search(
-        model, src_ids, src_pad, beam_size=40, max_len_a=0.0, max_len_b=max_out, min_len=min_len,
-        length_penalty=mode, alpha=alpha,  # type: ignore[arg-type]
-    )  # fmt: skip
+    cfg = settings(beam=40, max_len_a=0.0, max_len_b=max_out, min_len=min_len, length_penalty=mode, alpha=alpha)
+    results = beam_search(model, src_ids, src_pad, cfg=cfg)
     for src, hyps in zip(SRC_ROWS, results, strict=True):
         tokens, score, token_scores = brute_force(model, src, max_out=max_out, min_len=min_len, mode=mode, alpha=alpha)
         assert hyps[0].tokens == tokens
@@ -191,10 +191,8 @@ def test_wide_beam_matches_exhaustive_search(model: torch.nn.Module, mode: str, 
 @pytest.mark.parametrize(("mode", "alpha"), MODES[:3] + MODES[4:5])
 def test_narrow_beam_never_beats_optimum(model: torch.nn.Module, beam_size: int, mode: str, alpha: float) -> None:
     src_ids, src_pad = padded_batch(SRC_ROWS)
-    results = beam_search(
-        model, src_ids, src_pad, beam_size=beam_size, max_len_a=0.0, max_len_b=4,
-        length_penalty=mode, alpha=alpha,  # type: ignore[arg-type]
-    )  # fmt: skip
+    cfg = settings(beam=beam_size, max_len_a=0.0, max_len_b=4, length_penalty=mode, alpha=alpha)
+    results = search_batch(model, src_ids, src_pad, cfg=cfg)  # beam 1: greedy
     for src, hyps in zip(SRC_ROWS, results, strict=True):
         _, optimum, _ = brute_force(model, src, max_out=4, min_len=1, mode=mode, alpha=alpha)
         hyp = hyps[0]
@@ -203,36 +201,110 @@ def test_narrow_beam_never_beats_optimum(model: torch.nn.Module, beam_size: int,
         assert hyp.score == pytest.approx(sum(hyp.token_scores) / reference_lp(len(hyp.tokens) + 1, mode, alpha))
 
 
-# ---------------------------------------------------------------- cross-checks between decoders
+# ---------------------------------------------------------------- against the left-to-right oracle
+
+
+@torch.inference_mode()
+def walk_left_to_right(
+    model: torch.nn.Module, src: list[int], *, max_out: int, min_len: int
+) -> list[tuple[list[int], list[float], float, int]]:
+    """Follow the best non-EOS token from `forward` on each growing prefix, up to `max_out` tokens.
+
+    Returns per prefix: (tokens, their log-probs, EOS log-prob or -inf where EOS is not
+    allowed, EOS's rank among the allowed tokens: 0 = most likely).
+    """
+    prefix: list[int] = []
+    prefix_logp: list[float] = []
+    walk = []
+    src_ids = torch.tensor([src])
+    while True:
+        logits = model(src_ids, src_ids == PAD_ID, torch.tensor([[BOS_ID] + prefix]))[0, -1]
+        logp = torch.log_softmax(logits.float(), dim=-1).tolist()
+        eos_allowed = len(prefix) >= min_len or len(prefix) == max_out
+        real = sorted(REAL_TOKENS, key=lambda t: -logp[t]) if len(prefix) < max_out else []
+        eos_rank = sum(logp[t] > logp[EOS_ID] for t in real)
+        walk.append((list(prefix), list(prefix_logp), logp[EOS_ID] if eos_allowed else -math.inf, eos_rank))
+        if not real:
+            return walk
+        prefix.append(real[0])
+        prefix_logp.append(logp[real[0]])
+
+
+def finished(walk_step: tuple[list[int], list[float], float, int], mode: str, alpha: float) -> Hypothesis:
+    tokens, logps, eos_logp, _ = walk_step
+    token_scores = logps + [eos_logp]
+    return Hypothesis(tokens, math.fsum(token_scores) / reference_lp(len(tokens) + 1, mode, alpha), token_scores)
+
+
+def max_out_of(src: list[int], *, a: float, b: int, model: torch.nn.Module) -> int:
+    return min(math.floor(a * len(src) + b), model.max_len - 1)
+
+
+@pytest.mark.parametrize("min_len", [0, 2])
+@pytest.mark.parametrize(("mode", "alpha"), MODES)
+def test_greedy_matches_argmax_oracle(model: torch.nn.Module, mode: str, alpha: float, min_len: int) -> None:
+    """Greedy ends at the first prefix whose most likely allowed token is EOS."""
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    cfg = settings(max_len_a=1.0, max_len_b=3, min_len=min_len, length_penalty=mode, alpha=alpha)
+    greedy = greedy_search(model, src_ids, src_pad, cfg=cfg)
+    for src, hyp in zip(SRC_ROWS, greedy, strict=True):
+        walk = walk_left_to_right(model, src, max_out=max_out_of(src, a=1.0, b=3, model=model), min_len=min_len)
+        expected = finished(next(s for s in walk if s[2] > -math.inf and s[3] == 0), mode, alpha)
+        assert hyp.tokens == expected.tokens
+        assert hyp.score == pytest.approx(expected.score, abs=1e-5)
+        assert hyp.token_scores == pytest.approx(expected.token_scores, abs=1e-5)
 
 
 @pytest.mark.parametrize(("mode", "alpha"), MODES)
-def test_beam_one_equals_greedy(model: torch.nn.Module, mode: str, alpha: float) -> None:
+def test_beam_driver_at_one_beam_against_greedy_and_oracle(model: torch.nn.Module, mode: str, alpha: float) -> None:
+    """K=1 keeps the best non-EOS token open, like greedy, but also finishes every EOS among
+    the 2K=2 best candidates of each step: it returns the best of those, never worse than greedy,
+    and greedy's own hypothesis when that is the best of them."""
     src_ids, src_pad = padded_batch(SRC_ROWS)
-    kwargs = dict(max_len_a=1.0, max_len_b=3, min_len=2)
-    greedy = greedy_search(model, src_ids, src_pad, length_penalty=mode, alpha=alpha, **kwargs)  # type: ignore[arg-type]
-    beam = beam_search(model, src_ids, src_pad, beam_size=1, length_penalty=mode, alpha=alpha, **kwargs)  # type: ignore[arg-type]
-    assert [hyps[0] for hyps in beam] == greedy
-    # The general driver at K=1 follows greedy's path but also remembers every EOS candidate it
-    # passes, and stops only when nothing open can beat what it holds, so it never scores worse.
-    general = batched_beam_search(
-        model, src_ids, src_pad, beam_size=1, mode=mode, alpha=alpha, nbest=1, no_repeat_ngram=0, **kwargs
-    )  # type: ignore[arg-type]
-    for hyp, (other,) in zip(greedy, general, strict=True):
-        assert other.score >= hyp.score - 1e-5
-        if other.tokens == hyp.tokens:
-            assert other.token_scores == pytest.approx(hyp.token_scores, abs=1e-5)
+    cfg = settings(max_len_a=1.0, max_len_b=3, min_len=2, length_penalty=mode, alpha=alpha)
+    greedy = greedy_search(model, src_ids, src_pad, cfg=cfg)
+    driver = beam_search(model, src_ids, src_pad, cfg=cfg)
+    for src, hyp, (best,) in zip(SRC_ROWS, greedy, driver, strict=True):
+        walk = walk_left_to_right(model, src, max_out=max_out_of(src, a=1.0, b=3, model=model), min_len=2)
+        candidates = [finished(s, mode, alpha) for s in walk if s[2] > -math.inf and s[3] <= 1]
+        expected = max(candidates, key=lambda h: h.score)
+        assert best.tokens == expected.tokens
+        assert best.score == pytest.approx(expected.score, abs=1e-5)
+        assert best.token_scores == pytest.approx(expected.token_scores, abs=1e-5)
+        assert best.score >= hyp.score - 1e-6
+        if expected.tokens == hyp.tokens:  # greedy's end is the best EOS candidate on the path
+            assert best.tokens == hyp.tokens
+            assert best.score == pytest.approx(hyp.score, abs=1e-6)
+            assert best.token_scores == pytest.approx(hyp.token_scores, abs=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "alpha"), MODES[:2] + MODES[4:5])
+def test_beam_driver_at_one_beam_equals_greedy_when_the_length_is_fixed(
+    model: torch.nn.Module, mode: str, alpha: float
+) -> None:
+    """With min_len = max length, EOS is allowed only at the end: no other candidate exists."""
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    cfg = settings(max_len_a=0.0, max_len_b=5, min_len=5, length_penalty=mode, alpha=alpha)
+    greedy = greedy_search(model, src_ids, src_pad, cfg=cfg)
+    driver = beam_search(model, src_ids, src_pad, cfg=cfg)
+    for hyp, (best,) in zip(greedy, driver, strict=True):
+        assert len(hyp.tokens) == 5 and best.tokens == hyp.tokens
+        assert best.score == pytest.approx(hyp.score, abs=1e-6)
+        assert best.token_scores == pytest.approx(hyp.token_scores, abs=1e-6)
+
+
+# ---------------------------------------------------------------- cross-checks between decoders
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_batched_equals_one_at_a_time(model: torch.nn.Module, beam_size: int) -> None:
     rows = SRC_ROWS + [[4, 4, 5, 1, 5, 4, 1]]
     src_ids, src_pad = padded_batch(rows)
-    kwargs = dict(beam_size=beam_size, max_len_a=1.0, max_len_b=2, nbest=1)
-    batched = beam_search(model, src_ids, src_pad, **kwargs)  # type: ignore[arg-type]
+    cfg = settings(beam=beam_size, max_len_a=1.0, max_len_b=2, nbest=1)
+    batched = search_batch(model, src_ids, src_pad, cfg=cfg)
     for row, (hyp,) in zip(rows, batched, strict=True):
         alone_ids, alone_pad = padded_batch([row])
-        ((alone,),) = beam_search(model, alone_ids, alone_pad, **kwargs)  # type: ignore[arg-type]
+        ((alone,),) = search_batch(model, alone_ids, alone_pad, cfg=cfg)
         assert hyp.tokens == alone.tokens
         assert hyp.score == pytest.approx(alone.score, abs=1e-4)
         assert len(hyp.tokens) <= len(row) + 2
@@ -240,7 +312,7 @@ def test_batched_equals_one_at_a_time(model: torch.nn.Module, beam_size: int) ->
 
 def test_nbest_distinct_and_sorted(model: torch.nn.Module) -> None:
     src_ids, src_pad = padded_batch(SRC_ROWS)
-    results = beam_search(model, src_ids, src_pad, beam_size=5, nbest=4, max_len_a=0.0, max_len_b=5)
+    results = beam_search(model, src_ids, src_pad, cfg=settings(beam=5, nbest=4, max_len_a=0.0, max_len_b=5))
     for src, hyps in zip(SRC_ROWS, results, strict=True):
         assert len(hyps) == 4
         assert len({tuple(h.tokens) for h in hyps}) == 4
@@ -252,35 +324,18 @@ def test_nbest_distinct_and_sorted(model: torch.nn.Module) -> None:
             assert h.score == pytest.approx(sum(h.token_scores) / len(h.token_scores), abs=1e-5)
 
 
-@pytest.mark.parametrize("beam_size", [1, 4])
-def test_no_repeat_ngram(model: torch.nn.Module, beam_size: int) -> None:
+@pytest.mark.parametrize("decoder", ["beam 1", "beam 4", "greedy"])
+def test_no_repeat_ngram(model: torch.nn.Module, decoder: str) -> None:
     src_ids, src_pad = padded_batch(SRC_ROWS)
-    results = beam_search(
-        model, src_ids, src_pad, beam_size=beam_size, nbest=beam_size, max_len_a=0.0, max_len_b=12,
-        min_len=8, no_repeat_ngram=2,
-    )  # fmt: skip
+    beam = 4 if decoder == "beam 4" else 1
+    cfg = settings(beam=beam, nbest=beam, max_len_a=0.0, max_len_b=12, min_len=8, no_repeat_ngram=2)
+    if decoder == "greedy":
+        results = [[h] for h in greedy_search(model, src_ids, src_pad, cfg=cfg)]
+    else:
+        results = search_batch(model, src_ids, src_pad, cfg=cfg)  # beam 1 with blocking: the driver
     for src, hyps in zip(SRC_ROWS, results, strict=True):
-        assert hyps
+        assert len(hyps) == beam
         for hyp in hyps:
             assert hyp.token_scores == pytest.approx(forward_token_scores(model, src, hyp.tokens), abs=1e-5)
             bigrams = list(zip(hyp.tokens, hyp.tokens[1:], strict=False))
             assert len(bigrams) == len(set(bigrams)), hyp.tokens
-
-
-def test_sampling_top_k_one_equals_greedy(model: torch.nn.Module) -> None:
-    src_ids, src_pad = padded_batch(SRC_ROWS)
-    greedy = greedy_search(model, src_ids, src_pad, max_len_a=1.0, max_len_b=3)
-    generator = torch.Generator().manual_seed(1)
-    sampled = sample(model, src_ids, src_pad, max_len_a=1.0, max_len_b=3, top_k=1, temperature=0.7, generator=generator)
-    assert sampled == greedy
-
-
-def test_sampling_respects_length_limits(model: torch.nn.Module) -> None:
-    src_ids, src_pad = padded_batch(SRC_ROWS)
-    generator = torch.Generator().manual_seed(3)
-    for _ in range(5):
-        hyps = sample(model, src_ids, src_pad, max_len_a=0.0, max_len_b=4, min_len=2, top_p=0.9, generator=generator)
-        for hyp in hyps:
-            assert isinstance(hyp, Hypothesis)
-            assert 2 <= len(hyp.tokens) <= 4
-            assert set(hyp.tokens) <= set(REAL_TOKENS)

@@ -158,3 +158,28 @@ def test_sampling_may_ask_for_more_samples_than_the_beam(tmp_path: Path) -> None
     assert load_config(None, ["decode.sampling=true", "decode.beam=1", "decode.nbest=3"]).decode.nbest == 3
     with pytest.raises(ConfigError, match="decode.nbest"):
         load_config(None, ["decode.beam=2", "decode.nbest=3"])
+
+
+def test_apply_decode_overrides() -> None:
+    from nmt.config import apply_decode_overrides
+
+    base = DecodeConfig(beam=4, length_penalty="average")  # alpha defaulted to 1.0
+    cfg = apply_decode_overrides(base, ["decode.beam=6", "decode.length_penalty=gnmt"], where="x")
+    assert cfg.beam == 6 and cfg.length_penalty == "gnmt" and cfg.alpha == 0.6  # alpha follows the mode
+    explicit = apply_decode_overrides(base, ["decode.length_penalty=gnmt", "decode.alpha=0.9"], where="x")
+    assert explicit.alpha == 0.9
+    kept = apply_decode_overrides(DecodeConfig(alpha=0.7), ["decode.length_penalty=gnmt"], where="x")
+    assert kept.alpha == 0.7  # a stored non-default alpha is the user's choice
+    assert apply_decode_overrides(base, [], where="x") == base
+    with pytest.raises(ConfigError, match="did you mean decode.beam"):
+        apply_decode_overrides(base, ["decode.bem=3"], where="x")
+    with pytest.raises(ConfigError, match="only decode"):
+        apply_decode_overrides(base, ["model.d_model=8"], where="x")
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_decode_overrides(base, ["decode.beam"], where="x")
+    with pytest.raises(ConfigError, match="decode.nbest"):
+        apply_decode_overrides(base, ["decode.nbest=9"], where="x")
+    with pytest.raises(ConfigError, match="decode.temperature must be > 0"):
+        apply_decode_overrides(base, ["decode.temperature=0"], where="x")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        apply_decode_overrides(base, ["decode.beam=wide"], where="x")
