@@ -9,6 +9,7 @@ paragraph with a non-zero exit code; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -41,26 +42,6 @@ SetOption = Annotated[
     ),
 ]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
-
-# Per-call flags of translate/evaluate and the config keys they stand for: one table, so
-# a flag and `--set decode.<key>=...` can never disagree.
-DECODE_FLAGS: dict[str, str] = {
-    "device": "decode.device",
-    "precision": "decode.precision",
-    "beam": "decode.beam",
-    "nbest": "decode.nbest",
-    "length_penalty": "decode.length_penalty",
-    "alpha": "decode.alpha",
-    "max_len_a": "decode.max_len_a",
-    "max_len_b": "decode.max_len_b",
-    "min_len": "decode.min_len",
-    "batch_tokens": "decode.batch_tokens",
-    "no_repeat_ngram": "decode.no_repeat_ngram",
-    "sampling": "decode.sampling",
-    "temperature": "decode.temperature",
-    "top_k": "decode.top_k",
-    "top_p": "decode.top_p",
-}
 
 
 def guarded(fn: F) -> F:
@@ -99,18 +80,6 @@ def root(
     ] = False,
 ) -> None:
     """[bold]nmt[/bold]: prepare -> train -> evaluate / translate, driven by one YAML config."""
-
-
-def decode_overrides(values: dict[str, Any]) -> list[str]:
-    """`--set` strings for the per-call decode flags the user gave (None = not given)."""
-    out = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = str(value).lower()
-        out.append(f"{DECODE_FLAGS[name]}={value}")
-    return out
 
 
 @app.command()
@@ -202,24 +171,12 @@ def train(
     [bold]torchrun --nproc_per_node=K -m nmt train CONFIG[/bold] (or [bold]--devices K[/bold]).
     """
     if devices > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun: re-launch under it
-        import subprocess
+        from nmt.train.launch import launch
 
-        args = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={devices}",
-            "-m",
-            "nmt",
-            "train",
-            str(config),
-            *[a for s in set_ or [] for a in ("--set", s)],
-        ]
-        raise typer.Exit(subprocess.call(args + (["--restart"] if restart else [])))
+        raise typer.Exit(launch(config, devices=devices, overrides=set_ or [], restart=restart))
     from nmt.config import load_config
-    from nmt.train.loop import summarize
     from nmt.train.loop import train as run_train
+    from nmt.train.report import summarize
 
     cfg = load_config(config, overrides=set_ or [])
     result = run_train(cfg, restart=restart)
@@ -229,49 +186,68 @@ def train(
         raise typer.Exit(result.exit_code)
 
 
-# Decode flags of translate/evaluate; each stands for the decode.* key named in DECODE_FLAGS.
-# None = not given: the checkpoint's (or config's) stored value applies.
+# The per-call decode flags of translate and evaluate, each standing for `--set decode.<name>=...`:
+# one table, so a flag and the config key can never disagree, and the commands list them once.
 _DEC = "Decoding"
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.", rich_help_panel=_DEC)]
-PrecisionOpt = Annotated[
-    str | None, typer.Option("--precision", help="fp32 | bf16 | fp16 (autocast).", rich_help_panel=_DEC)
-]
-BeamOpt = Annotated[int | None, typer.Option("--beam", help="Beam size; 1 = greedy.", rich_help_panel=_DEC)]
-LengthPenaltyOpt = Annotated[
-    str | None,
-    typer.Option("--length-penalty", help="average (score/|y|^alpha) | gnmt | none.", rich_help_panel=_DEC),
-]
-AlphaOpt = Annotated[
-    float | None,
-    typer.Option("--alpha", help="Length-penalty strength (default 1.0 average, 0.6 gnmt).", rich_help_panel=_DEC),
-]
-MaxLenAOpt = Annotated[
-    float | None, typer.Option("--max-len-a", help="Max output tokens = a * source tokens + b.", rich_help_panel=_DEC)
-]
-MaxLenBOpt = Annotated[int | None, typer.Option("--max-len-b", help="The b of --max-len-a.", rich_help_panel=_DEC)]
-MinLenOpt = Annotated[
-    int | None, typer.Option("--min-len", help="Shortest output in tokens (EOS excluded).", rich_help_panel=_DEC)
-]
-BatchTokensOpt = Annotated[
-    int | None, typer.Option("--batch-tokens", help="Padded source tokens per batch.", rich_help_panel=_DEC)
-]
-NoRepeatOpt = Annotated[
-    int | None,
-    typer.Option("--no-repeat-ngram", help="Forbid repeating n-grams of this size; 0 = off.", rich_help_panel=_DEC),
-]
-SamplingOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--sampling/--no-sampling", help="Sample instead of beam search.", show_default=False, rich_help_panel=_DEC
-    ),
-]
-TemperatureOpt = Annotated[
-    float | None, typer.Option("--temperature", help="Sampling temperature.", rich_help_panel=_DEC)
-]
-TopKOpt = Annotated[
-    int | None, typer.Option("--top-k", help="Sample from the k most likely tokens; 0 = all.", rich_help_panel=_DEC)
-]
-TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.", rich_help_panel=_DEC)]
+
+
+def _flag(tp: Any, *decls: str, help: str, **kw: Any) -> Any:
+    return Annotated[tp | None, typer.Option(*decls, help=help, rich_help_panel=_DEC, show_default=False, **kw)]
+
+
+DECODE_FLAGS: dict[str, Any] = {
+    "device": _flag(str, "--device", help="auto | cpu | cuda."),
+    "precision": _flag(str, "--precision", help="fp32 | bf16 | fp16 (autocast)."),
+    "beam": _flag(int, "--beam", help="Beam size; 1 = greedy."),
+    "nbest": _flag(int, "--nbest", help="Hypotheses per input line (<= beam; with sampling: samples)."),
+    "length_penalty": _flag(str, "--length-penalty", help="average (score/|y|^alpha) | gnmt | none."),
+    "alpha": _flag(float, "--alpha", help="Length-penalty strength (default 1.0 average, 0.6 gnmt)."),
+    "max_len_a": _flag(float, "--max-len-a", help="Max output tokens = a * source tokens + b."),
+    "max_len_b": _flag(int, "--max-len-b", help="The b of --max-len-a."),
+    "min_len": _flag(int, "--min-len", help="Shortest output in tokens (EOS excluded)."),
+    "batch_tokens": _flag(int, "--batch-tokens", help="Padded source tokens per batch."),
+    "no_repeat_ngram": _flag(int, "--no-repeat-ngram", help="Forbid repeating n-grams of this size; 0 = off."),
+    "sampling": _flag(bool, "--sampling/--no-sampling", help="Sample instead of beam search."),
+    "temperature": _flag(float, "--temperature", help="Sampling temperature."),
+    "top_k": _flag(int, "--top-k", help="Sample from the k most likely tokens; 0 = all."),
+    "top_p": _flag(float, "--top-p", help="Nucleus sampling mass."),
+}
+
+
+SAMPLING_FLAGS = ("sampling", "temperature", "top_k", "top_p")
+SEARCH_FLAGS = tuple(name for name in DECODE_FLAGS if name not in SAMPLING_FLAGS)
+
+
+def with_decode_flags(*names: str) -> Callable[[F], F]:
+    """Add the decode flags `names` (keys of DECODE_FLAGS) to a command.
+
+    The command itself declares a keyword `decode_set: list[str]` instead: it receives the
+    flags the user gave as `decode.KEY=VALUE` strings, after its own `--set` ones.
+    """
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "decode_set"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=DECODE_FLAGS[name])
+            for name in names
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names}
+            flags = [
+                f"decode.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in given.items() if v is not None
+            ]
+            return fn(*args, decode_set=[*(kwargs.get("set_") or []), *flags], **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 DecodeSetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -286,6 +262,7 @@ DecodeSetOption = Annotated[
 
 @app.command()
 @guarded
+@with_decode_flags(*SEARCH_FLAGS, *SAMPLING_FLAGS)
 def translate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt); needs nothing else.", show_default=False)],
     input: Annotated[
@@ -295,7 +272,6 @@ def translate(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
     ] = None,
-    nbest: Annotated[int | None, typer.Option("--nbest", help="Output lines per input line (<= beam).")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")] = False,
     attention_dir: Annotated[
         Path | None,
@@ -308,26 +284,13 @@ def translate(
         typer.Option("--attention-lines", min=1, metavar="N", help="Heatmaps for the first N lines (default 10)."),
     ] = None,
     set_: DecodeSetOption = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    beam: BeamOpt = None,
-    length_penalty: LengthPenaltyOpt = None,
-    alpha: AlphaOpt = None,
-    max_len_a: MaxLenAOpt = None,
-    max_len_b: MaxLenBOpt = None,
-    min_len: MinLenOpt = None,
-    batch_tokens: BatchTokensOpt = None,
-    no_repeat_ngram: NoRepeatOpt = None,
-    sampling: SamplingOpt = None,
-    temperature: TemperatureOpt = None,
-    top_k: TopKOpt = None,
-    top_p: TopPOpt = None,
+    *,
+    decode_set: list[str],
 ) -> None:
     """Translate text line by line: exactly one output line per input line (K with --nbest K).
 
     Decode settings default to those stored in the checkpoint; flags and [bold]--set decode.*[/bold] override them.
     """
-    flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
     from nmt.decode.translate import translate as run_translate
     from nmt.errors import NmtError
 
@@ -337,7 +300,7 @@ def translate(
         checkpoint,
         input=input,
         output=output,
-        overrides=[*(set_ or []), *decode_overrides(flags)],
+        overrides=decode_set,
         scores=scores,
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,
@@ -346,6 +309,7 @@ def translate(
 
 @app.command()
 @guarded
+@with_decode_flags(*SEARCH_FLAGS)
 def evaluate(
     target: Annotated[
         Path | None,
@@ -401,17 +365,18 @@ def evaluate(
         Path | None,
         typer.Option("--plot", help="Draw BLEU by source length of every system to this PNG (implies --by-length)."),
     ] = None,
+    tgt_lang: Annotated[
+        str | None,
+        typer.Option(
+            "--tgt-lang",
+            metavar="LANG",
+            help="Language of the translations: zh, ja, ko pick sacreBLEU's tokenizer (as sacrebleu -l); "
+            "default the checkpoint's data.tgt_lang.",
+        ),
+    ] = None,
     set_: SetOption = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    beam: BeamOpt = None,
-    length_penalty: LengthPenaltyOpt = None,
-    alpha: AlphaOpt = None,
-    max_len_a: MaxLenAOpt = None,
-    max_len_b: MaxLenBOpt = None,
-    min_len: MinLenOpt = None,
-    batch_tokens: BatchTokensOpt = None,
-    no_repeat_ngram: NoRepeatOpt = None,
+    *,
+    decode_set: list[str],
 ) -> None:
     """Score with sacreBLEU (BLEU, chrF, chrF++, TER and their signatures).
 
@@ -420,7 +385,6 @@ def evaluate(
     [bold]nmt evaluate --hyp F [--hyp G ...] --ref F[/bold] scores existing translations
     (add [bold]--src F[/bold] for [bold]--by-length[/bold] / [bold]--plot[/bold]).
     """
-    flags = {name: value for name, value in locals().items() if name in DECODE_FLAGS}
     from nmt.evaluate.report import draw_plot, gate, length_boundaries, render
     from nmt.evaluate.report import evaluate as run_evaluate
 
@@ -437,9 +401,10 @@ def evaluate(
         split=split,
         checkpoint_name=checkpoint,
         out=out,
-        overrides=[*(set_ or []), *decode_overrides(flags)],
+        overrides=decode_set,
         fail_under=fail_under,
         boundaries=length_boundaries(buckets, enabled=by_length or plot is not None),
+        tgt_lang=tgt_lang,
     )
     if plot is not None:
         draw_plot(reports, plot)

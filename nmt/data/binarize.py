@@ -43,11 +43,10 @@ class TokenDataset:
         directory: str | Path,
         split: str,
         *,
-        src_vocab_size: int | None = None,
-        tgt_vocab_size: int | None = None,
-        vocab_size: int | None = None,  # TODO(integration): remove once the training loop passes both sizes
+        src_vocab_size: int,
+        tgt_vocab_size: int,
     ) -> None:
-        sizes = {"src": src_vocab_size or vocab_size, "tgt": tgt_vocab_size or vocab_size}
+        sizes = {"src": src_vocab_size, "tgt": tgt_vocab_size}
         directory = Path(directory)
         self.split = split
         self._arrays = {}
@@ -57,9 +56,7 @@ class TokenDataset:
             if not bin_path.is_file() or not idx_path.is_file():
                 raise DataError(f"{bin_path}: prepared split {split!r} not found", hint="run `nmt prepare CONFIG`")
             offsets = np.fromfile(idx_path, dtype=np.int64)
-            size = sizes[side]
-            assert size is not None, "TokenDataset needs the vocabulary size of each side"
-            dtype = token_dtype(size)
+            dtype = token_dtype(sizes[side])
             if bin_path.stat().st_size == 0:
                 array = np.zeros(0, dtype=dtype)
             else:

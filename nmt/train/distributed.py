@@ -1,12 +1,21 @@
-"""DistributedDataParallel through torchrun's environment; a no-op form for one process."""
+"""DistributedDataParallel through torchrun's environment; a no-op form for one process.
+
+Every method works in both forms, so the training loop never asks whether it runs
+distributed: in one process the reductions return their input with no device work.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+# For tests only: "RANK:SECONDS" adds SECONDS to that rank's training clock, so that ranks
+# disagree about `train.max_minutes` (tests/e2e/test_ddp_stop.py).
+CLOCK_SKEW_ENV = "NMT_TEST_CLOCK_SKEW"
 
 
 @dataclass
@@ -23,16 +32,43 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def device(self, device: torch.device) -> torch.device:
+        """This rank's device: cuda:LOCAL_RANK under DDP on GPUs, else `device`."""
+        return torch.device("cuda", self.local_rank) if self.enabled and device.type == "cuda" else device
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def agree_max(self, code: int, device: torch.device) -> int:
+        """The largest `code` over all ranks (a stop decision every rank then takes together).
+
+        Under DDP: one 1-element all-reduce and its host sync. In one process: `code` itself,
+        with no device work.
+        """
+        if not self.enabled:
+            return code
+        tensor = torch.tensor([code], dtype=torch.int32, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())  # host sync: once per step, DDP only
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if not self.enabled:
             return model
         ids = [device.index] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def no_sync(self, model: torch.nn.Module, *, last: bool) -> contextlib.AbstractContextManager:
+        """Skip DDP's gradient all-reduce on every accumulated batch but the `last` of a step."""
+        if not self.enabled or last:
+            return contextlib.nullcontext()
+        return model.no_sync()  # type: ignore[operator]
+
+    def clock_skew_s(self) -> float:
+        """Seconds added to this rank's training clock; 0 unless a test sets CLOCK_SKEW_ENV."""
+        rank, _, seconds = os.environ.get(CLOCK_SKEW_ENV, "").partition(":")
+        return float(seconds) if seconds and int(rank) == self.rank else 0.0
 
     def barrier(self) -> None:
         if self.enabled:

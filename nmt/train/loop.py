@@ -4,65 +4,90 @@ Order of operations per optimizer step: forward under autocast, scaled backward 
 of `accum_steps` batches (loss normalised by the step's total target tokens across all
 ranks), unscale, clip, scaler step (skipped on non-finite gradients), lr update, then
 the log / validate / save / stop checks. Loss and token counters stay on the device and
-are read only at log intervals.
+are read only at log intervals. Every early stop (signal, time budget, patience) is
+agreed by all ranks after the same step (`Dist.agree_max`), so no rank waits alone in a
+collective.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nmt.checkpoint import build_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nmt.config import DecodeConfig, ExperimentConfig
-from nmt.console import info, progress, table, warn
-from nmt.data.batching import Batch, check_budget, collate, make_batches, padded_lengths
+from nmt.config import ExperimentConfig
+from nmt.console import info, progress
+from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import load_manifest, load_vocab, relevant_config_hash
+from nmt.data.prepare import load_manifest, load_references, load_vocab, relevant_config_hash
 from nmt.data.vocab import Vocab
-from nmt.decode.search import translate_ids
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
-from nmt.metrics import bleu
+from nmt.metrics import check_tokenizer
 from nmt.model import build_model
-from nmt.tokens import EOS_ID, PAD_ID
+from nmt.tokens import PAD_ID
 from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_numbered
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.precision import Precision, resolve_precision
-from nmt.train.signals import StopFlag
+from nmt.train.report import write_metrics
+from nmt.train.signals import StopCode, StopFlag, local_stop
+from nmt.train.state import TrainResult, TrainState
+from nmt.train.validate import update_best, validate
 
 
 @dataclass
-class TrainState:
-    """Everything besides weights/optimizer that a resume needs (saved in train_state)."""
+class Counters:
+    """Device-side training counters, read (one host sync) only at log time and before saves."""
 
-    step: int = 0  # optimizer steps done
-    epoch: int = 1  # current epoch (1-based)
-    groups_done: int = 0  # optimizer steps done within the current epoch
-    elapsed_s: float = 0.0  # training wall time so far, over all resumes
-    best: float | None = None  # best validation metric (BLEU or loss)
-    best_step: int = 0
-    bad_valids: int = 0  # validations since the last improvement
-    last_valid_step: int = 0
-    nonfinite_steps: int = 0  # optimizer steps skipped for non-finite gradients
+    loss: torch.Tensor  # summed label-smoothed loss since the last log
+    nll: torch.Tensor  # summed NLL since the last log
+    consecutive_nonfinite: torch.Tensor  # current run of non-finite steps; survives log intervals
+    nonfinite: torch.Tensor  # non-finite steps not yet added to TrainState.nonfinite_steps
+    tokens: int = 0  # target tokens since the last log (known on the host)
 
+    @classmethod
+    def zeros(cls, device: torch.device, *, consecutive_nonfinite: int = 0) -> Counters:
+        z = lambda: torch.zeros((), device=device)  # noqa: E731
+        return cls(z(), z(), torch.full((), float(consecutive_nonfinite), device=device), z())
 
-@dataclass
-class TrainResult:
-    state: TrainState
-    stopped_by: str  # max_steps | max_epochs | max_minutes | patience | signal
-    exit_code: int = 0
-    last_valid: dict[str, Any] = field(default_factory=dict)
-    params: int = 0
+    def count_step(self, grad_norm: torch.Tensor) -> None:
+        """After an optimizer step: extend or reset the run of non-finite steps (no host sync)."""
+        bad = ~torch.isfinite(grad_norm)
+        self.consecutive_nonfinite.copy_((self.consecutive_nonfinite + 1) * bad)
+        self.nonfinite += bad
+
+    def read(self, dist: Dist, state: TrainState) -> tuple[float, float, float]:
+        """Summed (loss, nll, tokens) over all ranks since the last log; moves the non-finite counts
+        into `state`. Host sync: one per call."""
+        sums = dist.all_reduce_sum(torch.stack([self.loss, self.nll, self.loss.new_tensor(float(self.tokens))]))
+        loss, nll, tokens, *nonfinite = torch.cat([sums, self._nonfinite()]).tolist()  # host sync
+        self._move_nonfinite(state, *nonfinite)
+        return loss, nll, tokens
+
+    def sync_state(self, state: TrainState) -> None:
+        """Move the non-finite counts into `state`, e.g. before a checkpoint."""
+        self._move_nonfinite(state, *self._nonfinite().tolist())  # host sync: only when saving
+
+    def _nonfinite(self) -> torch.Tensor:
+        return torch.stack([self.consecutive_nonfinite, self.nonfinite])
+
+    def _move_nonfinite(self, state: TrainState, run: float, new: float) -> None:
+        state.consecutive_nonfinite, state.nonfinite_steps = int(run), state.nonfinite_steps + int(new)
+        self.nonfinite.zero_()
+
+    def reset_interval(self) -> None:
+        """Start a new log interval; the run of non-finite steps carries on."""
+        self.loss.zero_()
+        self.nll.zero_()
+        self.tokens = 0
 
 
 def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: bool = True) -> TrainResult:
@@ -71,12 +96,13 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     `final_validation=False` skips the validation + checkpoint after the last step (benchmarks).
     """
     exp = Experiment.from_config(cfg)
+    check_tokenizer(cfg.data.tgt_lang, where="data.tgt_lang")  # validation BLEU needs it: say so now
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device.type)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    device = dist.device(device)  # cuda:LOCAL_RANK under DDP on GPUs
     precision = Precision(resolve_precision(cfg.train.precision, device), device)
     vocab, train_ds, valid_ds = load_datasets(cfg, exp)
+    refs = load_references(exp, "valid")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size).to(device)
     check_lengths(cfg, train_ds, valid_ds)
@@ -95,12 +121,12 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
             f"model: {n_params:,} parameters; device {device}, precision {precision.name}, "
             f"{dist.world_size} process(es)"
         )
-    acc = torch.zeros(3, device=device)  # summed loss, summed nll, consecutive non-finite steps
-    nonfinite = torch.zeros((), device=device)
-    acc_tokens, t_log, t_start, elapsed0 = 0, time.monotonic(), time.monotonic(), state.elapsed_s
-    result = TrainResult(state, "max_steps", params=n_params)
-    with StopFlag() as stop:
-        while result.stopped_by == "max_steps" and state.step < cfg.train.max_steps:
+    counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
+    t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
+    result = TrainResult(state, stopped_by=reached_limit(state, cfg), params=n_params)
+
+    with StopFlag() as flag:
+        while result.stopped_by is None:
             batches = make_batches(
                 lengths,
                 batch_tokens=cfg.train.batch_tokens,
@@ -121,23 +147,20 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
                 ddp_model.train()
                 for i, batch in enumerate(step_batches):
                     batch = batch.to(device)
-                    sync = nullcontext() if not dist.enabled or i == len(step_batches) - 1 else ddp_model.no_sync()
-                    with sync:
+                    with dist.no_sync(ddp_model, last=i == len(step_batches) - 1):
                         with precision.autocast():
                             logits = ddp_model(batch.src_ids, batch.src_pad, batch.tgt_in)
                         loss, nll = label_smoothed_nll(
                             logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID
                         )
                         precision.scaler.scale(loss * (dist.world_size / total_tokens)).backward()
-                    acc[0] += loss.detach()
-                    acc[1] += nll.detach()
-                acc_tokens += tokens
-                set_lr(optimizer, lr_at(state.step + 1, cfg.train, d_model=cfg.model.d_model or 0))
+                    counters.loss += loss.detach()
+                    counters.nll += nll.detach()
+                counters.tokens += tokens
+                set_lr(optimizer, lr_at(state.step + 1, cfg.train, d_model=cfg.model.d_model))
                 precision.scaler.unscale_(optimizer)
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm or math.inf)
-                bad = ~torch.isfinite(gnorm)
-                acc[2] = (acc[2] + 1) * bad  # consecutive non-finite steps, on the device
-                nonfinite += bad
+                counters.count_step(gnorm)
                 precision.scaler.step(optimizer)  # skipped when gradients are not finite
                 precision.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -147,50 +170,70 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
-                    record = log_event(acc, acc_tokens, nonfinite, state, dist, optimizer, time.monotonic() - t_log)
+                    record = log_record(counters, state, dist, optimizer, time.monotonic() - t_log)
                     bar.set_postfix(
                         loss=f"{record['loss']:.3f}",
                         lr=f"{record['lr']:.2e}",
                         tok_s=f"{record['tgt_tokens_per_s']:,.0f}",
                     )
-                    write_metrics(exp, record, dist)
-                    if record["consecutive_nonfinite"] >= cfg.train.max_nonfinite:
-                        raise TrainingStopped(
-                            f"stopped at step {state.step}: {record['consecutive_nonfinite']} consecutive steps "
-                            f"had non-finite loss or gradients",
-                            hint="lower train.lr, enable train.clip_norm, or use --set train.precision=fp32",
-                        )
-                    acc.zero_()
-                    acc_tokens, t_log = 0, time.monotonic()
+                    write_metrics(exp, record, is_main=dist.is_main)
+                    check_finite(state, max_nonfinite=cfg.train.max_nonfinite)
+                    counters.reset_interval()
+                    t_log = time.monotonic()
                 if state.step % cfg.train.valid_every == 0:
+                    counters.sync_state(state)
                     result.last_valid = validate_and_save(
-                        cfg, exp, model, optimizer, precision, vocab, valid_ds, state, dist, device
+                        cfg, exp, model, optimizer, precision, vocab, valid_ds, refs, state, dist, device
                     )
-                    if cfg.train.patience is not None and state.bad_valids >= cfg.train.patience:
-                        result.stopped_by = "patience"
-                elif state.step % (cfg.train.save_every or cfg.train.valid_every) == 0 and dist.is_main:
-                    save_last(exp, cfg, model, optimizer, precision, vocab, state)
-                if stop.requested:
-                    result.stopped_by, result.exit_code = "signal", stop.exit_code
-                elif cfg.train.max_minutes is not None and state.elapsed_s >= 60 * cfg.train.max_minutes:
-                    result.stopped_by = "max_minutes"
-                if result.stopped_by != "max_steps" or state.step >= cfg.train.max_steps:
+                elif state.step % (cfg.train.save_every or cfg.train.valid_every) == 0:
+                    counters.sync_state(state)
+                    if dist.is_main:
+                        save_last(exp, cfg, model, optimizer, precision, vocab, state)
+                stop = local_stop(
+                    flag,
+                    elapsed_s=state.elapsed_s,
+                    max_minutes=cfg.train.max_minutes,
+                    patience_reached=cfg.train.patience is not None and state.bad_valids >= cfg.train.patience,
+                )
+                stop = StopCode(dist.agree_max(stop, device))  # DDP: one tiny all-reduce per step
+                result.stopped_by = stop.reason if stop else reached_limit(state, cfg)
+                result.exit_code = stop.exit_code
+                if result.stopped_by is not None:
                     break
             bar.close()
             if state.groups_done >= len(groups):  # epoch finished
                 state.epoch, state.groups_done = state.epoch + 1, 0
-                if cfg.train.max_epochs is not None and state.epoch > cfg.train.max_epochs:
-                    result.stopped_by = "max_epochs"
-        state.nonfinite_steps += int(nonfinite.item())  # host sync: once, at the end
+                result.stopped_by = result.stopped_by or reached_limit(state, cfg)
+        counters.sync_state(state)
         if result.stopped_by == "signal":
             if dist.is_main:
                 save_last(exp, cfg, model, optimizer, precision, vocab, state)
         elif state.last_valid_step != state.step and final_validation:
             result.last_valid = validate_and_save(
-                cfg, exp, model, optimizer, precision, vocab, valid_ds, state, dist, device
+                cfg, exp, model, optimizer, precision, vocab, valid_ds, refs, state, dist, device
             )
+        dist.barrier()  # no rank exits (and makes torchrun stop the others) before rank 0 has saved
     dist.close()
     return result
+
+
+def reached_limit(state: TrainState, cfg: ExperimentConfig) -> str | None:
+    """The budget that is spent, "max_steps" or "max_epochs" (the same on every rank), else None."""
+    if state.step >= cfg.train.max_steps:
+        return "max_steps"
+    if cfg.train.max_epochs is not None and state.epoch > cfg.train.max_epochs:
+        return "max_epochs"
+    return None
+
+
+def check_finite(state: TrainState, *, max_nonfinite: int) -> None:
+    """TrainingStopped after `max_nonfinite` consecutive non-finite steps (as of the last log read)."""
+    if state.consecutive_nonfinite >= max_nonfinite:
+        raise TrainingStopped(
+            f"stopped at step {state.step}: {state.consecutive_nonfinite} consecutive steps "
+            f"had non-finite loss or gradients",
+            hint="lower train.lr, enable train.clip_norm, or use --set train.precision=fp32",
+        )
 
 
 def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> tuple[Vocab, TokenDataset, TokenDataset]:
@@ -207,8 +250,9 @@ def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> tuple[Vocab, TokenD
             hint="run `nmt prepare CONFIG` again (it rebuilds when the settings differ)",
         )
     vocab = load_vocab(exp)
-    train_ds = TokenDataset(exp.data_dir, "train", vocab_size=vocab.src_size)
-    valid_ds = TokenDataset(exp.data_dir, "valid", vocab_size=vocab.src_size)
+    sizes = {"src_vocab_size": vocab.src_size, "tgt_vocab_size": vocab.tgt_size}
+    train_ds = TokenDataset(exp.data_dir, "train", **sizes)
+    valid_ds = TokenDataset(exp.data_dir, "valid", **sizes)
     check_budget(train_ds, batch_tokens=cfg.train.batch_tokens)
     return vocab, train_ds, valid_ds
 
@@ -273,78 +317,25 @@ def save_last(
     save_checkpoint(path or exp.last_checkpoint, checkpoint)
 
 
-def log_event(
-    acc: torch.Tensor,
-    tokens: int,
-    nonfinite: torch.Tensor,
-    state: TrainState,
-    dist: Dist,
-    optimizer: torch.optim.Optimizer,
-    interval_s: float,
+def log_record(
+    counters: Counters, state: TrainState, dist: Dist, optimizer: torch.optim.Optimizer, interval_s: float
 ) -> dict[str, Any]:
     """Read the device counters (host sync: once per log interval) into a metrics record."""
-    totals = torch.cat([acc[:2], torch.tensor([float(tokens)], device=acc.device)])
-    totals = dist.all_reduce_sum(totals).tolist()  # host sync
-    n = max(totals[2], 1.0)
+    loss, nll, tokens = counters.read(dist, state)
+    n = max(tokens, 1.0)
     return {
         "event": "train",
         "step": state.step,
         "epoch": state.epoch,
-        "loss": totals[0] / n,
-        "nll": totals[1] / n,
-        "ppl": math.exp(min(totals[1] / n, 50.0)),
+        "loss": loss / n,
+        "nll": nll / n,
+        "ppl": math.exp(min(nll / n, 50.0)),
         "lr": optimizer.param_groups[0]["lr"],
-        "tgt_tokens_per_s": totals[2] / max(interval_s, 1e-9),
+        "tgt_tokens_per_s": tokens / max(interval_s, 1e-9),
         "elapsed_s": round(state.elapsed_s, 1),
-        "consecutive_nonfinite": int(acc[2].item()),
-        "nonfinite_steps": state.nonfinite_steps + int(nonfinite.item()),
+        "consecutive_nonfinite": state.consecutive_nonfinite,
+        "nonfinite_steps": state.nonfinite_steps,
     }
-
-
-_TENSORBOARD: dict[str, Any] = {}
-
-
-def write_metrics(exp: Experiment, record: dict[str, Any], dist: Dist) -> None:
-    """Append one JSON line to metrics.jsonl; TensorBoard scalars too when tensorboard is installed."""
-    if not dist.is_main:
-        return
-    with open(exp.metrics_path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-    key = str(exp.root)
-    if key not in _TENSORBOARD:
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
-
-            _TENSORBOARD[key] = SummaryWriter(str(exp.root / "tensorboard"))
-        except ImportError:
-            _TENSORBOARD[key] = None
-    writer = _TENSORBOARD[key]
-    if writer is not None:
-        for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
-                writer.add_scalar(f"{record['event']}/{name}", value, record["step"])
-        writer.flush()
-
-
-@torch.inference_mode()
-def evaluate_loss(
-    model: torch.nn.Module, ds: TokenDataset, cfg: ExperimentConfig, device: torch.device, precision: Precision
-) -> tuple[float, float]:
-    """Per-token label-smoothed loss and NLL on a split (teacher forcing)."""
-    model.eval()
-    total = torch.zeros(2, device=device)
-    tokens = 0
-    for idx in make_batches(
-        padded_lengths(ds), batch_tokens=cfg.train.batch_tokens, max_sentences=None, seed=0, epoch=0, shuffle=False
-    ):
-        batch: Batch = collate(ds, idx).to(device)
-        with precision.autocast():
-            logits = model(batch.src_ids, batch.src_pad, batch.tgt_in)
-        loss, nll = label_smoothed_nll(logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID)
-        total += torch.stack([loss, nll])
-        tokens += batch.n_tgt_tokens
-    loss_sum, nll_sum = total.tolist()  # host sync: once per validation
-    return loss_sum / max(tokens, 1), nll_sum / max(tokens, 1)
 
 
 def validate_and_save(
@@ -355,41 +346,19 @@ def validate_and_save(
     precision: Precision,
     vocab: Vocab,
     valid_ds: TokenDataset,
+    refs: list[str],
     state: TrainState,
     dist: Dist,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Validation loss and BLEU; step_N.pt, last.pt, best.pt; early-stopping bookkeeping."""
-    t0 = time.monotonic()
-    loss, nll = evaluate_loss(model, valid_ds, cfg, device, precision)
-    src = [valid_ds[i][0].tolist() + [EOS_ID] for i in range(len(valid_ds))]
-    refs = vocab.decode_tgt([valid_ds[i][1].tolist() for i in range(len(valid_ds))])
-    decode_cfg: DecodeConfig = cfg.decode
-    hyps = vocab.decode_tgt(translate_ids(model, src, decode_cfg, device=device))
-    score = bleu(hyps, [refs])
-    metric = score if cfg.train.best_metric == "bleu" else -loss
-    improved = state.best is None or metric > state.best
-    if improved:
-        state.best, state.best_step, state.bad_valids = metric, state.step, 0
-    else:
-        state.bad_valids += 1
-    state.last_valid_step = state.step
-    record = {
-        "event": "valid",
-        "step": state.step,
-        "epoch": state.epoch,
-        "loss": loss,
-        "nll": nll,
-        "ppl": math.exp(min(nll, 50.0)),
-        "bleu": score,
-        "best": improved,
-        "valid_s": time.monotonic() - t0,
-        "elapsed_s": round(state.elapsed_s, 1),
-    }
-    write_metrics(exp, record, dist)
+    """Validate; write step_N.pt and point last.pt (and best.pt when improved) at it; prune old ones."""
+    valid = validate(model, valid_ds, refs, vocab, cfg, device=device, precision=precision)
+    improved = update_best(state, valid.metric(cfg.train.best_metric))
+    record = valid.record(state, improved=improved)
+    write_metrics(exp, record, is_main=dist.is_main)
     if dist.is_main:
         info(
-            f"step {state.step:,}: valid loss {loss:.3f}, ppl {record['ppl']:.2f}, BLEU {score:.2f}"
+            f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}, BLEU {valid.bleu:.2f}"
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
         path = exp.checkpoint_dir / f"step_{state.step}.pt"
@@ -399,22 +368,3 @@ def validate_and_save(
             link_checkpoint(path, exp.best_checkpoint)
         prune_numbered(exp.checkpoint_dir, keep=cfg.train.keep_last)
     return record
-
-
-def summarize(result: TrainResult) -> None:
-    """The end-of-training table."""
-    s, v = result.state, result.last_valid
-    rows = [
-        ("stopped by", result.stopped_by),
-        ("steps", s.step),
-        ("epochs (current)", s.epoch),
-        ("training time (min)", s.elapsed_s / 60),
-        ("parameters", result.params),
-        ("best step", s.best_step),
-        ("skipped non-finite steps", s.nonfinite_steps),
-    ]
-    if v:
-        rows += [("last valid loss", v["loss"]), ("last valid BLEU", v["bleu"])]
-    table("training summary", ["", "value"], rows)
-    if result.stopped_by == "signal":
-        warn("interrupted: a checkpoint was written; run the same `nmt train CONFIG` to resume")

@@ -122,3 +122,17 @@ def test_evaluate_errors_are_clear(tiny_checkpoint: TinyCheckpoint, tmp_path: Pa
         "evaluate", str(tiny_checkpoint.path), "--src", str(src), "--ref", str(tiny_checkpoint.corpus / "train.tgt")
     )
     assert mismatch.returncode == 2 and "40 lines" in mismatch.stderr and "400" in mismatch.stderr
+
+
+def test_target_language_picks_the_tokenizer_like_sacrebleu_l(tmp_path: Path) -> None:
+    refs = ["我们今天去公园散步。", "这只猫很可爱。"]
+    hyps = ["我们今天去公园。", "这只狗很可爱。"]
+    hyp, ref = tmp_path / "hyp.zh", tmp_path / "ref.zh"
+    hyp.write_text("".join(f"{h}\n" for h in hyps), encoding="utf-8")
+    ref.write_text("".join(f"{r}\n" for r in refs), encoding="utf-8")
+    done = run_nmt("evaluate", "--hyp", str(hyp), "--ref", str(ref), "--tgt-lang", "zh", "--json")
+    assert done.returncode == 0, done.stderr
+    ours = json.loads(done.stdout)
+    [theirs] = _sacrebleu(str(ref), "-i", str(hyp), "-m", "bleu", "-l", "en-zh")
+    assert ours["scores"]["bleu"] == pytest.approx(theirs["score"], abs=1e-4)
+    assert "tok:zh" in ours["signatures"]["bleu"] and ours["tgt_lang"] == "zh"

@@ -64,3 +64,15 @@ def test_missing_mecab_is_reported_before_any_work(lang: str, modules: tuple[str
         check_tokenizer(lang, where="config.yaml")
     assert f"sacrebleu[{extra}]" in (err.value.hint or "") and "config.yaml" in err.value.message
     check_tokenizer("en", where="config.yaml")  # no extra needed
+
+
+def test_training_stops_before_any_work_without_the_tokenizer(tmp_path: Path) -> None:
+    from nmt.config import load_config
+    from nmt.train.loop import train
+
+    cfg = load_config(None, ["data.tgt_lang=ja", f"workdir={tmp_path / 'exp'}", "train.device=cpu"])
+    if importlib.util.find_spec("MeCab") is not None and importlib.util.find_spec("ipadic") is not None:
+        pytest.skip("sacrebleu[ja] is installed here: nothing to report")
+    with pytest.raises(ConfigError, match="ja-mecab"):
+        train(cfg)  # before looking for prepared data, which does not exist
+    assert not (tmp_path / "exp").exists()

@@ -22,7 +22,7 @@ def test_prefix_form_with_gz_and_round_trip(tmp_path: Path) -> None:
     vocab = load_vocab(exp)
     assert vocab.joint and vocab.src_size == 60
     pairs = reverse_pairs(40, seed=2)
-    ds = TokenDataset(exp.data_dir, "valid", vocab_size=vocab.src_size)
+    ds = TokenDataset(exp.data_dir, "valid", src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     assert len(ds) == 40
     for i in (0, 17, 39):
         src, tgt = ds[i]

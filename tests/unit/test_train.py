@@ -12,10 +12,10 @@ from nmt.checkpoint import read_checkpoint, save_checkpoint
 from nmt.config import load_config
 from nmt.data.prepare import prepare
 from nmt.decode.load import load_model
-from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.errors import CheckpointError, ConfigError, DataError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.train.checkpoints import average_checkpoints
-from nmt.train.loop import train
+from nmt.train.loop import TrainResult, train
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 
 
@@ -127,5 +127,52 @@ def test_bad_training_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="prepared with different data/vocab settings"):
         train(load_config(toy_config(tmp_path), FAST + ["vocab.size=50"]))
     if not torch.cuda.is_available():
-        with pytest.raises(Exception, match="CUDA is not available"):
+        with pytest.raises(NmtError, match="CUDA is not available"):
             train(load_config(toy_config(tmp_path), FAST + ["train.device=cuda"]))
+
+
+# lr 1e30: the first update makes the weights overflow, so every later step is non-finite
+EXPLODE = [
+    "train.lr=1e30",
+    "train.warmup_steps=0",
+    "train.schedule=constant",
+    "train.precision=fp32",
+    "train.log_every=1",
+    "train.max_nonfinite=5",
+]
+
+
+def test_forever_nonfinite_run_stops_although_logged_every_step(tmp_path: Path) -> None:
+    cfg = prepared(tmp_path, EXPLODE + ["train.max_nonfinite=3", "train.max_steps=30", "train.valid_every=100"])
+    with pytest.raises(TrainingStopped, match="stopped at step 4: 3 consecutive steps"):
+        train(cfg)
+
+
+def test_nonfinite_run_is_counted_across_log_intervals_and_resumes(tmp_path: Path) -> None:
+    cfg = prepared(tmp_path, EXPLODE + ["train.max_steps=4", "train.valid_every=4"])
+    result = train(cfg)  # steps 2-4 non-finite: 3 in a row, fewer than 5
+    assert result.stopped_by == "max_steps"
+    loop = read_checkpoint(Experiment.from_config(cfg).last_checkpoint)["train_state"]["loop"]
+    assert loop["consecutive_nonfinite"] == 3 and loop["nonfinite_steps"] == 3
+    resumed = load_config(tmp_path / "toy.yaml", FAST + EXPLODE + ["train.max_steps=50", "train.valid_every=4"])
+    # the resumed run continues the count (3 + 2), although log_every=1 < max_nonfinite
+    with pytest.raises(TrainingStopped, match="stopped at step 6: 5 consecutive steps"):
+        train(resumed)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["train.lr=0", "train.patience=2", "train.valid_every=2", "train.max_steps=50"], "patience"),
+        (["train.max_epochs=1", "train.max_steps=1000", "train.valid_every=1000"], "max_epochs"),
+        (["train.max_steps=3", "train.valid_every=1000"], "max_steps"),
+    ],
+)
+def test_stop_reasons(tmp_path: Path, overrides: list[str], reason: str) -> None:
+    result = train(prepared(tmp_path, overrides))
+    assert result.stopped_by == reason and result.exit_code == 0
+    if reason == "patience":  # validations at 2 (best), 4 and 6 (no better: patience spent)
+        assert result.state.step == 6 and result.state.bad_valids == 2
+    if reason == "max_epochs":
+        assert result.state.epoch == 2 and result.state.groups_done == 0
+    assert TrainResult(result.state).stopped_by is None  # None means "still running"

@@ -1,0 +1,48 @@
+"""Validation during training scores like `nmt evaluate --split valid` (raw references, empty sources)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nmt.config import load_config
+from nmt.data.prepare import prepare
+from nmt.evaluate.report import evaluate
+from nmt.experiment import Experiment
+from nmt.train.loop import train
+from tests.corpora import FAST, reverse_pairs, toy_config, write_split
+
+
+def test_validation_bleu_equals_evaluate_on_the_valid_split(tmp_path: Path) -> None:
+    valid = reverse_pairs(8, seed=2) + [
+        ("", "EMPTY SOURCE"),  # no source tokens: an empty hypothesis, no model call
+        # fullwidth letters never occur in training: NFKC and the vocabulary would turn them into
+        # ALPHA / BRAVO, so scoring against references decoded from ids would count a match
+        ("alpha bravo charlie", "CHARLIE BRAVO ＡＬＰＨＡ"),
+        ("bravo delta echo", "ECHO DELTA ＢＲＡＶＯ"),
+    ]
+    config = toy_config(tmp_path, train=120, valid=10)
+    write_split(tmp_path / "corpus", "valid", valid)
+    overrides = FAST + [
+        "train.max_steps=80",
+        "train.valid_every=80",
+        "train.log_every=80",
+        "train.lr=1e-2",
+        "train.warmup_steps=10",
+        "model.dropout=0",
+    ]
+    cfg = load_config(config, overrides)
+    prepare(cfg)
+    result = train(cfg)
+    assert result.stopped_by == "max_steps"
+    exp = Experiment.from_config(cfg)
+    records = [json.loads(line) for line in exp.metrics_path.read_text().splitlines()]
+    [valid_record] = [r for r in records if r["event"] == "valid"]
+    [report] = evaluate(config, split="valid", checkpoint_name="last", overrides=overrides)
+    assert report.lines == len(valid)
+    hyps = (exp.checkpoint_dir / "last.valid.hyp").read_text(encoding="utf-8").split("\n")
+    assert hyps[8] == ""  # the empty source
+    assert report.scores["bleu"].score > 0
+    assert valid_record["bleu"] == pytest.approx(report.scores["bleu"].score, abs=1e-9)
