@@ -264,7 +264,10 @@ DecodeSetOption = Annotated[
 @guarded
 @with_decode_flags(*SEARCH_FLAGS, *SAMPLING_FLAGS)
 def translate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt); needs nothing else.", show_default=False)],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="Checkpoint (.pt) or `nmt export` directory; needs nothing else.", show_default=False),
+    ],
     input: Annotated[
         Path | None,
         typer.Option("-i", "--input", help="Text to translate (plain or .gz); default stdin.", show_default=False),
@@ -313,7 +316,10 @@ def translate(
 def evaluate(
     target: Annotated[
         Path | None,
-        typer.Argument(help="Checkpoint (.pt) or experiment config (.yaml/.yml); omit with --hyp.", show_default=False),
+        typer.Argument(
+            help="Checkpoint (.pt), `nmt export` directory or experiment config (.yaml/.yml); omit with --hyp.",
+            show_default=False,
+        ),
     ] = None,
     src: Annotated[
         Path | None,
@@ -410,6 +416,33 @@ def evaluate(
         draw_plot(reports, plot)
     render(reports, as_json=as_json, plot=plot)
     gate(reports)
+
+
+@app.command()
+@guarded
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) of a Transformer.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The CTranslate2 model directory to write.")],
+    quantization: Annotated[
+        str,
+        typer.Option(
+            "--quantization", "-q", help="none | int8 | int8_float32 | int8_bfloat16 | bfloat16 | float16 (weights)."
+        ),
+    ] = "none",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in the output directory.")] = False,
+) -> None:
+    """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt[ct2]'[/bold]).
+
+    The directory is self-contained like a checkpoint (weights, SentencePiece models, decode settings):
+    [bold]nmt translate DIR[/bold] and [bold]nmt evaluate DIR --src F --ref F[/bold] then run on CTranslate2.
+    """
+    from nmt.export.ct2 import export_checkpoint
+
+    r = export_checkpoint(checkpoint, output, quantization=quantization, force=force)
+    console.print(
+        f"exported {r.checkpoint} (step {r.step:,}) -> {r.out_dir} ({r.quantization}, "
+        f"{r.size_bytes / 1e6:.1f} MB, {r.elapsed_s:.1f} s)"
+    )
 
 
 @app.command()

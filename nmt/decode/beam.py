@@ -8,9 +8,11 @@ finished hypotheses per sentence, and `is_done` applies the exact stopping rule.
 driver `beam_search` only wires these together; its single host sync per step decides
 which sentences leave the batch. No step allocates a tensor of the log-probs' (n*K, V)
 size: on CPU, touching fresh memory of that size costs more than the work done in it.
+Nor does a step copy the beams' histories: it records back-pointers (`BeamTrace`), and
+finished hypotheses are spelled out from them once, after the search.
 
 The output and length helpers (`Hypothesis`, `length_penalty`, `output_limits`,
-`forbid_tokens_`, `repeated_ngram_mask`) are shared with the left-to-right decoders of
+`forbid_tokens_`, `repeated_ngram_ids`) are shared with the left-to-right decoders of
 `greedy.py` and `sampling.py`, which import this module; it imports neither.
 """
 
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import DecodeConfig
-from nmt.model import Seq2SeqModel
+from nmt.model import Memory, Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 LengthPenaltyMode = Literal["none", "average", "gnmt"]
@@ -41,25 +43,75 @@ class Hypothesis:
 
 @dataclass
 class FinishedStore:
-    """The best K finished hypotheses of every sentence (B rows), sorted best first.
+    """The best K finished hypotheses of every sentence (B rows), sorted best first, as back-pointers.
 
-    Empty slots have score -inf. `tokens`/`token_scores` are (B, K, T) with T the longest
-    possible output incl. EOS; slot (b, j) is valid up to `lengths[b, j]` tokens (EOS excluded).
+    Slot (b, j) holds `lengths[b, j]` tokens (EOS excluded): open beam `parents[b, j]` of
+    sentence b after step `lengths[b, j]` - 1 (see `BeamTrace`), extended by EOS with
+    log-prob `eos_scores[b, j]`. Empty slots have score -inf.
     """
 
     scores: Tensor  # (B, K) normalised scores
-    tokens: Tensor  # (B, K, T) token ids
-    token_scores: Tensor  # (B, K, T) per-token log-probs
     lengths: Tensor  # (B, K) tokens before EOS
+    parents: Tensor  # (B, K) the open beam that EOS extends
+    eos_scores: Tensor  # (B, K) log-prob of the EOS
 
     @classmethod
-    def empty(cls, batch: int, beam: int, steps: int, device: torch.device) -> FinishedStore:
-        return cls(
-            scores=torch.full((batch, beam), float("-inf"), device=device),
-            tokens=torch.zeros((batch, beam, steps), dtype=torch.long, device=device),
-            token_scores=torch.zeros((batch, beam, steps), device=device),
-            lengths=torch.zeros((batch, beam), dtype=torch.long, device=device),
-        )
+    def empty(cls, batch: int, beam: int, device: torch.device) -> FinishedStore:
+        ids = torch.zeros((batch, beam), dtype=torch.long, device=device)
+        return cls(torch.full((batch, beam), float("-inf"), device=device), ids, ids.clone(), ids.float())
+
+
+@dataclass
+class BeamTrace:
+    """Back-pointers of the open beams, one (B, K) slice per step, indexed by original sentence.
+
+    Open beam j of sentence b after step t extends beam `parents[t, b, j]` of step t - 1 by
+    token `tokens[t, b, j]` with log-prob `token_scores[t, b, j]`. A step writes one slice;
+    hypotheses are spelled out by walking back once, after the search (`to_hypotheses`).
+    """
+
+    parents: Tensor  # (T, B, K)
+    tokens: Tensor  # (T, B, K)
+    token_scores: Tensor  # (T, B, K)
+
+    @classmethod
+    def empty(cls, steps: int, batch: int, beam: int, device: torch.device) -> BeamTrace:
+        ids = torch.zeros((steps, batch, beam), dtype=torch.long, device=device)
+        return cls(ids, ids.clone(), ids.float())
+
+    def record(self, step: int, alive: Tensor, *, parents: Tensor, tokens: Tensor, token_scores: Tensor) -> None:
+        """Write step `step` of the working sentences `alive` (n,); the others are (n, K)."""
+        self.parents[step].index_copy_(0, alive, parents)
+        self.tokens[step].index_copy_(0, alive, tokens)
+        self.token_scores[step].index_copy_(0, alive, token_scores)
+
+
+class MemoryRows:
+    """Rows `idx` (N,) of the encoder memory, selected only when the decoder first reads them.
+
+    A Transformer's `decode_step` reads nothing from memory (its state holds the cross-attention
+    K/V and the padding), so a shrinking batch never copies its encoder output; an RNN's
+    attention reads memory every step and gets the rows selected once per shrink.
+    """
+
+    def __init__(self, memory: Memory, idx: Tensor) -> None:
+        self.memory, self.idx = memory, idx
+        self.selected: Memory | None = None
+
+    def rows(self) -> Memory:
+        if self.selected is None:
+            self.selected = self.memory.index_select(self.idx)
+        return self.selected
+
+    @property
+    def src_pad(self) -> Tensor:
+        return self.rows().src_pad
+
+    def index_select(self, idx: Tensor) -> Memory:
+        return self.rows().index_select(idx)
+
+    def __getattr__(self, name: str) -> object:  # any other field of the family's memory
+        return getattr(self.rows(), name)
 
 
 def length_penalty(lengths: Tensor, *, mode: LengthPenaltyMode, alpha: float) -> Tensor:
@@ -105,15 +157,19 @@ def forbid_tokens_(
     """Set forbidden continuations to -inf in place, leaving allowed log-probs (EOS included) unchanged.
 
     pad and bos are never generated; EOS is forbidden before `min_len` tokens; at a
-    sentence's length limit only EOS is allowed. `banned` (e.g. repeated n-grams) is
-    forbidden too, except that a row left with no allowed token may end with EOS.
-    Writing in place spares a copy of the (rows, V) log-probs every step.
+    sentence's length limit only EOS is allowed. `banned` token ids (e.g. repeated n-grams)
+    are forbidden too, except that a row left with no allowed token may end with EOS.
+    Writing in place spares a copy of the (rows, V) log-probs every step, banning by id a
+    (rows, V) mask. Only a row that bans at least as many ids as there are ordinary tokens
+    (V - 3) can be left without one, so only then is `logp` searched for such rows (given
+    finite log-probs from the model, as log_softmax of finite logits gives).
 
     Args:
         logp: (B, V) or (B, K, V) log-probs of token number `step` (0-based).
         max_out: (B,) length limits from `output_limits`; None when the caller knows that no
             sentence is at its limit yet, which skips a pass over `logp`.
-        banned: optional bool mask shaped like `logp`.
+        banned: optional ids shaped like `logp` but with any last size M (`repeated_ngram_ids`);
+            PAD_ID where a row bans fewer than M.
     Returns:
         `logp`.
     """
@@ -126,32 +182,34 @@ def forbid_tokens_(
     if max_out is not None:
         allow_eos = (max_out == step).view(-1, *[1] * (logp.dim() - 2))  # broadcasts like `eos`
         logp.masked_fill_(allow_eos.unsqueeze(-1), float("-inf"))
-    if banned is not None:
-        logp.masked_fill_(banned, float("-inf"))
-        stuck = logp.isneginf().all(-1)  # no other token is left
-        allow_eos = stuck if allow_eos is None else allow_eos | stuck
+    if banned is not None and banned.size(-1) > 0:
+        logp.scatter_(-1, banned, float("-inf"))
+        if banned.size(-1) >= logp.size(-1) - 3:  # enough bans to leave a row without a token
+            stuck = logp.amax(-1).isneginf()
+            allow_eos = stuck if allow_eos is None else allow_eos | stuck
     if allow_eos is not None:
         logp[..., EOS_ID] = torch.where(allow_eos, eos, logp[..., EOS_ID])
     return logp
 
 
-def repeated_ngram_mask(tokens: Tensor, *, n: int, vocab_size: int) -> Tensor:
-    """True for tokens that would complete an n-gram already present in the row.
+def repeated_ngram_ids(tokens: Tensor, *, n: int) -> Tensor:
+    """Ids of the tokens that would complete an n-gram already present in the row.
+
+    Every earlier occurrence of the row's last n-1 tokens bans the token that followed it.
 
     Args:
         tokens: (N, t) tokens generated so far.
     Returns:
-        (N, V) bool.
+        (N, M) long with M = max(t - n + 1, 0): one slot per earlier n-gram, PAD_ID where it
+        bans nothing (pad is never generated anyway).
     """
     rows, t = tokens.shape
-    banned = torch.zeros((rows, vocab_size), device=tokens.device)
     if n <= 0 or t < n:
-        return banned.bool()
+        return tokens.new_zeros((rows, 0))
     windows = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
     suffix = tokens[:, t - n + 1 :]  # (N, n-1): what the next token would extend
     match = (windows[:, :, :-1] == suffix[:, None, :]).all(-1)  # (N, t-n+1)
-    banned.scatter_add_(1, windows[:, :, -1], match.float())
-    return banned > 0
+    return windows[:, :, -1].masked_fill(~match, PAD_ID)
 
 
 def expand_scores(scores: Tensor, logp: Tensor) -> Tensor:
@@ -185,8 +243,8 @@ def finalize_finished(
     *,
     values: Tensor,
     is_eos: Tensor,
-    tokens: Tensor,
-    token_scores: Tensor,
+    parents: Tensor,
+    eos_scores: Tensor,
     length: int,
     mode: LengthPenaltyMode,
     alpha: float,
@@ -196,7 +254,7 @@ def finalize_finished(
     Args:
         alive: (n,) store row (original sentence) of each working sentence.
         values: (n, C) raw scores of the candidates; is_eos (n, C) marks the ones ending in EOS.
-        tokens, token_scores: (n, C, T) their histories, EOS at position `length` - 1.
+        parents: (n, C) the open beam each candidate extends; eos_scores (n, C) the EOS log-probs.
         length: |y| of every candidate (EOS included).
     """
     beam = store.scores.size(1)
@@ -204,16 +262,14 @@ def finalize_finished(
     new_scores = torch.where(is_eos, values / lp, float("-inf"))
     merged = torch.cat([store.scores[alive], new_scores], dim=1)  # (n, K + C)
     best, idx = merged.topk(beam, dim=1)
-    new_lengths = torch.full_like(new_scores, length - 1, dtype=torch.long)
 
     def pick(old: Tensor, new: Tensor) -> None:
-        both = torch.cat([old[alive], new], dim=1)
-        chosen = gather_beams(both, idx) if both.dim() == 3 else both.gather(1, idx)
+        chosen = torch.cat([old[alive], new], dim=1).gather(1, idx)
         old.index_copy_(0, alive, chosen)  # in place: only the n working rows are written, not all B
 
-    pick(store.tokens, tokens)
-    pick(store.token_scores, token_scores)
-    pick(store.lengths, new_lengths)
+    pick(store.lengths, torch.full_like(parents, length - 1))
+    pick(store.parents, parents)
+    pick(store.eos_scores, eos_scores)
     store.scores.index_copy_(0, alive, best)
     return store
 
@@ -246,22 +302,21 @@ def is_done(
     return bound <= worst_finished
 
 
-def to_hypotheses(store: FinishedStore, *, nbest: int) -> list[list[Hypothesis]]:
-    """Convert the store to Python objects (once, after the search): nbest per sentence, best first."""
-    scores = store.scores[:, :nbest].tolist()
-    tokens = store.tokens[:, :nbest].tolist()
-    token_scores = store.token_scores[:, :nbest].tolist()
-    lengths = store.lengths[:, :nbest].tolist()
-    out = []
-    for b, row in enumerate(scores):
-        out.append(
-            [
-                Hypothesis(tokens[b][j][: lengths[b][j]], score, token_scores[b][j][: lengths[b][j] + 1])
-                for j, score in enumerate(row)
-                if score != float("-inf")
-            ]
-        )
-    return out
+def to_hypotheses(store: FinishedStore, trace: BeamTrace, *, nbest: int) -> list[list[Hypothesis]]:
+    """Spell out the store's hypotheses (once, after the search): nbest per sentence, best first."""
+    stored = (store.scores, store.lengths, store.parents, store.eos_scores)
+    scores, lengths, parents, eos_scores = (x[:, :nbest].tolist() for x in stored)
+    steps = max((n for row in lengths for n in row), default=0)
+    parent_of, token_of, score_of = (x[:steps].tolist() for x in (trace.parents, trace.tokens, trace.token_scores))
+
+    def spell(b: int, j: int) -> Hypothesis:
+        length, beam = lengths[b][j], parents[b][j]
+        tokens, token_scores = [0] * length, [0.0] * length + [eos_scores[b][j]]
+        for t in range(length - 1, -1, -1):  # walk back from the beam that EOS extends
+            tokens[t], token_scores[t], beam = token_of[t][b][beam], score_of[t][b][beam], parent_of[t][b][beam]
+        return Hypothesis(tokens, scores[b][j], token_scores)
+
+    return [[spell(b, j) for j, score in enumerate(row) if score != float("-inf")] for b, row in enumerate(scores)]
 
 
 @torch.inference_mode()
@@ -272,8 +327,9 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     then also keeps every EOS candidate it passes, so it may beat greedy search). The
     encoder runs once; its memory is repeated to B*K rows and the decoder state (with the
     cross-attention K/V) is built once from it. Each step keeps the best K non-EOS
-    extensions per sentence and merges the EOS ones into the finished store; finished
-    sentences are removed from the working tensors.
+    extensions per sentence, recording only their back-pointers, and merges the EOS ones
+    into the finished store; finished sentences are removed from the working tensors.
+    Token histories are kept only for n-gram blocking.
 
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
@@ -285,18 +341,20 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     max_out = output_limits(src_pad, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, model_max_len=model.max_len)
     first_limit, last_limit = torch.stack(max_out.aminmax()).tolist()  # host sync, once before the loop
     steps = last_limit + 1  # tokens incl. EOS
-    beam_offsets = torch.arange(beam, device=device)
-
-    memory = model.encode(src_ids, src_pad)
-    memory = memory.index_select(torch.arange(batch, device=device).repeat_interleave(beam))
-    state = model.init_state(memory)
+    first_rows = torch.arange(0, batch * beam, beam, device=device).unsqueeze(1)  # (B, 1) each sentence's row 0
 
     alive = torch.arange(batch, device=device)  # (n,) original sentence of each working row
+    encoded = model.encode(src_ids, src_pad)
+    memory = MemoryRows(encoded, alive.repeat_interleave(beam))
+    state = model.init_state(memory)
+
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
-    tokens = torch.zeros((batch, beam, steps), dtype=torch.long, device=device)
-    token_scores = torch.zeros((batch, beam, steps), device=device)
-    store = FinishedStore.empty(batch, beam, steps, device)
+    store = FinishedStore.empty(batch, beam, device)
+    trace = BeamTrace.empty(steps, batch, beam, device)
+    history = None  # (n, K, T) tokens of the open beams, for n-gram blocking only
+    if cfg.no_repeat_ngram > 0:
+        history = torch.zeros((batch, beam, steps), dtype=torch.long, device=device)
     last = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
 
     for step in range(steps):
@@ -307,42 +365,38 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
         # in place (the module docstring says why); safe, as each row is reduced before it is written
         logp = torch.log_softmax(logits, dim=-1, out=logits).view(n, beam, vocab)
         repeats = None
-        if cfg.no_repeat_ngram > 0:
-            history = tokens[:, :, :step].reshape(n * beam, step)
-            repeats = repeated_ngram_mask(history, n=cfg.no_repeat_ngram, vocab_size=vocab).view(n, beam, vocab)
+        if history is not None:
+            repeats = repeated_ngram_ids(history[:, :, :step].flatten(0, 1), n=cfg.no_repeat_ngram)
+            repeats = repeats.view(n, beam, -1)
         limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
         forbid_tokens_(logp, step=step, min_len=cfg.min_len, max_out=limits, banned=repeats)
 
         values, beam_idx, token_ids, step_scores = select_topk(scores, logp, k=2 * beam)  # each (n, 2K)
-        cand_tokens = gather_beams(tokens, beam_idx)
-        cand_tokens[:, :, step] = token_ids
-        cand_token_scores = gather_beams(token_scores, beam_idx)
-        cand_token_scores[:, :, step] = step_scores
-
         ends = token_ids == EOS_ID
         store = finalize_finished(
-            store, alive, values=values, is_eos=ends & values.isfinite(), tokens=cand_tokens,
-            token_scores=cand_token_scores, length=step + 1, mode=mode, alpha=alpha,
+            store, alive, values=values, is_eos=ends & values.isfinite(), parents=beam_idx,
+            eos_scores=step_scores, length=step + 1, mode=mode, alpha=alpha,
         )  # fmt: skip
 
         # at most K of the 2K candidates end in EOS (one per beam), so K open ones remain
         scores, keep_idx = values.masked_fill(ends, float("-inf")).topk(beam, dim=1)
-        beam_idx = beam_idx.gather(1, keep_idx)
-        tokens = gather_beams(cand_tokens, keep_idx)
-        token_scores = gather_beams(cand_token_scores, keep_idx)
-        last_ids = token_ids.gather(1, keep_idx)
+        beam_idx, last_ids = beam_idx.gather(1, keep_idx), token_ids.gather(1, keep_idx)
+        trace.record(step, alive, parents=beam_idx, tokens=last_ids, token_scores=step_scores.gather(1, keep_idx))
+        if history is not None:
+            history = gather_beams(history, beam_idx)
+            history[:, :, step] = last_ids
 
         done = is_done(scores[:, 0], store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
-        rows = (torch.arange(n, device=device).unsqueeze(1) * beam + beam_idx).view(-1)
+        rows = (first_rows[:n] + beam_idx).view(-1)
         keep = (~done).nonzero().squeeze(1)  # host sync: which sentences stay in the batch
         if keep.numel() == 0:
             break
         if keep.numel() < n:
-            alive, scores, tokens, token_scores = alive[keep], scores[keep], tokens[keep], token_scores[keep]
-            max_out, last_ids = max_out[keep], last_ids[keep]
-            memory = memory.index_select((keep.unsqueeze(1) * beam + beam_offsets).view(-1))
+            alive, scores, max_out, last_ids = alive[keep], scores[keep], max_out[keep], last_ids[keep]
+            history = None if history is None else history[keep]
+            memory = MemoryRows(encoded, alive.repeat_interleave(beam))  # selected only if the decoder reads it
             rows = rows.view(n, beam)[keep].view(-1)
         state = state.reorder(rows, same_source=keep.numel() == n)
         last = last_ids.reshape(-1, 1)
 
-    return to_hypotheses(store, nbest=cfg.nbest)
+    return to_hypotheses(store, trace, nbest=cfg.nbest)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import DecodeConfig
-from nmt.decode.beam import Hypothesis, forbid_tokens_, length_penalty, output_limits, repeated_ngram_mask
+from nmt.decode.beam import Hypothesis, forbid_tokens_, length_penalty, output_limits, repeated_ngram_ids
 from nmt.model import Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID
 
@@ -57,7 +57,7 @@ def decode_left_to_right(
         logp = torch.log_softmax(logits.float(), dim=-1)
         repeats = None
         if cfg.no_repeat_ngram > 0:
-            repeats = repeated_ngram_mask(tokens[:, :step], n=cfg.no_repeat_ngram, vocab_size=logp.size(-1))
+            repeats = repeated_ngram_ids(tokens[:, :step], n=cfg.no_repeat_ngram)
         limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
         forbid_tokens_(logp, step=step, min_len=cfg.min_len, max_out=limits, banned=repeats)
         chosen = choose(logp)

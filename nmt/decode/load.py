@@ -1,6 +1,7 @@
 """Load a checkpoint for inference: config, vocabulary and weights, the model in eval mode.
 
-The format itself is `nmt.checkpoint`.
+The format itself is `nmt.checkpoint`. An exported CTranslate2 directory loads into the
+same `LoadedModel`, its `model` then a `SearchEngine` (`nmt.decode.ct2.load_export`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import torch
 from nmt.checkpoint import checkpoint_config, read_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.data.vocab import Vocab
+from nmt.decode.search import SearchEngine
 from nmt.errors import CheckpointError
 from nmt.model import Seq2SeqModel, build_model
 
 
 @dataclass
 class LoadedModel:
-    """What translation needs from a checkpoint."""
+    """What translation needs from a checkpoint or an exported model directory."""
 
-    model: Seq2SeqModel
+    model: Seq2SeqModel | SearchEngine  # a torch model (checkpoint) or an engine (export); both have max_len
     vocab: Vocab
     cfg: ExperimentConfig
     step: int

@@ -3,12 +3,17 @@
 `search` decodes source id sequences in length-sorted token-budget batches and returns
 the hypotheses in input order; validation (`nmt.train`) and `translate` both call it, so
 they decode alike. Text never appears here: that is `nmt.decode.translate`.
+
+The model may also be a `SearchEngine`: a decoder that runs outside torch (the CTranslate2
+engine of `nmt.decode.ct2`) and does its own batching; `search` hands it the same ids and
+returns its hypotheses, so callers never ask which kind they hold.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -28,6 +33,20 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+@runtime_checkable
+class SearchEngine(Protocol):
+    """A decoder that is not a torch model: source ids in, hypotheses out, like `search`."""
+
+    max_len: int  # longest source/target in tokens (incl. bos/eos), as `Seq2SeqModel.max_len`
+
+    def search(
+        self, src_seqs: list[list[int]], cfg: DecodeConfig, *, on_batch: Callable[[int], object] | None = None
+    ) -> list[list[Hypothesis]]:
+        """Up to `cfg.nbest` hypotheses per sequence (each ending in eos), best first, in input order;
+        none for an empty sequence. `on_batch(n)` follows each batch of n sentences."""
+        ...
 
 
 # ---------------------------------------------------------------- batched search
@@ -61,7 +80,7 @@ def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: 
 
 
 def search(
-    model: Seq2SeqModel,
+    model: Seq2SeqModel | SearchEngine,
     src_seqs: list[list[int]],
     cfg: DecodeConfig,
     *,
@@ -73,12 +92,15 @@ def search(
     Sequences are sorted by length so that a batch holds similar lengths; a batch's cost
     is its padded size (sentences x longest source), at most `cfg.batch_tokens` unless a
     single sentence is longer. An empty sequence gets no hypotheses and no model call.
-    `on_batch(n)` is called after each batch with its number of sentences.
+    `on_batch(n)` is called after each batch with its number of sentences. A `SearchEngine`
+    decodes on its own device (`device` is not used) with its own batching.
     """
     out: list[list[Hypothesis]] = [[] for _ in src_seqs]
     todo = [i for i, s in enumerate(src_seqs) if s]
     if not todo:
         return out
+    if isinstance(model, SearchEngine):
+        return model.search(src_seqs, cfg, on_batch=on_batch)
     lengths = np.array([len(src_seqs[i]) for i in todo])
     # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
     budget = max(cfg.batch_tokens // cfg.nbest, 1) if cfg.sampling else cfg.batch_tokens

@@ -7,6 +7,10 @@ model's maximum length, sorted by length into token-budget batches, decoded, and
 written back in input order. Every input line gives exactly `nbest` output lines:
 an empty line gives empty output without running the model, nothing is dropped, and
 line breaks inside a decoded text become spaces.
+
+The model is a checkpoint (.pt, decoded by torch) or a directory written by `nmt export`
+(decoded by CTranslate2, `nmt.decode.ct2`); `load_for_decoding` tells them apart, and
+everything after it is the same for both.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import torch
 
 from nmt.config import DecodeConfig, apply_decode_overrides
 from nmt.console import info, progress, warn
+from nmt.decode import ct2
 from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
 from nmt.decode.load import LoadedModel, load_model
-from nmt.decode.search import search
+from nmt.decode.search import SearchEngine, search
 from nmt.device import resolve_device
-from nmt.errors import DataError
+from nmt.errors import DataError, NmtError
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
 from nmt.tokens import EOS_ID
 
@@ -79,19 +84,35 @@ class TranslateResult:
 def load_for_decoding(
     checkpoint: Path, *, base: DecodeConfig | None = None, overrides: Sequence[str] = ()
 ) -> tuple[LoadedModel, DecodeConfig, torch.device]:
-    """Load a checkpoint and settle the decode settings and device.
+    """Load a checkpoint (.pt) or an exported model directory and settle the decode settings and device.
 
     Args:
-        base: decode settings to start from; None = the checkpoint's stored ones.
+        checkpoint: a checkpoint file, or a directory written by `nmt export` (CTranslate2).
+        base: decode settings to start from; None = the checkpoint's (or export's) stored ones.
         overrides: `decode.KEY=VALUE` strings applied on top (flags and --set).
     """
+    if Path(checkpoint).is_dir():
+        return _load_export_for_decoding(Path(checkpoint), base=base, overrides=overrides)
     loaded = load_model(checkpoint, device="cpu")
     decode_cfg = apply_decode_overrides(
         base if base is not None else loaded.cfg.decode, overrides, where=f"{checkpoint} decode settings"
     )
     device = resolve_device(decode_cfg.device)
-    loaded.model.to(device)  # type: ignore[attr-defined]
+    loaded.model.to(device)  # type: ignore[union-attr]
     return loaded, decode_cfg, device
+
+
+def _load_export_for_decoding(
+    path: Path, *, base: DecodeConfig | None, overrides: Sequence[str]
+) -> tuple[LoadedModel, DecodeConfig, torch.device]:
+    """`load_for_decoding` for an export: settings first (they pick CTranslate2's device and
+    compute type), refused when the engine cannot honour them, then the engine."""
+    info = ct2.read_export(path)
+    where = f"{path} decode settings"
+    decode_cfg = apply_decode_overrides(base if base is not None else info.cfg.decode, overrides, where=where)
+    ct2.check_decode(decode_cfg, where=where)
+    device = resolve_device(decode_cfg.device)
+    return ct2.load_export(info, device=device.type, precision=decode_cfg.precision), decode_cfg, device
 
 
 # ---------------------------------------------------------------- text in, text out
@@ -195,7 +216,7 @@ def translate(
     attention_dir: Path | None = None,
     attention_lines: int = 10,
 ) -> TranslateResult:
-    """Translate a file or stdin with a checkpoint into a file or stdout.
+    """Translate a file or stdin with a checkpoint (or an exported directory) into a file or stdout.
 
     Args:
         overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
@@ -206,6 +227,12 @@ def translate(
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
+    if attention_dir is not None and isinstance(loaded.model, SearchEngine):
+        raise NmtError(
+            f"{checkpoint}: --attention-dir needs the checkpoint (.pt): an exported CTranslate2 model "
+            "does not give attention weights",
+            hint="draw the heatmaps with the checkpoint the export came from",
+        )
     if attention_dir is not None:  # fail before translating, not after
         from nmt.plots import require_matplotlib
 

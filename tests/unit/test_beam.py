@@ -21,7 +21,7 @@ from nmt.decode.beam import (
     forbid_tokens_,
     length_penalty,
     output_limits,
-    repeated_ngram_mask,
+    repeated_ngram_ids,
     select_topk,
 )
 from nmt.decode.greedy import greedy_search
@@ -137,7 +137,7 @@ def test_output_limits_and_forbidden_tokens() -> None:
     assert masked[0].isfinite().tolist() == [False, False, False, True, False, False]  # limit: EOS only
     assert masked[1].isfinite().tolist() == [False, True, False, False, True, True]  # min_len: no EOS
     assert masked[1, 1] == 0.0  # allowed tokens keep their log-prob
-    everything = torch.tensor([True, True, False, True, True, True]).expand(3, VOCAB)
+    everything = torch.tensor([0, 1, 3, 4, 5]).expand(3, 5)  # every token id but bos
     masked = forbid_tokens_(
         torch.zeros(3, VOCAB), step=0, min_len=1, max_out=torch.tensor([5, 5, 5]), banned=everything
     )
@@ -162,12 +162,12 @@ def test_select_topk_matches_ranking_all_extensions(vocab: int) -> None:
     assert torch.equal(token_logp[finite], logp.flatten(1).gather(1, flat)[finite])
 
 
-def test_repeated_ngram_mask_hand_example() -> None:
+def test_repeated_ngram_ids_hand_example() -> None:
     tokens = torch.tensor([[4, 5, 1, 4], [4, 5, 4, 5]])
-    banned = repeated_ngram_mask(tokens, n=2, vocab_size=VOCAB)
-    assert banned[0].nonzero().flatten().tolist() == [5]  # "4 5" exists, last token is 4
-    assert banned[1].nonzero().flatten().tolist() == [4]  # "5 4" exists, last token is 5
-    assert not repeated_ngram_mask(tokens[:, :1], n=2, vocab_size=VOCAB).any()
+    banned = repeated_ngram_ids(tokens, n=2)
+    assert set(banned[0].tolist()) - {PAD_ID} == {5}  # "4 5" exists, last token is 4
+    assert set(banned[1].tolist()) - {PAD_ID} == {4}  # "5 4" exists, last token is 5
+    assert repeated_ngram_ids(tokens[:, :1], n=2).numel() == 0
 
 
 # ---------------------------------------------------------------- against the exhaustive oracle

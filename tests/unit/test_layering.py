@@ -12,14 +12,15 @@ PKG = Path(__file__).resolve().parents[2] / "nmt"
 LEAVES = {
     "config", "errors", "fileio", "console", "experiment", "metrics", "demo", "plots", "tokens", "device", "checkpoint",
 }  # fmt: skip
-STAGES = {"data", "model", "decode", "train", "evaluate", "cli"}
+STAGES = {"data", "model", "decode", "export", "train", "evaluate", "cli"}
 # stage -> stages it must not import
 FORBIDDEN = {
-    "data": {"model", "decode", "train", "evaluate", "cli"},
-    "model": {"data", "decode", "train", "evaluate", "cli"},
-    "decode": {"train", "evaluate", "cli"},
-    "train": {"evaluate", "cli"},
-    "evaluate": {"train", "cli"},
+    "data": {"model", "decode", "export", "train", "evaluate", "cli"},
+    "model": {"data", "decode", "export", "train", "evaluate", "cli"},
+    "decode": {"export", "train", "evaluate", "cli"},
+    "export": {"train", "evaluate", "cli"},
+    "train": {"export", "evaluate", "cli"},
+    "evaluate": {"export", "train", "cli"},
     **{leaf: STAGES for leaf in LEAVES},
 }
 

@@ -1,0 +1,273 @@
+"""The CTranslate2 engine: an exported model directory decodes ids into hypotheses like a checkpoint.
+
+An export (`nmt export`, `nmt.export.ct2`) is a directory holding CTranslate2's files
+(`model.bin`, `config.json`, the vocabularies), the SentencePiece model(s) (`spm.model`,
+or `spm.src.model` and `spm.tgt.model`) and `nmt.json`: the checkpoint's decode settings,
+languages, `model.*` section, step and source. Like a checkpoint, it translates anywhere.
+
+`CT2Engine.search` is `nmt.decode.search.search` for such a model: source id sequences
+(each ending in eos) in, up to nbest `Hypothesis` per sentence out, in input order. It
+runs CTranslate2's `translate_batch` on the SentencePiece pieces (the export adds the
+source eos itself) with nmt's settings mapped exactly where CTranslate2 can express them:
+
+- length penalty: nmt's `average` divides the summed log-probs by |y|**alpha with |y|
+  counting the EOS; CTranslate2 divides by len**length_penalty, where len counts the EOS
+  when `return_end_token=True`, which the engine sets. So average/alpha maps to
+  `length_penalty=alpha` and `none` to `length_penalty=0`. `gnmt` has no counterpart and is
+  refused, as is sampling.
+- output length: CTranslate2 has one `max_decoding_length` per call, nmt a limit per
+  sentence, min(floor(max_len_a * |x| + max_len_b), model.max_len - 1) tokens before the
+  EOS (|x| counts the source eos). The engine groups the sentences by that limit and makes
+  one call per group (a call still batches by `decode.batch_tokens`), so every sentence gets
+  exactly its own limit. At the limit nmt allows only EOS; CTranslate2 takes any token there,
+  so a hypothesis that reaches limit + 1 tokens without EOS is cut to the limit and scored
+  again with `score_batch` (which adds the EOS), exactly as nmt scores it.
+- pad and bos are never generated (`suppress_sequences`), EOS not before `decode.min_len`
+  tokens (`min_decoding_length`), `no_repeat_ngram` is `no_repeat_ngram_size`.
+
+Where CTranslate2's search differs from nmt's, by design (tests/unit/test_export.py
+measures both on tiny random models):
+- it renormalises the log-probs over the tokens it allows (pad, bos, an EOS before
+  min_len, a repeated n-gram); nmt masks them without renormalising. A trained model gives
+  pad and bos almost no mass, so its scores differ by about the mass of an early EOS;
+- its beam search finishes a hypothesis only when EOS is among the K best candidates of a
+  step (nmt looks at the best 2K), and it stops once K hypotheses are finished (nmt stops
+  only when no open hypothesis can still win). So it may return a lower-scoring output
+  than nmt's search, never, on the tested models, a higher-scoring one.
+The `Hypothesis.token_scores` of this engine are empty: CTranslate2's search returns only
+the sequence score.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.data.vocab import Vocab
+from nmt.decode.beam import Hypothesis
+from nmt.decode.load import LoadedModel
+from nmt.errors import CheckpointError, ConfigError, NmtError
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
+
+MANIFEST = "nmt.json"  # what makes a directory an nmt export (with CTranslate2's model.bin)
+FORMAT = "nmt-ctranslate2"
+VERSION = 1
+SPM_JOINT, SPM_SRC, SPM_TGT = "spm.model", "spm.src.model", "spm.tgt.model"
+INSTALL_HINT = "pip install 'nmt[ct2]'  (CTranslate2 4.x)"
+
+
+def require_ctranslate2() -> Any:
+    """The `ctranslate2` module, or NmtError with the install hint."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise NmtError("the CTranslate2 engine needs the ctranslate2 package, which is not installed",
+                       hint=INSTALL_HINT) from None  # fmt: skip
+    return ctranslate2
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """True for a directory written by `nmt export` (it holds nmt.json and model.bin)."""
+    path = Path(path)
+    return path.is_dir() and (path / MANIFEST).is_file() and (path / "model.bin").is_file()
+
+
+# ---------------------------------------------------------------- reading an export
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What `nmt.json` and the SentencePiece files of an export say."""
+
+    path: Path
+    cfg: ExperimentConfig  # data languages, model.* and decode.* of the source checkpoint
+    vocab: Vocab
+    step: int
+    quantization: str  # as exported: none, int8, ...
+    manifest: dict[str, Any]
+
+
+def read_export(path: str | Path) -> ExportInfo:
+    """Read an export's nmt.json and SentencePiece models; CheckpointError when it is not one."""
+    path = Path(path)
+    if not is_export_dir(path):
+        what = "not found" if not path.exists() else f"not an nmt export (no {MANIFEST} and model.bin)"
+        raise CheckpointError(
+            f"{path}: {what}",
+            hint="give a checkpoint (.pt) or a directory written by `nmt export CHECKPOINT -o DIR`",
+        )
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
+        if manifest.get("version") != VERSION:
+            raise ValueError(f"version {manifest.get('version')} is not supported (this nmt reads {VERSION})")
+        if (path / SPM_JOINT).is_file():
+            src_model = tgt_model = (path / SPM_JOINT).read_bytes()
+        else:
+            src_model, tgt_model = (path / SPM_SRC).read_bytes(), (path / SPM_TGT).read_bytes()
+        raw = {
+            "name": manifest.get("name", path.name),
+            "data": {"src_lang": manifest["src_lang"], "tgt_lang": manifest["tgt_lang"]},
+            "model": manifest["model"],
+            "decode": manifest["decode"],
+        }
+        cfg = config_from_dict(raw, where=f"{path / MANIFEST}")
+        vocab = Vocab(src_model, tgt_model)
+    except (OSError, ValueError, KeyError, TypeError, ConfigError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable nmt export ({first[:200]})", hint="export the checkpoint again with `nmt export`"
+        ) from None
+    return ExportInfo(
+        path, cfg, vocab, int(manifest.get("step", 0)), str(manifest.get("quantization", "none")), manifest
+    )
+
+
+def check_decode(cfg: DecodeConfig, *, where: str) -> None:
+    """ConfigError for decode settings the CTranslate2 engine cannot honour exactly."""
+    if cfg.sampling:
+        raise ConfigError(
+            f"{where}: decode.sampling is not supported by the CTranslate2 engine",
+            hint="sample with the checkpoint (.pt) instead, or --set decode.sampling=false",
+        )
+    if cfg.length_penalty == "gnmt":
+        raise ConfigError(
+            f"{where}: decode.length_penalty gnmt has no CTranslate2 counterpart",
+            hint="use --length-penalty average (or none), or translate with the checkpoint (.pt)",
+        )
+
+
+def compute_type(precision: str, quantization: str) -> str:
+    """CTranslate2 compute type: fp32 keeps the exported weights' type; bf16/fp16 ask for those activations."""
+    if precision == "fp32":
+        return "default"
+    half = "bfloat16" if precision == "bf16" else "float16"
+    return f"int8_{half}" if quantization.startswith("int8") else half
+
+
+def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel:
+    """The export behind a `CT2Engine`, as a `LoadedModel` (`model` is the engine).
+
+    Args:
+        device: "cpu" or "cuda".
+        precision: decode.precision (see `compute_type`).
+    """
+    ctranslate2 = require_ctranslate2()
+    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise NmtError(
+            "device 'cuda' requested but this CTranslate2 build sees no CUDA device", hint="use --device cpu"
+        )
+    try:
+        translator = ctranslate2.Translator(
+            str(info.path),
+            device=device,
+            compute_type=compute_type(precision, info.quantization),
+            inter_threads=1,
+            intra_threads=torch.get_num_threads() or os.cpu_count() or 1,
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{info.path}: CTranslate2 cannot load this export on {device} ({exc})") from None
+    vocab = info.vocab
+    engine = CT2Engine(
+        translator,
+        max_len=info.cfg.model.max_len,
+        src_pieces=[vocab.src.id_to_piece(i) for i in range(vocab.src_size)],
+        tgt_pieces=[vocab.tgt.id_to_piece(i) for i in range(vocab.tgt_size)],
+    )
+    return LoadedModel(model=engine, vocab=vocab, cfg=info.cfg, step=info.step, path=info.path)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def output_limit(src_len: int, cfg: DecodeConfig, *, max_len: int) -> int:
+    """Most tokens (EOS excluded) a sentence of `src_len` source tokens (eos included) may get;
+    the rule of `nmt.decode.beam.output_limits`."""
+    return max(0, min(math.floor(cfg.max_len_a * src_len + cfg.max_len_b), max_len - 1))
+
+
+def length_divisor(length: int, cfg: DecodeConfig) -> float:
+    """nmt's lp(|y|), |y| counting the EOS (`nmt.decode.beam.length_penalty`; gnmt is refused)."""
+    return 1.0 if cfg.length_penalty == "none" else float(length) ** cfg.alpha
+
+
+class CT2Engine:
+    """Source ids in, hypotheses out, on a CTranslate2 `Translator` (see the module docstring)."""
+
+    def __init__(self, translator: Any, *, max_len: int, src_pieces: list[str], tgt_pieces: list[str]) -> None:
+        self.translator = translator
+        self.max_len = max_len  # longest source/target in tokens (incl. eos), as the checkpoint's model
+        self.src_pieces = src_pieces
+        self.tgt_pieces = tgt_pieces
+        self.tgt_ids = {piece: i for i, piece in enumerate(tgt_pieces)}
+        self.eos = tgt_pieces[EOS_ID]
+        self.suppress = [[tgt_pieces[PAD_ID]], [tgt_pieces[BOS_ID]]]  # never generated, as in nmt
+
+    def pieces(self, src: list[int]) -> list[str]:
+        """Source pieces without the trailing eos (the export's `add_source_eos` puts it back)."""
+        return [self.src_pieces[i] for i in (src[:-1] if src and src[-1] == EOS_ID else src)]
+
+    def search(
+        self,
+        src_seqs: list[list[int]],
+        cfg: DecodeConfig,
+        *,
+        on_batch: Callable[[int], object] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Up to `cfg.nbest` hypotheses per source id sequence (each ending in eos), best first, in
+        input order; an empty sequence gets none. `on_batch(n)` follows each call of n sentences."""
+        check_decode(cfg, where="CTranslate2 engine")
+        out: list[list[Hypothesis]] = [[] for _ in src_seqs]
+        todo = sorted((output_limit(len(s), cfg, max_len=self.max_len), i) for i, s in enumerate(src_seqs) if s)
+        for limit, group in itertools.groupby(todo, key=lambda item: item[0]):
+            index = [i for _, i in group]
+            sources = [self.pieces(src_seqs[i]) for i in index]
+            results = self.translator.translate_batch(
+                sources,
+                max_batch_size=cfg.batch_tokens,
+                batch_type="tokens",
+                beam_size=cfg.beam,
+                num_hypotheses=cfg.beam,  # all beams: cut hypotheses may merge, then nbest are kept
+                length_penalty=cfg.alpha if cfg.length_penalty == "average" else 0.0,
+                no_repeat_ngram_size=cfg.no_repeat_ngram,
+                suppress_sequences=self.suppress,
+                return_end_token=True,  # the length then counts the EOS, as nmt's does
+                max_input_length=0,  # sources are already cut to the model's maximum
+                max_decoding_length=limit + 1,  # tokens incl. the EOS
+                min_decoding_length=cfg.min_len,
+                return_scores=True,
+            )
+            for i, source, result in zip(index, sources, results, strict=True):
+                out[i] = self._hypotheses(source, result, cfg, limit=limit)
+            if on_batch is not None:
+                on_batch(len(index))
+        return out
+
+    def _hypotheses(self, source: list[str], result: Any, cfg: DecodeConfig, *, limit: int) -> list[Hypothesis]:
+        """nbest distinct hypotheses of one result; those that ran past the limit are cut and rescored."""
+        found: dict[tuple[int, ...], float] = {}
+        cut: list[tuple[int, ...]] = []
+        for pieces, score in zip(result.hypotheses, result.scores, strict=True):
+            if pieces and pieces[-1] == self.eos:
+                tokens = tuple(self.tgt_ids[p] for p in pieces[:-1])
+                found[tokens] = max(score, found.get(tokens, -math.inf))
+            else:
+                cut.append(tuple(self.tgt_ids[p] for p in pieces[:limit]))
+        cut = [c for c in dict.fromkeys(cut) if c not in found]
+        if cut:  # rare: scored as nmt scores them, with the EOS it forces at the limit
+            tgt_pieces = [[self.tgt_pieces[t] for t in tokens] for tokens in cut]
+            scored = self.translator.score_batch([source] * len(cut), tgt_pieces, max_input_length=0)
+            for tokens, res in zip(cut, scored, strict=True):
+                found[tokens] = math.fsum(res.log_probs) / length_divisor(len(tokens) + 1, cfg)
+        best = sorted(found.items(), key=lambda item: -item[1])[: cfg.nbest]
+        return [Hypothesis(list(tokens), float(score), []) for tokens, score in best]
