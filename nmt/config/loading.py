@@ -1,0 +1,272 @@
+"""Loading configs: YAML and `--set` overrides, converted by each field's type, checked strictly.
+
+Every value is converted by its dataclass field's type (not by YAML's scalar rules),
+unknown keys are rejected with the nearest valid key, and cross-field rules live in the
+schema's `__post_init__`. Paths may use `${VAR}` / `${VAR:-default}`; after expansion, a
+relative path is resolved against the current working directory, and the loaded config
+holds absolute paths only (so the copy written into the experiment directory and into
+checkpoints means the same thing from anywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nmt.config.schema import DecodeConfig, ExperimentConfig, SplitSpec
+from nmt.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_path(value: str, where: str) -> str:
+    """Expand `${VAR}` / `${VAR:-default}` and `~`, and make the path absolute (CWD)."""
+
+    def sub(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{where}: environment variable {var} is not set",
+            hint=f"export {var}=... (e.g. NMT_DATA=$(realpath ../shared/data)) or write ${{{var}:-default}}",
+        )
+
+    expanded = os.path.expanduser(_ENV.sub(sub, value))
+    return str(Path(expanded).absolute())
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))
+
+
+def _closest(key: str, options: list[str]) -> str | None:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
+    """Convert a YAML or --set value to the field type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: expected {expected}, got {value!r}")
+
+    if meta.get("resolved") and _is_null(value):
+        return None  # filled in by the section's __post_init__
+
+    if origin in (typing.Union, types.UnionType):
+        if _is_null(value) and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, where, meta)
+    if origin is Literal:
+        if value in args:
+            return value
+        hint = _closest(str(value), [str(a) for a in args])
+        choices = ", ".join(str(a) for a in args)
+        msg = f"{where}: {key}: invalid value {value!r}; expected one of {choices}"
+        raise ConfigError(msg + (f"; did you mean {hint}?" if hint else ""))
+    if dataclasses.is_dataclass(tp):
+        if tp is SplitSpec and isinstance(value, str):
+            value = {"prefix": value}
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return _build(tp, value, key, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        # `--set data.splits.NAME=null` removes an entry
+        return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items() if not _is_null(v)}
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"a list of {len(args)}")
+        if origin is tuple and len(value) != len(args):
+            raise bad(f"a list of {len(args)}")
+        item_types = args if origin is tuple else [args[0]] * len(value)
+        return tuple(_convert(v, t, key, where, meta) for v, t in zip(value, item_types))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise bad("an integer") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad("a string")
+        text = str(value)
+        return expand_path(text, f"{where}: {key}") if meta.get("path") else text
+    raise AssertionError(f"unsupported config type {tp}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            near = _closest(str(key), list(fields))
+            msg = f"{where}: {path}: unknown key"
+            if near:
+                msg += f"; did you mean {prefix + '.' if prefix else ''}{near}?"
+            else:
+                msg += f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(msg)
+        kwargs[key] = _convert(value, hints[key], path, where, fields[key].metadata)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        message = str(exc)
+        if prefix and not message.startswith(prefix.split(".")[0]):
+            message = f"{prefix}: {message}"
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def _set_override(raw: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value, e.g. train.lr=5e-4")
+    path, value = assignment.split("=", 1)
+    node = raw
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {path}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value  # a string: converted by the field type, not by YAML
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply `--set` overrides."""
+    raw: dict[str, Any] = {}
+    where = str(path) if path is not None else "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"config file {p} does not exist", hint="check the path (relative to the current directory)"
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            pos = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{p}:{pos}: YAML syntax error: {problem}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not valid UTF-8 ({exc.reason})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        raw = loaded
+    for assignment in overrides:
+        _set_override(raw, assignment)
+    if overrides and path is not None:
+        where = f"{path} (with --set)"
+    cfg = _build(ExperimentConfig, raw, "", where)
+    check_new_experiment(cfg, where=where)
+    return cfg
+
+
+def check_new_experiment(cfg: ExperimentConfig, *, where: str) -> None:
+    """Rules for configs that will prepare or train, but not for those stored in old checkpoints.
+
+    A checkpoint trained before a rule existed still loads (`nmt.checkpoint` warns instead).
+    """
+    if cfg.model.share_embeddings == "all" and not cfg.vocab.joint:
+        raise ConfigError(
+            f"{where}: model.share_embeddings: all ties the source and target embeddings, but vocab.joint is "
+            "false: source id i and target id i would be unrelated pieces of two vocabularies",
+            hint="set vocab.joint: true (one vocabulary for both sides), or model.share_embeddings: decoder",
+        )
+
+
+def apply_decode_overrides(base: DecodeConfig, overrides: Sequence[str], *, where: str) -> DecodeConfig:
+    """`base` (e.g. a checkpoint's stored decode section) with `decode.KEY=VALUE` overrides applied.
+
+    Values are converted and checked like a config file's, so a bad value or an unknown
+    key is a ConfigError naming the key (and the nearest valid one). Only decode.* may
+    change: the rest is fixed by the checkpoint. When the length penalty changes but alpha
+    does not, alpha follows the new mode's default unless the stored alpha was set to
+    something other than the old mode's default.
+    """
+    raw: dict[str, Any] = {"decode": config_to_dict(base)}
+    changed = set()
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if "=" in item and (section != "decode" or not name or "." in name):
+            raise ConfigError(
+                f"--set {key}: only decode.* settings can change when translating",
+                hint="the model, vocabulary and data settings are fixed by the checkpoint",
+            )
+        _set_override(raw, item)
+        changed.add(name)
+    if "length_penalty" in changed and "alpha" not in changed:
+        if base.alpha == DecodeConfig(length_penalty=base.length_penalty).alpha:
+            raw["decode"]["alpha"] = None
+    return _build(ExperimentConfig, raw, "", where).decode
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> ExperimentConfig:
+    """Rebuild a config from `config_to_dict` output (e.g. stored in a checkpoint)."""
+    return _build(ExperimentConfig, raw, "", where)
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain dict/list/scalar form of a config, suitable for YAML, JSON and checkpoints."""
+    if isinstance(cfg, SplitSpec):
+        return cfg.prefix if cfg.prefix is not None else {"src": cfg.src, "tgt": cfg.tgt}
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """YAML text of the resolved config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def diff_configs(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two config dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += diff_configs(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if a == b else [prefix]

@@ -1,0 +1,211 @@
+"""The config schema: one frozen dataclass per section, cross-field rules in `__post_init__`.
+
+Fields left null in YAML that the section derives (a preset's sizes, the length penalty's
+alpha) carry `RESOLVED` metadata and are always set once a section is built, so code
+downstream reads plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+PATH = {"path": True}  # field metadata: expand ${VAR} and resolve against the CWD
+RESOLVED = {"resolved": True}  # field metadata: null in YAML = derived at load (preset, mode default)
+
+
+def _resolved() -> Any:
+    """A field that may be left out (null) in YAML and is always set once the config is built.
+
+    Its type is the resolved one (`int`, `float`, `bool`), so code downstream never sees None.
+    """
+    return field(default=None, metadata=RESOLVED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    """One parallel split: a prefix (`<dir>/train` + `.de`/`.en`) or explicit files."""
+
+    prefix: str | None = field(default=None, metadata=PATH)
+    src: str | None = field(default=None, metadata=PATH)  # explicit source file
+    tgt: str | None = field(default=None, metadata=PATH)  # explicit target file
+
+    def __post_init__(self) -> None:
+        if (self.prefix is None) == (self.src is None or self.tgt is None):
+            raise ValueError("give either a prefix string or both src and tgt files")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    src_lang: str = "de"  # suffix of source files when a split is a prefix
+    tgt_lang: str = "en"  # suffix of target files when a split is a prefix
+    splits: dict[str, SplitSpec] = field(default_factory=dict)  # name -> files; needs train and valid
+    max_len: int = 250  # training pairs longer than this (SentencePiece tokens) are dropped
+    max_ratio: float = 3.0  # training pairs with a longer/shorter token ratio above this are dropped
+    on_invalid_utf8: Literal["error", "replace"] = "error"  # replace: U+FFFD and count
+
+    def __post_init__(self) -> None:
+        if self.splits and not {"train", "valid"} <= set(self.splits):
+            raise ValueError("data.splits needs at least 'train' and 'valid'")
+        _check_range("data.max_len", self.max_len, low=1)
+        _check_range("data.max_ratio", self.max_ratio, low=1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VocabConfig:
+    type: Literal["bpe", "unigram"] = "bpe"  # SentencePiece model type
+    size: int = 8000  # pieces per vocabulary (including the 4 special ids)
+    joint: bool = True  # one vocabulary for both sides (needed for share_embeddings: all)
+    character_coverage: float = 1.0  # fraction of characters covered by the model
+    max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
+
+    def __post_init__(self) -> None:
+        _check_range("vocab.size", self.size, low=8)
+        _check_range("vocab.character_coverage", self.character_coverage, low=0.9, high=1.0)
+        _check_range("vocab.max_sentences", self.max_sentences, low=1)
+
+
+# The sizes of fairseq's transformer_iwslt_de_en-like small models and of Vaswani et al.'s base
+# and big (big: fairseq's transformer_wmt_en_de_big, attention dropout 0.1).
+_SIZES = ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers", "dropout", "attention_dropout")
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(zip(_SIZES, (64, 2, 256, 2, 2, 0.1, 0.0), strict=True)),
+    "small": dict(zip(_SIZES, (256, 4, 1024, 3, 3, 0.1, 0.0), strict=True)),
+    "base": dict(zip(_SIZES, (512, 8, 2048, 6, 6, 0.1, 0.0), strict=True)),
+    "big": dict(zip(_SIZES, (1024, 16, 4096, 6, 6, 0.3, 0.1), strict=True)),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    arch: Literal["transformer", "rnn"] = "transformer"  # model family: Transformer or recurrent (LSTM/GRU)
+    preset: Literal["tiny", "small", "base", "big"] = "small"  # the fields below left null take its values
+    d_model: int = _resolved()  # model width (rnn: embedding and hidden size)
+    n_heads: int = _resolved()  # transformer: attention heads
+    ffn_dim: int = _resolved()  # transformer: feed-forward inner width
+    enc_layers: int = _resolved()  # encoder layers
+    dec_layers: int = _resolved()  # decoder layers
+    dropout: float = _resolved()  # dropout on embeddings and sublayer outputs (rnn: also between layers)
+    attention_dropout: float = _resolved()  # transformer: dropout on attention weights (fairseq's)
+    activation_dropout: float = 0.0  # transformer: dropout after the FFN non-linearity (fairseq's)
+    activation: Literal["relu", "gelu"] = "relu"  # transformer: FFN non-linearity
+    norm: Literal["pre", "post"] = "pre"  # transformer: LayerNorm before (stable) or after (paper) sublayers
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # transformer: position embeddings
+    share_embeddings: Literal["all", "decoder", "none"] = "all"  # weight tying
+    max_len: int = 256  # longest source/target in tokens the model accepts
+    cell: Literal["lstm", "gru"] = "lstm"  # rnn: recurrent cell
+    bidirectional: bool = True  # rnn: bidirectional encoder (d_model / 2 per direction)
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "luong_general"  # rnn: none = Sutskever
+    input_feeding: bool = _resolved()  # rnn: feed the last attentional vector back in (Luong); default on for luong_*
+    residual: bool = True  # rnn: residual connections between stacked layers, from the third layer on (GNMT)
+
+    def __post_init__(self) -> None:
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.input_feeding is None:
+            object.__setattr__(self, "input_feeding", self.arch == "rnn" and self.attention.startswith("luong"))
+        if self.arch == "transformer" and self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.arch == "rnn":
+            if self.input_feeding and self.attention == "none":
+                raise ValueError(
+                    "model.input_feeding needs attention (it feeds the attentional vector back in), but "
+                    "model.attention is none; set model.input_feeding: false or choose an attention"
+                )
+            if self.bidirectional and self.d_model % 2:
+                raise ValueError(f"model.d_model ({self.d_model}) must be even with a bidirectional encoder")
+        for key in ("d_model", "n_heads", "ffn_dim", "enc_layers", "dec_layers", "max_len"):
+            _check_range(f"model.{key}", getattr(self, key), low=1)
+        for key in ("dropout", "attention_dropout", "activation_dropout"):
+            _check_range(f"model.{key}", getattr(self, key), low=0.0, high=0.99)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
+    seed: int = 1  # seeds model init, shuffling and dropout
+    batch_tokens: int = 4096  # padded tokens per batch (max of source and target side)
+    max_sentences: int | None = None  # optional cap on sentences per batch
+    accum_steps: int = 1  # batches per optimizer step
+    lr: float = 5e-4  # peak learning rate
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    schedule: Literal["inverse_sqrt", "noam", "cosine", "constant"] = "inverse_sqrt"  # learning-rate schedule
+    warmup_steps: int = 1000  # linear warmup steps
+    clip_norm: float = 0.0  # gradient-norm clipping; 0 disables
+    label_smoothing: float = 0.1  # mass spread uniformly over the vocabulary
+    max_steps: int = 100_000  # stop after this many optimizer steps
+    max_epochs: int | None = None  # or after this many epochs
+    max_minutes: float | None = None  # or after this much training wall time (minutes)
+    log_every: int = 100  # steps between log lines / metrics.jsonl records
+    valid_every: int = 1000  # steps between validations (and checkpoints)
+    save_every: int | None = None  # steps between last.pt saves; default valid_every
+    keep_last: int = 5  # numbered step_N.pt checkpoints kept
+    best_metric: Literal["bleu", "loss"] = "bleu"  # what best.pt and early stopping track
+    patience: int | None = None  # validations without improvement before stopping
+    max_nonfinite: int = 10  # consecutive non-finite losses before giving up
+
+    def __post_init__(self) -> None:
+        for key in ("batch_tokens", "accum_steps", "max_steps", "log_every", "valid_every", "keep_last"):
+            _check_range(f"train.{key}", getattr(self, key), low=1)
+        _check_range("train.lr", self.lr, low=0.0)
+        _check_range("train.label_smoothing", self.label_smoothing, low=0.0, high=0.99)
+        _check_range("train.warmup_steps", self.warmup_steps, low=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where translate/evaluate run
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # inference dtype
+    beam: int = 5  # beam size; 1 = greedy
+    nbest: int = 1  # hypotheses written per input line (<= beam; with sampling: samples per line)
+    length_penalty: Literal["average", "gnmt", "none"] = "average"  # score normalisation
+    alpha: float = _resolved()  # length-penalty strength; default 1.0 (average) / 0.6 (gnmt)
+    max_len_a: float = 1.2  # max output length = a * source length + b
+    max_len_b: int = 10  # (tokens) the b of max_len_a
+    min_len: int = 1  # shortest output (tokens, EOS excluded)
+    no_repeat_ngram: int = 0  # forbid repeating n-grams of this size; 0 disables
+    batch_tokens: int = 4096  # source tokens per translation batch
+    sampling: bool = False  # sample instead of searching (back-translation)
+    temperature: float = 1.0  # sampling temperature
+    top_k: int = 0  # sample from the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus sampling mass
+
+    def __post_init__(self) -> None:
+        _check_range("decode.beam", self.beam, low=1)
+        _check_range("decode.nbest", self.nbest, low=1, high=None if self.sampling else self.beam)
+        _check_range("decode.batch_tokens", self.batch_tokens, low=1)
+        for key in ("min_len", "max_len_a", "max_len_b", "no_repeat_ngram", "top_k"):
+            _check_range(f"decode.{key}", getattr(self, key), low=0)
+        if self.temperature <= 0:
+            raise ValueError(f"decode.temperature must be > 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"decode.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", 0.6 if self.length_penalty == "gnmt" else 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    name: str = "experiment"  # shown in logs and tables
+    workdir: str = field(default="data/exp/experiment", metadata=PATH)  # the experiment directory
+    data: DataConfig = field(default_factory=DataConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workdir", str(Path(self.workdir).absolute()))
+
+
+def _check_range(key: str, value: Any, *, low: float | None = None, high: float | None = None) -> None:
+    if value is None:
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{key} must be {bounds}, got {value!r}")
