@@ -31,9 +31,12 @@ measures both on tiny random models):
   min_len, a repeated n-gram); nmt masks them without renormalising. A trained model gives
   pad and bos almost no mass, so its scores differ by about the mass of an early EOS;
 - its beam search finishes a hypothesis only when EOS is among the K best candidates of a
-  step (nmt looks at the best 2K), and it stops once K hypotheses are finished (nmt stops
-  only when no open hypothesis can still win). So it may return a lower-scoring output
-  than nmt's search, never, on the tested models, a higher-scoring one.
+  step (nmt looks at the best 2K), and it stops once `patience` x K hypotheses are finished
+  (nmt stops only when no open hypothesis can still win). The engine asks for patience 2
+  (Kasai et al. 2022): on a Multi30k model trained 600 updates, beam 5, the best outputs
+  were identical to nmt's on 93.3% of 300 test lines with patience 1, 99.7% with 2 and 100%
+  with 4, at about 1.1x and 1.4x the decoding time of patience 1. So it may return a
+  lower-scoring output than nmt's search, never, on the tested models, a higher-scoring one.
 The `Hypothesis.token_scores` of this engine are empty: CTranslate2's search returns only
 the sequence score.
 """
@@ -63,6 +66,7 @@ FORMAT = "nmt-ctranslate2"
 VERSION = 1
 SPM_JOINT, SPM_SRC, SPM_TGT = "spm.model", "spm.src.model", "spm.tgt.model"
 INSTALL_HINT = "pip install 'nmt[ct2]'  (CTranslate2 4.x)"
+PATIENCE = 2.0  # beam search goes on until 2K hypotheses are finished (see the module docstring)
 
 
 def require_ctranslate2() -> Any:
@@ -237,6 +241,7 @@ class CT2Engine:
                 max_batch_size=cfg.batch_tokens,
                 batch_type="tokens",
                 beam_size=cfg.beam,
+                patience=PATIENCE,
                 num_hypotheses=cfg.beam,  # all beams: cut hypotheses may merge, then nbest are kept
                 length_penalty=cfg.alpha if cfg.length_penalty == "average" else 0.0,
                 no_repeat_ngram_size=cfg.no_repeat_ngram,
