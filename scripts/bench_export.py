@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--split", default="test_2016_flickr")
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
     parser.add_argument("--batch-tokens", type=int, default=600)
-    parser.add_argument("--quantizations", nargs="+", default=["none", "int8"])
+    parser.add_argument("--quantizations", nargs="*", default=["none", "int8"])
     parser.add_argument("--native-precisions", nargs="+", default=["fp32"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

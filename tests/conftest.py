@@ -14,6 +14,9 @@ os.environ.setdefault("NMT_DATA", str((ROOT.parent / "shared" / "data").resolve(
 os.environ["NMT_DATA"] = str(Path(os.environ["NMT_DATA"]).resolve())
 # On 2 busy cores, oversubscribed threads make small matmuls 25x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests decode in fp32 on every machine (precision auto would pick bf16 where the CPU has it),
+# so exact comparisons do not depend on the CPU; the tests of bf16 ask for it explicitly.
+os.environ["NMT_CPU_BF16"] = "0"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -152,8 +152,9 @@ def check_decode(cfg: DecodeConfig, *, where: str) -> None:
 
 
 def compute_type(precision: str, quantization: str) -> str:
-    """CTranslate2 compute type: fp32 keeps the exported weights' type; bf16/fp16 ask for those activations."""
-    if precision == "fp32":
+    """CTranslate2 compute type: fp32 and auto keep the exported weights' type; bf16/fp16 ask for those
+    activations."""
+    if precision in ("fp32", "auto"):
         return "default"
     half = "bfloat16" if precision == "bf16" else "float16"
     return f"int8_{half}" if quantization.startswith("int8") else half

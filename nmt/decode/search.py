@@ -24,12 +24,14 @@ from nmt.data.batching import make_batches
 from nmt.decode.beam import Hypothesis, beam_search
 from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import sample
+from nmt.device import resolve_decode_precision
 from nmt.model import Seq2SeqModel
 from nmt.tokens import PAD_ID
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for inference; fp32 is a no-op."""
+    """Mixed-precision context for inference; fp32 is a no-op, auto is resolved for `device`."""
+    precision = resolve_decode_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

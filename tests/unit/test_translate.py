@@ -194,3 +194,34 @@ def test_precision_bf16_agrees_with_fp32(loaded: LoadedModel, tiny_checkpoint: T
     # each bf16 hypothesis scored as fp32 scores it (measured: within 0.002 of -0.75..-1.0 scores)
     for src, (best,) in zip(source_ids(loaded, lines)[0], bf16, strict=True):
         assert best.score == pytest.approx(fp32_score(loaded.model, src, best.ids), abs=0.02)
+
+
+def test_decode_precision_auto_follows_the_cpu() -> None:
+    from nmt.device import resolve_decode_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_decode_precision("auto", cpu, native_bf16=True) == "bf16"
+    assert resolve_decode_precision("auto", cpu, native_bf16=False) == "fp32"
+    assert resolve_decode_precision("auto", cuda, native_bf16=True) == "fp32"
+    assert resolve_decode_precision("fp32", cpu, native_bf16=True) == "fp32"
+    assert resolve_decode_precision("bf16", cpu, native_bf16=False) == "bf16"  # asked for: honoured
+    assert DecodeConfig().precision == "auto"
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path as P
+
+    from nmt import device
+
+    flags = {"avx512_bf16": True, "amx_bf16": True, "avx512f": False}
+    for flag, expected in flags.items():
+        device.cpu_has_native_bf16.cache_clear()
+        monkeypatch.delenv("NMT_CPU_BF16", raising=False)
+        monkeypatch.setattr(
+            P, "read_text", lambda self, errors=None, f=flag: f"processor: 0\nflags\t\t: fpu sse2 {f}\n"
+        )
+        assert device.cpu_has_native_bf16() is expected, flag
+    device.cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("NMT_CPU_BF16", "1")
+    assert device.cpu_has_native_bf16() is True
+    device.cpu_has_native_bf16.cache_clear()
