@@ -20,15 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from nmt import __version__
-from nmt.checkpoint import checkpoint_config, read_checkpoint
 from nmt.config import config_to_dict
-from nmt.data.vocab import Vocab
 from nmt.decode.ct2 import FORMAT, MANIFEST, SPM_JOINT, SPM_SRC, SPM_TGT, VERSION, require_ctranslate2
+from nmt.decode.load import LoadedModel, load_model
 from nmt.errors import CheckpointError, ConfigError, NmtError
-from nmt.model import build_model
 
 # nmt name -> CTranslate2 quantization (None: keep the float32 weights)
 QUANTIZATIONS: dict[str, str | None] = {
@@ -82,25 +78,16 @@ def _check_target(checkpoint: Path, out_dir: Path, *, force: bool) -> None:
         raise NmtError(f"{out_dir}: holds the checkpoint being exported", hint="choose another output directory")
 
 
-def _load_transformer(checkpoint: Path) -> tuple[torch.nn.Module, dict, object, Vocab, int]:
-    ckpt = read_checkpoint(checkpoint)
-    cfg = checkpoint_config(ckpt, checkpoint)
-    if cfg.model.arch != "transformer":
+def _load_transformer(checkpoint: Path) -> LoadedModel:
+    """The checkpoint's model (as `nmt translate` loads it), or CheckpointError for a recurrent one."""
+    loaded = load_model(checkpoint, device="cpu")
+    if loaded.cfg.model.arch != "transformer":
         raise CheckpointError(
-            f"{checkpoint}: a recurrent model (model.arch: {cfg.model.arch}) cannot be exported: CTranslate2 "
-            "runs Transformers only",
+            f"{checkpoint}: a recurrent model (model.arch: {loaded.cfg.model.arch}) cannot be exported: "
+            "CTranslate2 runs Transformers only",
             hint=f"translate it with the checkpoint itself: nmt translate {checkpoint}",
         )
-    vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
-    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
-    try:
-        model.load_state_dict(ckpt["model"])  # type: ignore[attr-defined]
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{checkpoint}: weights do not match the stored config ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()  # type: ignore[attr-defined]
-    return model, ckpt, cfg, vocab, int(ckpt.get("step", 0))  # type: ignore[return-value]
+    return loaded
 
 
 def _fsync_dir(path: Path) -> None:
@@ -129,7 +116,8 @@ def export_checkpoint(
     ct2_quantization = check_quantization(quantization)
     ctranslate2 = require_ctranslate2()
     _check_target(checkpoint, out_dir, force=force)
-    model, ckpt, cfg, vocab, step = _load_transformer(checkpoint)
+    loaded = _load_transformer(checkpoint)
+    model, cfg, vocab, step = loaded.model, loaded.cfg, loaded.vocab, loaded.step
 
     from nmt.export.spec import NmtConverter  # imports ctranslate2, known to be installed by now
 
