@@ -49,10 +49,11 @@ def cpu_has_native_bf16() -> bool:
 def resolve_decode_precision(name: str, device: torch.device, *, native_bf16: bool | None = None) -> str:
     """`decode.precision` for `device`: auto -> bf16 on a CPU with native bf16, else fp32.
 
-    Measured on Multi30k (test_2016_flickr, 2 threads, a CPU with avx512_bf16): bf16 scores
-    32.05 BLEU against fp32's 32.07 at beam 5 and decodes 1.11x faster there, but greedy
-    decoding is 0.70x as fast; so auto is an opt-in, not the default. On CUDA auto stays
-    fp32 (not measured there yet).
+    Measured on Multi30k (test_2016_flickr, 2 threads, a CPU with avx512_bf16, weights cast
+    to bf16 once by `nmt.decode.search.decoding_model`): beam 5 decodes 1.3x faster than
+    fp32 at 31.93 BLEU against 32.07, greedy 1.05x faster (BENCHMARKS.md). A CPU without
+    native bf16 emulates it slowly, so auto keeps fp32 there; on CUDA auto stays fp32 too
+    (not measured there yet).
     """
     if name != "auto":
         return name

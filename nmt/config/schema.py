@@ -160,7 +160,7 @@ class TrainConfig:
 @dataclass(frozen=True, kw_only=True)
 class DecodeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where translate/evaluate run
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # inference dtype; auto: bf16 on CPUs with native bf16
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # dtype; auto: bf16 on CPUs with native bf16
     beam: int = 5  # beam size; 1 = greedy
     nbest: int = 1  # hypotheses written per input line (<= beam; with sampling: samples per line)
     length_penalty: Literal["average", "gnmt", "none"] = "average"  # score normalisation

@@ -346,7 +346,7 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     alive = torch.arange(batch, device=device)  # (n,) original sentence of each working row
     encoded = model.encode(src_ids, src_pad)
     memory = MemoryRows(encoded, alive.repeat_interleave(beam))
-    state = model.init_state(memory)
+    state = model.init_state(encoded, group=beam)  # per-sentence cross-attention K/V, beam rows each
 
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand

@@ -11,7 +11,8 @@ returns its hypotheses, so callers never ask which kind they hold.
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import weakref
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -28,13 +29,39 @@ from nmt.device import resolve_decode_precision
 from nmt.model import Seq2SeqModel
 from nmt.tokens import PAD_ID
 
+_CAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter key, cast copy)
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for inference; fp32 is a no-op, auto is resolved for `device`."""
+
+def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) -> Seq2SeqModel:
+    """The model to decode with at `precision` (auto resolved for `device`): the model itself
+    in fp32, else a copy whose weights are cast to bf16/fp16 once.
+
+    Casting the weights once, as fairseq-generate --fp16 and CTranslate2 do, rather than
+    autocasting every op, spares re-casting the weights (the (V, D) output projection
+    included) at every decoding step: with autocast, bf16 greedy decoding was slower than
+    fp32 (see BENCHMARKS.md). Log-softmax and search run in fp32 on the step's logits. The
+    copy is kept while the model's parameters are unchanged (training validates the same
+    model object after every optimizer step: the parameter versions tell).
+    """
     precision = resolve_decode_precision(precision, device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision == "fp32" or not isinstance(model, torch.nn.Module):
+        return model
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    key = (dtype, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    cached = _CAST_COPIES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    grads = [p.grad for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None  # not copied
+    try:
+        cast = copy.deepcopy(model)
+    finally:
+        for p, grad in zip(model.parameters(), grads, strict=True):
+            p.grad = grad
+    cast.to(dtype).eval().requires_grad_(False)
+    _CAST_COPIES[model] = (key, cast)
+    return cast  # type: ignore[return-value]
 
 
 @runtime_checkable
@@ -107,7 +134,8 @@ def search(
     # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
     budget = max(cfg.batch_tokens // cfg.nbest, 1) if cfg.sampling else cfg.batch_tokens
     batches = make_batches(lengths, batch_tokens=budget, max_sentences=None, seed=0, epoch=0, shuffle=False)
-    with torch.inference_mode(), autocast(device, cfg.precision):
+    model = decoding_model(model, device, cfg.precision)
+    with torch.inference_mode():
         for batch in batches:
             index = [todo[j] for j in batch.tolist()]
             src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)

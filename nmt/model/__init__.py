@@ -24,7 +24,9 @@ class DecoderState(Protocol):
     """Incremental decoder state (e.g. per-layer K/V); `reorder` gathers rows by `idx` (N,).
 
     `same_source=True` means rows only move among hypotheses of one source sentence, so
-    per-source parts of the state (cross-attention K/V) may be left as they are.
+    per-source parts of the state (cross-attention K/V) may be left as they are. A state
+    made with `init_state(..., group=K)` is reordered by whole groups: each run of K entries
+    of `idx` comes from one source sentence.
     """
 
     def reorder(self, idx: Tensor, *, same_source: bool = False) -> Self: ...
@@ -43,8 +45,10 @@ class Seq2SeqModel(Protocol):
         """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T)."""
         ...
 
-    def init_state(self, memory: Memory) -> DecoderState:
-        """Empty decoder state for `memory` (cross-attention K/V computed here, once)."""
+    def init_state(self, memory: Memory, *, group: int = 1) -> DecoderState:
+        """Empty decoder state with `group` consecutive rows per row of `memory` (the beams of
+        a sentence); cross-attention K/V are computed here, once per sentence. The state's
+        `reorder` then keeps or drops whole groups (see `DecoderState`)."""
         ...
 
     def decode_step(self, tgt_last: Tensor, memory: Memory, state: DecoderState) -> tuple[Tensor, DecoderState]:

@@ -89,6 +89,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        self._fused: tuple[tuple, Tensor, Tensor] | None = None  # see `project_qkv`
 
     def _heads(self, x: Tensor) -> Tensor:
         """(B, L, D) -> (B, H, L, Dh)."""
@@ -98,6 +99,21 @@ class MultiHeadAttention(nn.Module):
         """Keys and values (B, H, L, Dh) for inputs (B, L, D); cached by the decoder."""
         return KVCache(self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value)))
 
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, KVCache]:
+        """Queries (B, H, L, Dh) and keys/values of self-attention inputs `x` (B, L, D), in one matmul.
+
+        The concatenated weight is built once and rebuilt only when a projection's weight or bias
+        changes (an optimizer step between validations, a move to another device or dtype).
+        """
+        params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+        biases = (self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in (*params, *biases))
+        if self._fused is None or self._fused[0] != key:
+            self._fused = (key, torch.cat(params), torch.cat(biases))
+        qkv = F.linear(x, self._fused[1], self._fused[2])
+        q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
+        return q, KVCache(k, v)
+
     def attend(
         self,
         query: Tensor,
@@ -106,6 +122,7 @@ class MultiHeadAttention(nn.Module):
         key_pad: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        group: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from `query` (B, T, D) to projected keys/values `kv`.
 
@@ -113,23 +130,48 @@ class MultiHeadAttention(nn.Module):
             key_pad: (B, S) True at padded keys.
             causal: mask future keys (see `attention_mask`).
             need_weights: also return head-averaged weights (B, T, S), via the explicit softmax.
+            group: `group` consecutive query rows share one row of `kv` and `key_pad` (the beams
+                of one source sentence in cross-attention): `kv` has B / group rows. Their queries
+                are stacked into one attention call per source instead of repeating its K/V.
 
         Returns:
             output (B, T, D) and the weights or None.
         """
-        q = self._heads(self.q_proj(query))
-        tgt_len, src_len = q.size(2), kv.length
+        return self.attend_heads(
+            self._heads(self.q_proj(query)), kv, key_pad=key_pad, causal=causal, need_weights=need_weights, group=group
+        )
+
+    def attend_heads(
+        self,
+        q: Tensor,
+        kv: KVCache,
+        *,
+        key_pad: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        group: int = 1,
+    ) -> tuple[Tensor, Tensor | None]:
+        """`attend` for queries already projected and split into heads, q (B, H, T, Dh)."""
+        batch, _, tgt_len, _ = q.shape
+        if group > 1:
+            if causal:
+                raise ValueError("grouped queries attend to a shared source: causal masking does not apply")
+            q = q.unflatten(0, (-1, group)).transpose(1, 2).flatten(2, 3)  # (B / group, H, group * T, Dh)
+        src_len = kv.length
         dropout_p = self.dropout if self.training else 0.0
         weights = None
-        if not need_weights and key_pad is None and (not causal or tgt_len == src_len):
+        if not need_weights and key_pad is None and (not causal or q.size(2) == src_len):
             # is_causal without an explicit mask keeps the fused (flash) kernels available.
             out = F.scaled_dot_product_attention(q, kv.k, kv.v, dropout_p=dropout_p, is_causal=causal)
-            return self.out_proj(out.transpose(1, 2).flatten(2)), weights
-        allowed = attention_mask(key_pad, causal=causal, tgt_len=tgt_len, src_len=src_len, device=q.device)
-        if need_weights:
-            out, weights = softmax_attention(q, kv.k, kv.v, allowed, dropout_p=dropout_p)
         else:
-            out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=allowed, dropout_p=dropout_p)
+            allowed = attention_mask(key_pad, causal=causal, tgt_len=q.size(2), src_len=src_len, device=q.device)
+            if need_weights:
+                out, weights = softmax_attention(q, kv.k, kv.v, allowed, dropout_p=dropout_p)
+                weights = weights.reshape(batch, tgt_len, src_len)
+            else:
+                out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=allowed, dropout_p=dropout_p)
+        if group > 1:
+            out = out.unflatten(2, (group, tgt_len)).transpose(1, 2).flatten(0, 1)  # back to (B, H, T, Dh)
         return self.out_proj(out.transpose(1, 2).flatten(2)), weights
 
     def forward(

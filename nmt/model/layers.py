@@ -121,24 +121,28 @@ class DecoderLayer(_Residual):
         self_kv: KVCache,
         cross_kv: KVCache,
         src_pad: Tensor,
+        group: int = 1,
     ) -> Tensor:
         """One decoding time step: x (B, 1, D) -> (B, 1, D).
 
         Args:
             self_kv: self-attention K/V (B, H, t + 1, Dh): the t cached positions and a free last
                 slot, which this step fills in place with the new position's K/V.
+            cross_kv, src_pad: per source sentence, B / group rows: `group` consecutive rows of
+                `x` (the beams of one sentence) share one (see `MultiHeadAttention.attend`).
         """
         h = self._in(x, self.self_attn_norm)
-        self_kv.set_last_(self.self_attn.project_kv(h))
-        y, _ = self.self_attn.attend(h, self_kv)  # the newest position may see every cached one
+        q, new_kv = self.self_attn.project_qkv(h)
+        self_kv.set_last_(new_kv)
+        y, _ = self.self_attn.attend_heads(q, self_kv)  # the newest position may see every cached one
         x = self._out(x, y, self.self_attn_norm)
-        x, _ = self._cross_and_ffn(x, cross_kv, src_pad=src_pad, need_weights=False)
+        x, _ = self._cross_and_ffn(x, cross_kv, src_pad=src_pad, need_weights=False, group=group)
         return x
 
     def _cross_and_ffn(
-        self, x: Tensor, cross_kv: KVCache, *, src_pad: Tensor, need_weights: bool
+        self, x: Tensor, cross_kv: KVCache, *, src_pad: Tensor, need_weights: bool, group: int = 1
     ) -> tuple[Tensor, Tensor | None]:
         h = self._in(x, self.cross_attn_norm)
-        y, weights = self.cross_attn.attend(h, cross_kv, key_pad=src_pad, need_weights=need_weights)
+        y, weights = self.cross_attn.attend(h, cross_kv, key_pad=src_pad, need_weights=need_weights, group=group)
         x = self._out(x, y, self.cross_attn_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), weights

@@ -224,9 +224,15 @@ class RNNSeq2Seq(nn.Module):
         """(directions, B, H) -> (B, directions * H)."""
         return state.transpose(0, 1).flatten(1)
 
-    def init_state(self, memory: RNNMemory) -> RNNState:
+    def init_state(self, memory: RNNMemory, *, group: int = 1) -> RNNState:
         """Decoder start state: the bridge of the encoder's final states (layer by layer when the
-        depths match, else the top encoder layer's for every decoder layer); a zero input feed."""
+        depths match, else the top encoder layer's for every decoder layer); a zero input feed.
+        With `group` > 1, each sentence's state is repeated for its `group` rows (the attention
+        reads the memory rows `decode_step` is given, one per row)."""
+        if group > 1:
+            memory = memory.index_select(
+                torch.arange(memory.src_pad.size(0), device=memory.src_pad.device).repeat_interleave(group)
+            )
         layers = len(self.decoder)
 
         def per_layer(final: Tensor) -> Tensor:

@@ -52,10 +52,12 @@ class TransformerState:
     Attributes:
         self_kv: (C, B, layers, 2, H, Dh) self-attention keys (index 0) and values (1) per
             position; positions before `step` are filled, C >= step is the capacity.
-        cross_kv: (B, layers, 2, H, S, Dh) cross-attention keys and values, computed once.
-        src_pad: (B, S) True at source padding.
+        cross_kv: (B / group, layers, 2, H, S, Dh) cross-attention keys and values of each
+            source sentence, computed once and shared by its `group` decoder rows.
+        src_pad: (B / group, S) True at source padding.
         step: t, the number of tokens already fed (the next token sits at position t).
         self_spare, cross_spare: flat buffers that `reorder` writes into; replaced when too small.
+        group: decoder rows per source sentence (the beam size in beam search), consecutive.
     """
 
     self_kv: Tensor
@@ -64,6 +66,7 @@ class TransformerState:
     step: int
     self_spare: Tensor
     cross_spare: Tensor
+    group: int = 1
 
     def layer_self_kv(self, layer: int, length: int) -> KVCache:
         """Views (B, H, length, Dh) of decoder layer `layer`'s self-attention K/V at positions < length."""
@@ -78,7 +81,9 @@ class TransformerState:
 
         `same_source=True` promises that every row moves only among rows of the same source
         sentence (beam reordering without shrinking): the per-source cross-attention K/V and
-        padding are then already right and are not copied.
+        padding are then already right and are not copied. Otherwise every run of `group`
+        consecutive entries of `idx` must come from one source sentence (whole sentences are
+        kept or dropped), whose cross-attention K/V row is then `idx[j * group] // group`.
         """
         step, rows = self.step, idx.numel()
         capacity, batch = self.self_kv.shape[:2]
@@ -87,11 +92,14 @@ class TransformerState:
         pairs = (torch.arange(step, device=idx.device).unsqueeze(1) * batch + idx).view(-1)
         torch.index_select(self.self_kv.flatten(0, 1), 0, pairs, out=self_kv[:step].flatten(0, 1))
         if same_source:
-            return type(self)(self_kv, self.cross_kv, self.src_pad, step, self.self_kv.view(-1), self.cross_spare)
-        cross_kv = _buffer_view(self.cross_spare, (rows, *self.cross_kv.shape[1:]))
-        torch.index_select(self.cross_kv, 0, idx, out=cross_kv)
-        src_pad = self.src_pad.index_select(0, idx)
-        return type(self)(self_kv, cross_kv, src_pad, step, self.self_kv.view(-1), self.cross_kv.view(-1))
+            return type(self)(
+                self_kv, self.cross_kv, self.src_pad, step, self.self_kv.view(-1), self.cross_spare, self.group
+            )
+        src_rows = idx if self.group == 1 else idx[:: self.group] // self.group
+        cross_kv = _buffer_view(self.cross_spare, (src_rows.numel(), *self.cross_kv.shape[1:]))
+        torch.index_select(self.cross_kv, 0, src_rows, out=cross_kv)
+        src_pad = self.src_pad.index_select(0, src_rows)
+        return type(self)(self_kv, cross_kv, src_pad, step, self.self_kv.view(-1), self.cross_kv.view(-1), self.group)
 
 
 class Transformer(nn.Module):
@@ -222,14 +230,15 @@ class Transformer(nn.Module):
             return logits, weights
         return logits
 
-    def init_state(self, memory: TransformerMemory) -> TransformerState:
-        """Empty decoder state for `memory`; cross-attention K/V are computed here, once."""
+    def init_state(self, memory: TransformerMemory, *, group: int = 1) -> TransformerState:
+        """Empty decoder state with `group` rows per sentence of `memory`; cross-attention K/V are
+        computed here, once per sentence (not per row)."""
         kvs = [layer.cross_kv(memory.out) for layer in self.decoder]
         cross_kv = torch.stack([t for kv in kvs for t in (kv.k, kv.v)], dim=1).unflatten(1, (len(kvs), 2))
         batch, layers, _, heads, _, head_dim = cross_kv.shape
-        self_kv = cross_kv.new_empty(SELF_KV_CAPACITY, batch, layers, 2, heads, head_dim)
+        self_kv = cross_kv.new_empty(SELF_KV_CAPACITY, batch * group, layers, 2, heads, head_dim)
         empty = cross_kv.new_empty(0)
-        return TransformerState(self_kv, cross_kv, memory.src_pad, 0, empty, empty)
+        return TransformerState(self_kv, cross_kv, memory.src_pad, 0, empty, empty, group)
 
     def decode_step(
         self, tgt_last: Tensor, memory: TransformerMemory, state: TransformerState
@@ -246,6 +255,6 @@ class Transformer(nn.Module):
         x = self.tgt_embed(tgt_last, offset=step)
         for i, layer in enumerate(self.decoder):
             self_kv, cross_kv = state.layer_self_kv(i, step + 1), state.layer_cross_kv(i)
-            x = layer.step(x, self_kv=self_kv, cross_kv=cross_kv, src_pad=state.src_pad)
+            x = layer.step(x, self_kv=self_kv, cross_kv=cross_kv, src_pad=state.src_pad, group=state.group)
         logits = self.out_proj(self.dec_norm(x)).squeeze(1)
         return logits, dataclasses.replace(state, step=step + 1)

@@ -187,6 +187,61 @@ def test_cache_growth_and_reorders_match_forward(monkeypatch: pytest.MonkeyPatch
                 state = state.reorder(idx, same_source=same_source)
 
 
+def test_grouped_state_matches_forward_on_repeated_sources() -> None:
+    """init_state(group=2) keeps one cross-attention K/V row per sentence for its two beams; steps
+    with beams that differ, moves within sentences and whole-sentence shrinks equal the full
+    forward pass over the repeated sources (the reference repeats the encoder output)."""
+    model = tiny()
+    src_ids, src_pad, _ = padded_batch()
+    g = torch.Generator().manual_seed(2)
+    targets = torch.randint(4, VOCAB, (6, 5), generator=g)  # one target prefix per beam row
+    targets[:, 0] = BOS_ID
+    reorders = [  # (idx, same_source) after steps 0..3
+        (torch.tensor([1, 0, 2, 2, 5, 4]), True),
+        (torch.tensor([0, 1, 4, 5]), False),  # sentence 1 leaves
+        (torch.tensor([1, 1, 2, 3]), True),
+        (torch.tensor([2, 3]), False),  # sentence 0 leaves
+    ]
+    rows = torch.arange(6)  # the target row behind each state row; its sentence is row // 2
+    with torch.no_grad():
+        memory = model.encode(src_ids, src_pad)
+        state = model.init_state(memory, group=2)
+        assert state.cross_kv.size(0) == 3  # per sentence, not per beam
+        for t in range(5):
+            logits, state = model.decode_step(targets[rows, t : t + 1], memory, state)
+            src = rows // 2
+            expected = model(src_ids[src], src_pad[src], targets[rows, : t + 1])[:, -1]
+            torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+            if t < len(reorders):
+                idx, same_source = reorders[t]
+                rows = rows[idx]
+                state = state.reorder(idx, same_source=same_source)
+    assert state.cross_kv.size(0) == 1
+
+
+def test_grouped_attention_needs_a_non_causal_query() -> None:
+    attn = MultiHeadAttention(16, 4, dropout=0.0).eval()
+    kv = attn.project_kv(torch.randn(2, 3, 16))
+    with pytest.raises(ValueError, match="causal"):
+        attn.attend(torch.randn(4, 1, 16), kv, causal=True, group=2)
+
+
+def test_fused_qkv_projection_follows_weight_updates() -> None:
+    """The concatenated q/k/v weight is a cache: an in-place update of any projection (an
+    optimizer step) must show in the next decoding step, checked against the full forward."""
+    model = tiny()
+    src_ids, src_pad, tgt_in = padded_batch()
+    with torch.no_grad():
+        before = incremental_logits(model, src_ids, src_pad, tgt_in[:, :3])
+        for layer in model.decoder:
+            layer.self_attn.k_proj.weight.mul_(1.5)
+            layer.self_attn.v_proj.bias.add_(0.1)
+        after = incremental_logits(model, src_ids, src_pad, tgt_in[:, :3])
+        expected = model(src_ids, src_pad, tgt_in[:, :3])
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("share", ["all", "decoder", "none"])
 def test_weight_tying(share: str) -> None:
     model = tiny(share_embeddings=share)

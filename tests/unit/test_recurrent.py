@@ -176,3 +176,31 @@ def test_input_feeding_defaults_follow_the_attention() -> None:
     assert ModelConfig(arch="rnn", attention="bahdanau").input_feeding is False
     assert ModelConfig(arch="rnn", attention="none").input_feeding is False
     assert ModelConfig(arch="rnn", attention="luong_general", input_feeding=False).input_feeding is False
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bf16_beam_search_runs_on_a_cast_copy_and_scores_like_fp32(cell: str) -> None:
+    """decode.precision bf16 decodes with a bf16 copy of the weights (recurrent cells included);
+    each hypothesis' score is what the fp32 model gives it, up to bf16 rounding."""
+    import dataclasses
+
+    from nmt.config import DecodeConfig
+    from nmt.decode.beam import length_penalty
+    from nmt.decode.search import search
+
+    model = rnn(cell=cell, attention="luong_general", input_feeding=True)
+    src, pad, _ = batch()
+    seqs = [row[~p].tolist() for row, p in zip(src, pad, strict=True)]
+    cfg = DecodeConfig(beam=3, nbest=1, max_len_a=0.0, max_len_b=4, precision="bf16")
+    cfg = dataclasses.replace(cfg, alpha=1.0)
+    hyps = search(model, seqs, cfg, device=torch.device("cpu"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    fp32_hyps = search(model, seqs, dataclasses.replace(cfg, precision="fp32"), device=torch.device("cpu"))
+    assert [h[0].score for h in hyps] != [h[0].score for h in fp32_hyps]  # bf16 really ran
+    for seq, (best,) in zip(seqs, hyps, strict=True):
+        ids = torch.tensor([[BOS_ID, *best.tokens]])
+        with torch.no_grad():
+            logp = model(torch.tensor([seq]), torch.tensor([seq]) == PAD_ID, ids).float().log_softmax(-1)[0]
+        gold = torch.tensor([*best.tokens, EOS_ID])
+        fp32 = logp.gather(1, gold[:, None]).sum() / length_penalty(torch.tensor(len(gold)), mode="average", alpha=1.0)
+        assert best.score == pytest.approx(fp32.item(), abs=0.05)

@@ -52,7 +52,9 @@ class ToySeq2Seq(nn.Module):
         states, _ = self.encoder(self.src_emb(src_ids))  # left to right: padding on the right is harmless
         return ToyMemory(states.masked_fill(src_pad.unsqueeze(-1), 0.0), src_pad)
 
-    def init_state(self, memory: ToyMemory) -> ToyState:
+    def init_state(self, memory: ToyMemory, *, group: int = 1) -> ToyState:
+        if group > 1:  # one row per beam: this toy's state holds per-row keys
+            memory = memory.index_select(torch.arange(memory.src_pad.size(0)).repeat_interleave(group))
         count = (~memory.src_pad).sum(1, keepdim=True).clamp(min=1)
         mean = memory.states.sum(1) / count
         return ToyState(torch.tanh(self.bridge(mean)), self.key(memory.states))
