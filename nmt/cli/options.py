@@ -60,7 +60,7 @@ def _flag(tp: Any, *decls: str, help: str, **kw: Any) -> Any:
 
 DECODE_FLAGS: dict[str, Any] = {
     "device": _flag(str, "--device", help="auto | cpu | cuda."),
-    "precision": _flag(str, "--precision", help="fp32 | bf16 | fp16 (autocast)."),
+    "precision": _flag(str, "--precision", help="auto | fp32 | bf16 | fp16 (auto: bf16 on CPUs with native bf16)."),
     "beam": _flag(int, "--beam", help="Beam size; 1 = greedy."),
     "nbest": _flag(int, "--nbest", help="Hypotheses per input line (<= beam; with sampling: samples)."),
     "length_penalty": _flag(str, "--length-penalty", help="average (score/|y|^alpha) | gnmt | none."),

@@ -30,8 +30,10 @@ import torch
 
 from nmt.config import DecodeConfig, apply_decode_overrides
 from nmt.console import info, progress, warn
+from nmt.data.vocab import Vocab
 from nmt.decode import ct2
 from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
+from nmt.decode.beam import Hypothesis
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.search import SearchEngine, search
 from nmt.device import resolve_device
@@ -153,18 +155,28 @@ def translate_lines(
         stats.empty += sum(not s for s in src)
         stats.src_tokens += sum(len(s) for s in src)
         hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch)
-        texts = iter(vocab.decode_tgt([h.tokens for row in hyps for h in row]))
-        for seq, row in zip(src, hyps, strict=True):
-            if not seq:
-                yield [Translation("", 0.0, 0)] * nbest
-                continue
-            stats.tgt_tokens += len(row[0].tokens) if row else 0
-            out = [
-                Translation(_LINE_BREAKS.sub(" ", next(texts)), h.score, len(h.tokens), tuple(h.tokens)) for h in row
-            ]
-            yield out + [Translation("", float("-inf"), 0)] * (nbest - len(out))
+        for translations in to_translations(vocab, src, hyps, nbest=nbest):
+            stats.tgt_tokens += translations[0].tokens
+            yield translations
         if on_batch is not None:
             on_batch(sum(not s for s in src))  # empty lines count as done too
+
+
+def to_translations(
+    vocab: Vocab, src: list[list[int]], hyps: list[list[Hypothesis]], *, nbest: int
+) -> list[list[Translation]]:
+    """Exactly `nbest` translations per source (ids as `source_ids` gives them) from its hypotheses:
+    empty texts with score 0.0 for a source with no tokens, empty ones with score -inf where the
+    search found fewer than nbest; line breaks inside a text become spaces."""
+    texts = iter(vocab.decode_tgt([h.tokens for row in hyps for h in row]))
+    out: list[list[Translation]] = []
+    for seq, row in zip(src, hyps, strict=True):
+        if not seq:
+            out.append([Translation("", 0.0, 0)] * nbest)
+            continue
+        found = [Translation(_LINE_BREAKS.sub(" ", next(texts)), h.score, len(h.tokens), tuple(h.tokens)) for h in row]
+        out.append(found + [Translation("", float("-inf"), 0)] * (nbest - len(found)))
+    return out
 
 
 def format_translations(translations: list[Translation], *, scores: bool) -> str:
