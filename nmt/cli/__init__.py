@@ -203,6 +203,53 @@ def translate(
 @app.command()
 @guarded
 @with_decode_flags(*SEARCH_FLAGS)
+def serve(
+    models: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Checkpoints (.pt) or `nmt export` directories, one per language pair.", show_default=False
+        ),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
+    char_limit: Annotated[
+        int, typer.Option("--char-limit", help="Most characters per request (all of q); -1 = no limit.")
+    ] = 5000,
+    batch_limit: Annotated[int, typer.Option("--batch-limit", help="Most strings in a q list; -1 = no limit.")] = 128,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0.0, help="How long a batch waits for more requests to join it.")
+    ] = 5.0,
+    queue_size: Annotated[
+        int, typer.Option("--queue-size", min=1, help="Requests that may wait for the decoder; more get 429.")
+    ] = 256,
+    set_: DecodeSetOption = None,
+    *,
+    decode_set: list[str],
+) -> None:
+    """Serve models over LibreTranslate's HTTP API (needs [bold]pip install 'nmt\\[serve]'[/bold]).
+
+    [bold]POST /translate[/bold] (q, source, target, format, alternatives), [bold]GET /languages[/bold],
+    [bold]GET /health[/bold], [bold]GET /metrics[/bold]. Requests are decoded together in batches of up to
+    --batch-tokens source tokens; SIGTERM answers what was received, then exits 0.
+    """
+    from nmt.serve import serve as run_serve
+
+    run_serve(
+        models,
+        host=host,
+        port=port,
+        overrides=decode_set,
+        char_limit=char_limit,
+        batch_limit=batch_limit,
+        max_queue=queue_size,
+        max_wait_ms=max_wait_ms,
+        batch_tokens=None,  # decode.batch_tokens of the models (--batch-tokens sets it for all)
+    )
+
+
+@app.command()
+@guarded
+@with_decode_flags(*SEARCH_FLAGS)
 def evaluate(
     target: Annotated[
         Path | None,

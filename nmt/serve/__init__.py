@@ -1,0 +1,116 @@
+"""`nmt serve`: models behind LibreTranslate's HTTP API, with dynamic batching.
+
+Layout: `models` loads the checkpoints/exports (one language pair each), `batcher` holds
+the bounded queue and the decoder thread, `api` the Starlette routes, `metrics` the
+Prometheus counters; this module binds the port and runs uvicorn. Starlette, uvicorn and
+python-multipart are the optional extra `nmt[serve]`.
+
+SIGTERM or Ctrl-C: the server stops accepting connections, answers every request already
+received (queued ones included), then exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from nmt.console import info
+from nmt.errors import NmtError
+
+
+def require_serve_extra() -> None:
+    missing = []
+    for module in ("starlette", "uvicorn", "multipart"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise NmtError(
+            f"nmt serve needs {', '.join(missing)}, which are not installed",
+            hint="pip install 'nmt[serve]'",
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn; a port in use is a one-paragraph error, not a traceback at start-up."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NmtError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise NmtError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="another process uses this port (an earlier nmt serve?): stop it or pick another with --port",
+        ) from None
+    return sock
+
+
+def serve(
+    models: Sequence[Path],
+    *,
+    host: str,
+    port: int,
+    overrides: Sequence[str] = (),
+    char_limit: int,
+    batch_limit: int,
+    max_queue: int,
+    max_wait_ms: float,
+    batch_tokens: int | None,
+) -> None:
+    """Load `models`, bind `host:port` and serve until SIGTERM/SIGINT."""
+    require_serve_extra()
+    import uvicorn
+
+    from nmt.serve.api import Limits, build_app
+    from nmt.serve.models import load_pairs
+
+    if not models:
+        raise NmtError("give at least one model (a checkpoint .pt or an `nmt export` directory)")
+    pairs = load_pairs(models, overrides=overrides)
+    budget = batch_tokens if batch_tokens is not None else max(pair.decode.batch_tokens for pair in pairs.values())
+    limits = Limits(char_limit, batch_limit, max_queue, max_wait_ms, budget)
+    sock = bind(host, port)
+    app = build_app(pairs, limits)
+    for pair in pairs.values():
+        engine = "CTranslate2" if pair.path.is_dir() else f"torch {pair.device.type}"
+        info(f"{pair.source}->{pair.target}: {pair.path} ({engine}, beam {pair.decode.beam})")
+    info(
+        f"listening on http://{host}:{port} (LibreTranslate API: POST /translate, GET /languages; /health, /metrics); "
+        f"batches of up to {budget} source tokens, waiting up to {max_wait_ms:g} ms"
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=None)
+    _graceful_server(config).run(sockets=[sock])
+    info("stopped: every request received was answered")
+
+
+def _graceful_server(config: Any) -> Any:
+    """uvicorn's Server, with SIGTERM/SIGINT ending in exit 0: uvicorn (>= 0.29) re-raises the
+    signal it caught once it has shut down, so the process would die of it (exit 143 on
+    SIGTERM); a graceful stop is a success here."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            def handler(sig: int, frame: Any) -> None:
+                self.handle_exit(sig, frame)
+
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+
+    return Server(config)

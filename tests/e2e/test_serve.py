@@ -1,0 +1,236 @@
+"""`nmt serve` as a subprocess on 127.0.0.1, spoken to by LibreTranslate clients nobody here wrote.
+
+libretranslatepy sends urlencoded forms with urllib; libretranslate-aio sends forms with
+httpx (a list `q` as repeated fields); raw JSON goes through httpx. The reference for every
+translation is `nmt translate` on the same checkpoint, one process per line set.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+libretranslatepy = pytest.importorskip("libretranslatepy")
+libretranslate_aio = pytest.importorskip("libretranslate_aio")
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+from tests.conftest import TinyCheckpoint, run_nmt  # noqa: E402
+
+LINES = ["3 4 5", "a b c d e", "", "x y", "1 2 3 4 5 6 7 8", "q", "p q r s"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *models: Path, args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "nmt", "serve", *map(str, models), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.proc.kill()
+        raise AssertionError("server did not start in 60 s")
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        return self.proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: TinyCheckpoint) -> Iterator[Server]:
+    srv = Server(tiny_checkpoint.path, args=("--max-wait-ms", "20"))
+    yield srv
+    code, out = srv.stop()
+    assert code == 0, out
+    assert "Traceback" not in out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint: TinyCheckpoint) -> dict[str, list[str]]:
+    """nmt translate's outputs for LINES: best, and the 3-best (beam 3) per line."""
+    best = run_nmt("translate", str(tiny_checkpoint.path), input="\n".join(LINES) + "\n")
+    nbest = run_nmt("translate", str(tiny_checkpoint.path), "--nbest", "3", input="\n".join(LINES) + "\n")
+    assert best.returncode == 0 and nbest.returncode == 0, best.stderr + nbest.stderr
+    three = nbest.stdout.split("\n")
+    return {
+        "best": best.stdout.split("\n")[: len(LINES)],
+        "nbest": [three[3 * i : 3 * i + 3] for i in range(len(LINES))],
+    }
+
+
+def test_libretranslatepy_form_client(server: Server, reference: dict[str, list[str]]) -> None:
+    client = libretranslatepy.LibreTranslateAPI(server.url + "/")
+    for line, expected in zip(LINES, reference["best"], strict=True):
+        if line:  # LibreTranslate answers an empty q with 400 (see test_bad_input)
+            assert client.translate(line, source="src", target="tgt") == expected
+    assert client.languages() == [{"code": "src", "name": "src", "targets": ["tgt"]}]
+
+
+def test_libretranslate_aio_client_list_and_alternatives(server: Server, reference: dict[str, list[str]]) -> None:
+    with libretranslate_aio.LibreTranslate(base_url=server.url) as client:
+        lines = [line for line in LINES if line]
+        result = client.translate(lines, source="src", target="tgt")
+        assert result.translated_text == [reference["best"][LINES.index(line)] for line in lines]
+        alt = client.translate(LINES[1], source="src", target="tgt", alternatives=2)
+        assert alt.translated_text == reference["nbest"][1][0]
+        assert alt.alternatives == reference["nbest"][1][1:]
+        assert [lang.code for lang in client.languages()] == ["src"]
+
+
+def test_json_body_keeps_the_lines_of_a_text(server: Server, reference: dict[str, list[str]]) -> None:
+    text = "\n".join(LINES)  # an empty line inside gives an empty line out
+    r = httpx.post(f"{server.url}/translate", json={"q": text, "source": "src", "target": "tgt", "api_key": "x"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"translatedText": "\n".join(reference["best"])}
+    auto = httpx.post(f"{server.url}/translate", json={"q": LINES[0], "source": "auto", "target": "tgt"}).json()
+    assert auto["translatedText"] == reference["best"][0]
+    assert auto["detectedLanguage"]["language"] == "src"
+
+
+def test_200_requests_from_32_concurrent_clients_each_get_their_own_answer(
+    server: Server, reference: dict[str, list[str]]
+) -> None:
+    lines = [line for line in LINES if line]
+    expected = {line: reference["best"][LINES.index(line)] for line in lines}
+
+    def ask(i: int) -> tuple[str, int, str]:
+        line = lines[i % len(lines)]
+        with httpx.Client(timeout=60) as client:
+            r = client.post(f"{server.url}/translate", data={"q": line, "source": "src", "target": "tgt"})
+        return line, r.status_code, r.json().get("translatedText", r.text)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(ask, range(200)))
+    assert all(code == 200 for _, code, _ in answers)
+    assert all(text == expected[line] for line, _, text in answers)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    batches = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("nmt_serve_batch_requests_count"))
+    requests = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("nmt_serve_batch_requests_sum"))
+    assert requests / batches > 1.5  # requests really shared batches
+
+
+def post_raw(url: str, content: bytes, content_type: str) -> httpx.Response:
+    return httpx.post(f"{url}/translate", content=content, headers={"content-type": content_type}, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "says"),
+    [
+        (json.dumps({"q": "", "source": "src", "target": "tgt"}).encode(), "application/json", 400, "missing q"),
+        (json.dumps({"q": [], "source": "src", "target": "tgt"}).encode(), "application/json", 400, "missing q"),
+        (json.dumps({"source": "src", "target": "tgt"}).encode(), "application/json", 400, "missing q"),
+        (json.dumps({"q": 5, "source": "src", "target": "tgt"}).encode(), "application/json", 400, "string"),
+        (json.dumps({"q": ["a", 5], "source": "src", "target": "tgt"}).encode(), "application/json", 400, "string"),
+        (json.dumps({"q": "a", "source": "src"}).encode(), "application/json", 400, "missing target"),
+        (json.dumps({"q": "a", "source": "de", "target": "tgt"}).encode(), "application/json", 400, "src->tgt"),
+        (json.dumps({"q": "a", "source": "auto", "target": "fr"}).encode(), "application/json", 400, "detection"),
+        (json.dumps({"q": "a", "source": "src", "target": "tgt", "format": "html"}).encode(), "application/json",
+         400, "html"),
+        (json.dumps({"q": "a", "source": "src", "target": "tgt", "alternatives": "x"}).encode(), "application/json",
+         400, "alternatives"),
+        (b"{not json", "application/json", 400, "JSON"),
+        (b"[1, 2]", "application/json", 400, "object"),
+        (json.dumps({"q": ["a"] * 10_000, "source": "src", "target": "tgt"}).encode(), "application/json", 400,
+         "exceeds text limit"),
+        (json.dumps({"q": "a" * 6000, "source": "src", "target": "tgt"}).encode(), "application/json", 400,
+         "exceeds text limit"),
+        (b"q=" + b"a" * 10_000_000 + b"&source=src&target=tgt", "application/x-www-form-urlencoded", 413, "limit"),
+        (b"q=%FF%FE&source=src&target=tgt", "application/x-www-form-urlencoded", 400, "UTF-8"),
+        (b"q=\xff\xfe&source=src&target=tgt", "application/x-www-form-urlencoded", 400, "UTF-8"),
+        (b"q=a&source=src&target=tgt", "text/plain", 400, "content type"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_4xx_with_an_error_and_the_server_lives(
+    server: Server, body: bytes, content_type: str, status: int, says: str
+) -> None:
+    r = post_raw(server.url, body, content_type)
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_unknown_pair_lists_the_supported_ones_and_unknown_routes_answer_json(server: Server) -> None:
+    r = httpx.post(f"{server.url}/translate", json={"q": "a", "source": "en", "target": "fr"})
+    assert r.status_code == 400 and "supported: src->tgt" in r.json()["error"]
+    r = httpx.get(f"{server.url}/nope")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_overload_answers_429_and_the_server_keeps_serving(tiny_checkpoint: TinyCheckpoint) -> None:
+    srv = Server(tiny_checkpoint.path, args=("--queue-size", "1", "--batch-tokens", "1", "--max-wait-ms", "0"))
+    try:
+        line = "1 2 3 4 5 6 7 8 9 10 11 12"
+
+        def ask(_: int) -> int:
+            with httpx.Client(timeout=120) as client:
+                return client.post(f"{srv.url}/translate", json={"q": line, "source": "src", "target": "tgt"}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(ask, range(64)))
+        assert set(codes) == {200, 429}, codes
+        after = httpx.post(f"{srv.url}/translate", json={"q": line, "source": "src", "target": "tgt"}, timeout=60)
+        assert after.status_code == 200
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits_0(tiny_checkpoint: TinyCheckpoint) -> None:
+    # one request per batch, and a wide beam: a queue builds up
+    srv = Server(tiny_checkpoint.path, args=("--batch-tokens", "1", "--beam", "48", "--max-len-b", "60"))
+    lines = [f"{i} 2 3 4 5 6 7 8 9" for i in range(16)]
+
+    def ask(line: str) -> int:
+        with httpx.Client(timeout=120) as client:
+            return client.post(f"{srv.url}/translate", json={"q": line, "source": "src", "target": "tgt"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(ask, line) for line in lines]
+        deadline, depth = time.monotonic() + 30, 0.0
+        while time.monotonic() < deadline and depth < 4:  # wait until requests queue up in the server
+            metrics = httpx.get(f"{srv.url}/metrics").text
+            depth = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("nmt_serve_queue_depth"))
+            time.sleep(0.01)
+        assert depth >= 4, "no queue built up: nothing was in flight at SIGTERM"
+        code, out = srv.stop()
+        codes = [f.result() for f in futures]
+    assert code == 0, out
+    assert codes == [200] * len(lines)
+    assert "Traceback" not in out
+
+
+def test_start_up_errors_are_one_paragraph(server: Server, tiny_checkpoint: TinyCheckpoint) -> None:
+    in_use = run_nmt("serve", str(tiny_checkpoint.path), "--port", str(server.port), timeout=120)
+    assert in_use.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{server.port}" in " ".join((in_use.stdout + in_use.stderr).split())
+    assert "Traceback" not in in_use.stdout + in_use.stderr
+    twice = run_nmt("serve", str(tiny_checkpoint.path), str(tiny_checkpoint.path), "--port", "0", timeout=120)
+    assert twice.returncode != 0
+    assert "both translate src->tgt" in " ".join((twice.stdout + twice.stderr).split())  # rich may wrap lines
+    assert "Traceback" not in twice.stdout + twice.stderr
