@@ -11,10 +11,10 @@ received (queued ones included), then exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,10 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise NmtError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, address = infos[0]
+    # proto IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections; without it
+    # a response written in two parts waited for the client's delayed ACK (~40 ms per request)
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
     try:
         sock.bind(address)
@@ -81,7 +83,7 @@ def serve(
     budget = batch_tokens if batch_tokens is not None else max(pair.decode.batch_tokens for pair in pairs.values())
     limits = Limits(char_limit, batch_limit, max_queue, max_wait_ms, budget)
     sock = bind(host, port)
-    app = build_app(pairs, limits)
+    app, batcher = build_app(pairs, limits)
     for pair in pairs.values():
         engine = "CTranslate2" if pair.path.is_dir() else f"torch {pair.device.type}"
         info(f"{pair.source}->{pair.target}: {pair.path} ({engine}, beam {pair.decode.beam})")
@@ -90,27 +92,21 @@ def serve(
         f"batches of up to {budget} source tokens, waiting up to {max_wait_ms:g} ms"
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=None)
-    _graceful_server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    # uvicorn in a thread (it installs no signal handlers there), the decoder loop in this one
+    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nmt-serve-http", daemon=True)
+
+    def stop(sig: int, frame: Any) -> None:  # stop accepting; uvicorn then waits for the requests in flight
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        http.start()
+        batcher.run(alive=http.is_alive)  # returns when the app's shutdown closes it (or uvicorn died)
+        http.join()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if not server.started:
+        raise NmtError(f"the HTTP server on {host}:{port} did not start (see the messages above)")
     info("stopped: every request received was answered")
-
-
-def _graceful_server(config: Any) -> Any:
-    """uvicorn's Server, with SIGTERM/SIGINT ending in exit 0: uvicorn (>= 0.29) re-raises the
-    signal it caught once it has shut down, so the process would die of it (exit 143 on
-    SIGTERM); a graceful stop is a success here."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            def handler(sig: int, frame: Any) -> None:
-                self.handle_exit(sig, frame)
-
-            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, old in previous.items():
-                    signal.signal(sig, old)
-
-    return Server(config)

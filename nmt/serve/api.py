@@ -199,7 +199,9 @@ async def wait_for_disconnect(request: Request) -> None:
             return
 
 
-def build_app(pairs: dict[tuple[str, str], Pair], limits: Limits) -> Starlette:
+def build_app(pairs: dict[tuple[str, str], Pair], limits: Limits) -> tuple[Starlette, Batcher]:
+    """The app and its batcher; whoever serves the app runs `batcher.run()` (the app's shutdown
+    closes the batcher once every request has been answered)."""
     metrics = Metrics()
 
     def log_batch(report: BatchReport) -> None:
@@ -297,11 +299,10 @@ def build_app(pairs: dict[tuple[str, str], Pair], limits: Limits) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        batcher.start()
         yield
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/translate", translate, methods=["POST"]),
             Route("/languages", get_languages, methods=["GET", "POST"]),
@@ -311,3 +312,4 @@ def build_app(pairs: dict[tuple[str, str], Pair], limits: Limits) -> Starlette:
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    return app, batcher
