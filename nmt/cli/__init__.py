@@ -360,26 +360,73 @@ def evaluate(
 @guarded
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) of a Transformer.", show_default=False)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The CTranslate2 model directory to write.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="The CTranslate2 model directory to write.", show_default=False),
+    ] = None,
     quantization: Annotated[
         str,
         typer.Option(
             "--quantization", "-q", help="none | int8 | int8_float32 | int8_bfloat16 | bfloat16 | float16 (weights)."
         ),
     ] = "none",
-    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in the output directory.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export or package.")] = False,
+    argos: Annotated[
+        Path | None,
+        typer.Option(
+            "--argos", help="Write an Argos Translate package FILE.argosmodel instead of -o.", show_default=False
+        ),
+    ] = None,
+    from_name: Annotated[
+        str | None, typer.Option("--from-name", help="With --argos: source language name, e.g. German.")
+    ] = None,
+    to_name: Annotated[str | None, typer.Option("--to-name", help="With --argos: target language name.")] = None,
+    sbd_model: Annotated[
+        Path | None,
+        typer.Option("--sbd-model", help="With --argos: a Stanza sentence splitter directory.", show_default=False),
+    ] = None,
 ) -> None:
     """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt\\[ct2]'[/bold]).
 
     The directory is self-contained like a checkpoint (weights, SentencePiece models, decode settings):
     [bold]nmt translate DIR[/bold] and [bold]nmt evaluate DIR --src F --ref F[/bold] then run on CTranslate2.
+    [bold]--argos FILE.argosmodel --from-name German --to-name English[/bold] writes an Argos Translate package
+    (for LibreTranslate) holding that directory instead; the language codes are the checkpoint's.
     """
-    from nmt.export.ct2 import export_checkpoint
+    from nmt.errors import NmtError
 
-    r = export_checkpoint(checkpoint, output, quantization=quantization, force=force)
+    if output is not None and argos is None:
+        if from_name is not None or to_name is not None or sbd_model is not None:
+            raise NmtError("--from-name, --to-name and --sbd-model go with --argos FILE, not with -o DIR")
+        from nmt.export.ct2 import export_checkpoint
+
+        r = export_checkpoint(checkpoint, output, quantization=quantization, force=force)
+        console.print(
+            f"exported {r.checkpoint} (step {r.step:,}) -> {r.out_dir} ({r.quantization}, "
+            f"{r.size_bytes / 1e6:.1f} MB, {r.elapsed_s:.1f} s)"
+        )
+        return
+    if output is not None or argos is None:
+        raise NmtError("give one of -o DIR (a CTranslate2 directory) and --argos FILE (an Argos Translate package)")
+    if from_name is None or to_name is None:
+        raise NmtError(
+            "--argos needs --from-name and --to-name: the language names Argos Translate and LibreTranslate show",
+            hint="e.g. --from-name German --to-name English",
+        )
+    from nmt.export.argos import export_argos
+
+    a = export_argos(
+        checkpoint,
+        argos,
+        from_name=from_name,
+        to_name=to_name,
+        quantization=quantization,
+        sbd_model=sbd_model,
+        force=force,
+    )
     console.print(
-        f"exported {r.checkpoint} (step {r.step:,}) -> {r.out_dir} ({r.quantization}, "
-        f"{r.size_bytes / 1e6:.1f} MB, {r.elapsed_s:.1f} s)"
+        f"exported {a.checkpoint} (step {a.step:,}) -> {a.package} ({a.from_code} -> {a.to_code}, {a.quantization}, "
+        f"{a.size_bytes / 1e6:.1f} MB, {a.elapsed_s:.1f} s)"
     )
 
 

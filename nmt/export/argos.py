@@ -1,0 +1,239 @@
+"""`export --argos`: a checkpoint -> an Argos Translate package (.argosmodel) for Argos Translate and LibreTranslate.
+
+A package is a zip archive holding one directory, laid out as argostranslate 1.9.6 reads it
+(`package.py`: `install_from_path` unzips into the packages directory, `Package.__init__` reads
+`metadata.json` and `sentencepiece.model`; `translate.py`: `PackageTranslation.hypotheses` opens
+`ctranslate2.Translator(package / "model")`, `apply_packaged_translation` splits sentences with
+`stanza.Pipeline(lang=from_code, dir=package / "stanza")`) and as argos-train (`argostrain/train.py`)
+writes the packages of Argos's own index:
+
+    translate-<src>_<tgt>-nmt-1_0/
+        metadata.json        package_version, argos_version, from/to code and name, type, links
+        model/               the CTranslate2 model: a whole `nmt export` directory (`nmt translate .../model` works)
+        sentencepiece.model  the joint SentencePiece model, for both sides
+        README.md
+        stanza/              with `sbd_model` only: Stanza's sentence splitter for the source language
+
+Argos encodes each sentence into pieces with `sentencepiece.model` (`encode(out_type=str)`),
+translates them with `translate_batch` and joins the output pieces ("▁" -> " "). The export's
+CTranslate2 config adds the source eos itself and starts the decoder with bos (`nmt.export.spec`),
+so the model sees exactly the ids `nmt translate` feeds it, and with the same search settings the
+output is `nmt translate DIR`'s. Argos searches with its own settings, though: beam 4, CTranslate2's
+length penalty 0.2, at most 256 output tokens, pad and bos not suppressed, and an unknown output piece
+replaced by a source piece (nmt writes " ⁇ ").
+
+argos-train names the directory translate-<src>_<tgt>-<version>; "nmt" in ours keeps an install
+from unpacking over (and mixing files with) a package of Argos's index for the same pair. The
+package is built in a temp directory next to its place and renamed into place in whole, so the
+target file is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt import __version__
+from nmt.checkpoint import checkpoint_config, read_checkpoint
+from nmt.config import ExperimentConfig
+from nmt.console import warn
+from nmt.decode.ct2 import SPM_JOINT, require_ctranslate2
+from nmt.errors import NmtError
+from nmt.export.ct2 import check_quantization, export_checkpoint
+
+SUFFIX = ".argosmodel"
+PACKAGE_VERSION = "1.0"  # Argos compares it with its index's when asked to update a package
+ARGOS_VERSION = "1.9"  # the argostranslate whose reading of packages this layout follows
+ARGOS_MAX_OUTPUT = 256  # tokens: CTranslate2's default max_decoding_length, which Argos keeps
+METADATA, SPM, MODEL_DIR, SBD_DIR, README = "metadata.json", "sentencepiece.model", "model", "stanza", "README.md"
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # part of the package's directory name
+
+
+@dataclass(frozen=True)
+class ArgosResult:
+    """Summary of `export_argos`."""
+
+    package: Path
+    root: str  # the one directory inside the archive
+    checkpoint: Path
+    step: int
+    from_code: str
+    to_code: str
+    quantization: str
+    size_bytes: int  # the .argosmodel file
+    elapsed_s: float
+
+
+def _check_package(package: Path, *, force: bool) -> None:
+    """Refuse a name without the .argosmodel suffix, a directory, and an existing file without force."""
+    if package.suffix != SUFFIX:
+        raise NmtError(
+            f"{package}: an Argos Translate package is a file ending in {SUFFIX}",
+            hint=f"e.g. --argos {package.with_suffix(SUFFIX).name}",
+        )
+    if package.is_dir():
+        raise NmtError(f"{package}: is a directory", hint=f"give a file name, e.g. {package / 'x.argosmodel'}")
+    if not package.exists():
+        return
+    if not force:
+        raise NmtError(f"{package}: file exists", hint="use --force to replace it")
+    if not zipfile.is_zipfile(package):
+        raise NmtError(
+            f"{package}: not an Argos Translate package (not a zip archive); --force only replaces an earlier package",
+            hint="choose another file name",
+        )
+
+
+def _check_name(name: str, option: str) -> str:
+    if not name.strip() or any(c in name for c in "\r\n"):
+        raise NmtError(f"{option} {name!r}: give the language's name on one line", hint=f"e.g. {option} German")
+    return name.strip()
+
+
+def _check_sbd(sbd_model: Path, lang: str) -> Path:
+    """A directory as `stanza.download(lang, dir=DIR, processors="tokenize")` writes it, or NmtError."""
+    tokenize = sbd_model / lang / "tokenize"
+    if not (sbd_model / "resources.json").is_file() or not any(tokenize.glob("*.pt")):
+        raise NmtError(
+            f"{sbd_model}: not a Stanza sentence-splitting model for {lang!r} "
+            f"(Argos Translate 1.9 reads resources.json and {lang}/tokenize/*.pt from the package's {SBD_DIR}/)",
+            hint=f"python -c \"import stanza; stanza.download('{lang}', dir='{sbd_model}', processors='tokenize')\"",
+        )
+    return sbd_model
+
+
+def _checkpoint_config(checkpoint: Path) -> ExperimentConfig:
+    """The config of a Transformer checkpoint with a joint vocabulary and usable language codes, or NmtError.
+
+    A recurrent checkpoint passes here and is refused by `export_checkpoint`."""
+    ckpt = read_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, checkpoint)
+    joint = ckpt["vocab"]["src"] == ckpt["vocab"]["tgt"]
+    del ckpt
+    if cfg.model.arch == "transformer" and not joint:
+        raise NmtError(
+            f"{checkpoint}: trained with separate source and target vocabularies (vocab.joint: false), but an "
+            f"Argos Translate package carries one SentencePiece model ({SPM}) for both sides: the source is split "
+            "into its pieces and the output is read back as its pieces",
+            hint="retrain with vocab.joint: true for Argos Translate; this checkpoint exports for nmt with "
+            f"nmt export {checkpoint} -o DIR",
+        )
+    for key, code in (("data.src_lang", cfg.data.src_lang), ("data.tgt_lang", cfg.data.tgt_lang)):
+        if not _CODE.fullmatch(code):
+            raise NmtError(
+                f"{checkpoint}: {key} {code!r} is not a language code Argos Translate can use",
+                hint="Argos Translate and LibreTranslate name languages by ISO 639 code (de, en, ...)",
+            )
+    return cfg
+
+
+def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantization: str) -> str:
+    return (
+        f"# {from_name} -> {to_name}\n\n"
+        f"Exported by nmt {__version__} (`nmt export --argos`) from `{checkpoint.name}` at step {step:,}, "
+        f"CTranslate2 weights {quantization}.\n\n"
+        f"`{MODEL_DIR}/` is also an nmt export: `nmt translate {MODEL_DIR}` decodes with nmt's search settings.\n"
+    )
+
+
+def _write_zip(root: Path, out: Path) -> None:
+    """`root` and everything under it into the zip `out`, paths relative to root's parent, then fsync."""
+    with open(out, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(root, root.name)
+            for path in sorted(root.rglob("*")):
+                zf.write(path, path.relative_to(root.parent).as_posix())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def export_argos(
+    checkpoint: Path,
+    package: Path,
+    *,
+    from_name: str,
+    to_name: str,
+    quantization: str = "none",
+    sbd_model: Path | None = None,
+    force: bool = False,
+) -> ArgosResult:
+    """Write `checkpoint` as an Argos Translate package file `package` (see the module docstring).
+
+    Args:
+        from_name, to_name: the language names Argos Translate and LibreTranslate show (the codes are
+            the checkpoint's data.src_lang and data.tgt_lang).
+        quantization: as `export_checkpoint`'s (Argos's own packages are int8).
+        sbd_model: a Stanza model directory (resources.json, <src_lang>/tokenize/*.pt) shipped as the
+            package's sentence splitter; without it Argos Translate downloads one on first use.
+        force: replace an existing package file.
+
+    Raises:
+        ConfigError: unknown quantization. CheckpointError: corrupt or recurrent checkpoint.
+        NmtError: ctranslate2 missing; separate vocabularies; a bad name, file name or sbd_model;
+            `package` exists (without force) or is not a package.
+    """
+    start = time.perf_counter()
+    checkpoint, package = Path(checkpoint), Path(package)
+    from_name, to_name = _check_name(from_name, "--from-name"), _check_name(to_name, "--to-name")
+    check_quantization(quantization)
+    require_ctranslate2()
+    _check_package(package, force=force)
+    cfg = _checkpoint_config(checkpoint)
+    from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
+    sbd = _check_sbd(Path(sbd_model), from_code) if sbd_model is not None else None
+    root_name = f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
+    metadata = {
+        "package_version": PACKAGE_VERSION,
+        "argos_version": ARGOS_VERSION,
+        "from_code": from_code,
+        "from_name": from_name,
+        "to_code": to_code,
+        "to_name": to_name,
+        "type": "translate",
+        "links": [],
+    }
+    package.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent))
+    try:
+        root = tmp / root_name
+        root.mkdir()
+        exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
+        shutil.copyfile(root / MODEL_DIR / SPM_JOINT, root / SPM)
+        if sbd is not None:
+            shutil.copytree(sbd, root / SBD_DIR)
+        (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization)
+        (root / README).write_text(readme, encoding="utf-8")
+        _write_zip(root, tmp / package.name)
+        os.replace(tmp / package.name, package)
+        fd = os.open(package.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.model.max_len < ARGOS_MAX_OUTPUT:
+        warn(
+            f"model.max_len is {cfg.model.max_len}, but Argos Translate lets an output run to {ARGOS_MAX_OUTPUT} "
+            f"tokens: an output longer than {cfg.model.max_len - 1} tokens fails there (CTranslate2 has no "
+            "position encodings past the model's)"
+        )
+    return ArgosResult(
+        package=package,
+        root=root_name,
+        checkpoint=checkpoint,
+        step=exported.step,
+        from_code=from_code,
+        to_code=to_code,
+        quantization=quantization,
+        size_bytes=package.stat().st_size,
+        elapsed_s=time.perf_counter() - start,
+    )
