@@ -107,7 +107,9 @@ def main() -> None:
                     load(url, lines, pair, concurrency=concurrency, requests=args.requests, seconds=args.max_seconds)
                 )
                 after = httpx.get(f"{url}/metrics").text
-                batches = metric(after, "nmt_serve_batch_requests_count") - metric(before, "nmt_serve_batch_requests_count")
+                batches = metric(after, "nmt_serve_batch_requests_count") - metric(
+                    before, "nmt_serve_batch_requests_count"
+                )
                 batched = metric(after, "nmt_serve_batch_requests_sum") - metric(before, "nmt_serve_batch_requests_sum")
                 row = {
                     "mode": mode,

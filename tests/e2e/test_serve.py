@@ -189,7 +189,9 @@ def test_overload_answers_429_and_the_server_keeps_serving(tiny_checkpoint: Tiny
 
         def ask(_: int) -> int:
             with httpx.Client(timeout=120) as client:
-                return client.post(f"{srv.url}/translate", json={"q": line, "source": "src", "target": "tgt"}).status_code
+                return client.post(
+                    f"{srv.url}/translate", json={"q": line, "source": "src", "target": "tgt"}
+                ).status_code
 
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             codes = list(pool.map(ask, range(64)))

@@ -50,7 +50,9 @@ def run(batcher: Batcher, jobs: list[Job], collect: Collect) -> None:
 
 def test_jobs_share_batches_within_the_token_budget_and_get_their_own_lines(pair: Pair) -> None:
     src, _ = source_ids(pair.loaded, LINES)
-    alone = to_translations(pair.loaded.vocab, src, search(pair.loaded.model, src, pair.decode, device=pair.device), nbest=1)
+    alone = to_translations(
+        pair.loaded.vocab, src, search(pair.loaded.model, src, pair.decode, device=pair.device), nbest=1
+    )
     reports: list[BatchReport] = []
     batcher = Batcher(max_queue=100, max_wait_s=0.05, batch_tokens=12, on_batch=reports.append)
     collect = Collect()
@@ -93,7 +95,9 @@ class Exploding:
 def test_a_failing_group_answers_its_jobs_with_the_error_and_the_worker_goes_on(pair: Pair) -> None:
     src, _ = source_ids(pair.loaded, LINES)
     bad = src[1][0]
-    exploding = dataclasses.replace(pair, loaded=dataclasses.replace(pair.loaded, model=Exploding(pair.loaded.model, bad)))
+    exploding = dataclasses.replace(
+        pair, loaded=dataclasses.replace(pair.loaded, model=Exploding(pair.loaded.model, bad))
+    )
     reports: list[BatchReport] = []
     batcher = Batcher(max_queue=100, max_wait_s=0.0, batch_tokens=1, on_batch=reports.append)  # one job per batch
     collect = Collect()
