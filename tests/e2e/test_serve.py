@@ -236,3 +236,41 @@ def test_start_up_errors_are_one_paragraph(server: Server, tiny_checkpoint: Tiny
     assert twice.returncode != 0
     assert "both translate src->tgt" in " ".join((twice.stdout + twice.stderr).split())  # rich may wrap lines
     assert "Traceback" not in twice.stdout + twice.stderr
+
+
+def test_a_client_that_leaves_while_queued_is_dropped_from_its_batch(tiny_checkpoint: TinyCheckpoint) -> None:
+    # one request per batch and a wide beam, so requests queue; the impatient clients give up at once
+    srv = Server(tiny_checkpoint.path, args=("--batch-tokens", "1", "--beam", "48", "--max-len-b", "60"))
+    try:
+        body = {"q": "1 2 3 4 5 6 7 8 9", "source": "src", "target": "tgt"}
+
+        def patient(_: int) -> int:
+            with httpx.Client(timeout=120) as client:
+                return client.post(f"{srv.url}/translate", json=body).status_code
+
+        def impatient(_: int) -> str:
+            try:
+                with httpx.Client(timeout=0.2) as client:
+                    client.post(f"{srv.url}/translate", json=body)
+                return "answered"
+            except httpx.TimeoutException:
+                return "left"
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            busy = [pool.submit(patient, i) for i in range(8)]
+            deadline, depth = time.monotonic() + 30, 0.0
+            while time.monotonic() < deadline and depth < 4:  # wait until requests queue up in the server
+                metrics = httpx.get(f"{srv.url}/metrics").text
+                depth = next(
+                    float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("nmt_serve_queue_depth")
+                )
+                time.sleep(0.01)
+            left = list(pool.map(impatient, range(4)))
+            assert [f.result() for f in busy] == [200] * 8
+        assert "left" in left
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        dropped = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("nmt_serve_dropped_requests"))
+        assert 1 <= dropped <= left.count("left")  # one that left while being decoded is not dropped
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out
