@@ -196,6 +196,30 @@ def test_output_limit_is_per_sentence(exported: Path, tiny_checkpoint: TinyCheck
                 assert h.score == pytest.approx(nmt_score(native.model, src, h.tokens, cfg), abs=1e-4)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("which", ["tiny", "eos_prone"])
+def test_greedy_outputs_equal_nmt_at_every_sentence_limit(
+    which: str, request: pytest.FixtureRequest, tiny_checkpoint: TinyCheckpoint
+) -> None:
+    """Greedy: sentences of many lengths decoded together under the longest one's limit, each cut at
+    its own limit, give exactly nmt's greedy outputs (the tiny model always runs to its limit)."""
+    if which == "tiny":
+        ckpt, export = tiny_checkpoint.path, request.getfixturevalue("exported")
+    else:
+        ckpt, export = request.getfixturevalue("eos_prone")
+    overrides = ["decode.beam=1", "decode.max_len_a=0.5", "decode.max_len_b=2"]
+    native, cfg, _ = load_for_decoding(ckpt, overrides=overrides)
+    engine, _, _ = load_for_decoding(export, overrides=overrides)
+    lines = [" ".join(p[0].split()[: 1 + i % 9]) for i, p in enumerate(PAIRS[:30])]  # 1 to 9 words
+    ours = [row[0] for row in translate_lines(native, lines, cfg, device=CPU)]
+    theirs = [row[0] for row in translate_lines(engine, lines, cfg, device=CPU)]
+    src_ids = [s + [EOS_ID] for s in native.vocab.encode_src(lines)]
+    limits = [ct2.output_limit(len(s), cfg, max_len=native.model.max_len) for s in src_ids]
+    assert len(set(limits)) > 3
+    assert [t.ids for t in theirs] == [t.ids for t in ours]
+    assert [t.score for t in theirs] == pytest.approx([t.score for t in ours], abs=0.2)  # CTranslate2 renormalises
+    assert which == "eos_prone" or all(len(t.ids) == limit for t, limit in zip(ours, limits, strict=True))
+
+
 def test_quantized_export_translates(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) -> None:
     out = tmp_path / "int8"
     result = export_checkpoint(tiny_checkpoint.path, out, quantization="int8")
