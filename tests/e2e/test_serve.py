@@ -274,3 +274,19 @@ def test_a_client_that_leaves_while_queued_is_dropped_from_its_batch(tiny_checkp
     finally:
         code, out = srv.stop()
     assert code == 0, out
+
+
+def test_an_overlong_line_is_truncated_counted_and_still_answered(
+    server: Server, tiny_checkpoint: TinyCheckpoint
+) -> None:
+    words = " ".join(["alpha", "bravo", "charlie"] * 60)  # far over the model's 63 source tokens
+    before = httpx.get(f"{server.url}/metrics").text
+    r = httpx.post(f"{server.url}/translate", json={"q": f"{words}\nx y", "source": "src", "target": "tgt"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["translatedText"].split("\n")) == 2  # still one line out per line in
+    after = httpx.get(f"{server.url}/metrics").text
+
+    def truncated(text: str) -> float:
+        return next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("nmt_serve_truncated_lines_total"))
+
+    assert truncated(after) - truncated(before) == 1
