@@ -21,7 +21,7 @@ import torch
 
 from nmt.checkpoint import build_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nmt.config import ExperimentConfig
-from nmt.console import info, progress
+from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
 from nmt.data.prepare import load_manifest, load_references, load_vocab, relevant_config_hash
@@ -36,7 +36,7 @@ from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_number
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
-from nmt.train.precision import Precision, resolve_precision
+from nmt.train.precision import Precision, precision_note, resolve_precision
 from nmt.train.report import write_metrics
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import TrainResult, TrainState
@@ -101,6 +101,9 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     dist = init_distributed(device.type)
     device = dist.device(device)  # cuda:LOCAL_RANK under DDP on GPUs
     precision = Precision(resolve_precision(cfg.train.precision, device), device)
+    why = precision_note(cfg.train.precision, precision.name, device)
+    if why.startswith("this CPU has no native bf16") and dist.is_main:
+        warn(f"train.precision bf16: {why}")
     vocab, train_ds, valid_ds = load_datasets(cfg, exp)
     refs = load_references(exp, "valid")
     torch.manual_seed(cfg.train.seed)
@@ -118,8 +121,8 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     n_params = sum(p.numel() for p in model.parameters())
     if dist.is_main:
         info(
-            f"model: {n_params:,} parameters; device {device}, precision {precision.name}, "
-            f"{dist.world_size} process(es)"
+            f"model: {n_params:,} parameters; device {device}, precision {precision.name}"
+            f"{f' ({why})' if why and not why.startswith('this CPU') else ''}, {dist.world_size} process(es)"
         )
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
@@ -281,6 +284,12 @@ def resume(
     ts = ckpt["train_state"]
     optimizer.load_state_dict(ts["optimizer"])
     precision.scaler.load_state_dict(ts["scaler"])
+    trained = ts.get("precision")  # absent in checkpoints written before it was recorded
+    if trained is not None and trained != precision.name:
+        info(
+            f"{exp.last_checkpoint} was trained in {trained}; this run continues in {precision.name} "
+            f"(train.precision: {cfg.train.precision} resolves so on this machine)"
+        )
     set_rng_state(ts["rng"])
     return TrainState(**ts["loop"])
 
@@ -289,6 +298,7 @@ def train_state(optimizer: torch.optim.Optimizer, precision: Precision, state: T
     return {
         "optimizer": optimizer.state_dict(),
         "scaler": precision.scaler.state_dict(),
+        "precision": precision.name,
         "rng": rng_state(),
         "loop": asdict(state),
     }

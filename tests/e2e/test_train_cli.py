@@ -118,3 +118,28 @@ def test_average_last_n(tmp_path: Path) -> None:
             torch.testing.assert_close(value, sum(c[key] for c in ckpts) / 3)
     translated = run_nmt("translate", str(tmp_path / "exp" / "checkpoints" / "averaged.pt"), input="alpha bravo\n")
     assert translated.returncode == 0 and translated.stdout.count("\n") == 1
+
+
+def test_precision_auto_is_reported_and_a_resume_in_another_precision_says_so(tmp_path: Path) -> None:
+    """NMT_CPU_BF16 stands for the machine: a run where auto gave fp32, resumed where it gives bf16."""
+    cfg = toy_config(tmp_path, train=200, valid=10)
+    prepare(load_config(cfg, FAST))
+    common = FAST + ["train.valid_every=100000", "train.precision=auto"]
+    first = run_nmt("train", str(cfg), *sets(common + ["train.max_steps=2"]), env={"NMT_CPU_BF16": "0"})
+    assert first.returncode == 0, first.stderr
+    assert "precision fp32 (auto: this CPU has no native bf16)" in " ".join(first.stderr.split())
+    assert read_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt")["train_state"]["precision"] == "fp32"
+    second = run_nmt("train", str(cfg), *sets(common + ["train.max_steps=4"]), env={"NMT_CPU_BF16": "1"})
+    assert second.returncode == 0, second.stderr
+    text = " ".join(second.stderr.split())
+    assert "precision bf16 (auto: this CPU has native bf16)" in text
+    assert "was trained in fp32; this run continues in bf16" in text
+    forced = run_nmt(
+        "train",
+        str(cfg),
+        "--restart",
+        *sets(FAST + ["train.max_steps=2", "train.precision=bf16"]),
+        env={"NMT_CPU_BF16": "0"},
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "bf16 is emulated and slower than fp32" in " ".join(forced.stderr.split())

@@ -176,3 +176,18 @@ def test_stop_reasons(tmp_path: Path, overrides: list[str], reason: str) -> None
     if reason == "max_epochs":
         assert result.state.epoch == 2 and result.state.groups_done == 0
     assert TrainResult(result.state).stopped_by is None  # None means "still running"
+
+
+def test_train_precision_auto_follows_the_injected_capability() -> None:
+    from nmt.errors import NmtError
+    from nmt.train.precision import resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu, native_bf16=True) == "bf16"
+    assert resolve_precision("auto", cpu, native_bf16=False) == "fp32"
+    assert resolve_precision("auto", cuda, cuda_bf16=True) == "bf16"
+    assert resolve_precision("auto", cuda, cuda_bf16=False) == "fp16"
+    assert resolve_precision("fp32", cpu, native_bf16=True) == "fp32"  # asked for: honoured
+    assert resolve_precision("bf16", cpu, native_bf16=False) == "bf16"  # honoured, with a warning (e2e)
+    with pytest.raises(NmtError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
