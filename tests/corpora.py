@@ -72,3 +72,15 @@ train:
   valid_every: 20
 {extra}""")
     return cfg
+
+
+def toy_vocabs(pairs: list[tuple[str, str]]):
+    """SentencePiece vocabularies of `pairs`, joint (True: 60 pieces) and separate (False: 40 per side)."""
+    from nmt.config import VocabConfig
+    from nmt.data.vocab import train_vocab
+
+    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {
+        joint: train_vocab(src, tgt, VocabConfig(size=60 if joint else 40, joint=joint), seed=1)
+        for joint in (True, False)
+    }

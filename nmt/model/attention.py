@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,9 +115,14 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
         return q, KVCache(k, v)
 
-    def attend(
+    def attend(self, query: Tensor, kv: KVCache, **options: Any) -> tuple[Tensor, Tensor | None]:
+        """Attend from `query` (B, T, D) to projected keys/values `kv`: `attend_heads` after the query
+        projection (the options are its keyword arguments)."""
+        return self.attend_heads(self._heads(self.q_proj(query)), kv, **options)
+
+    def attend_heads(
         self,
-        query: Tensor,
+        q: Tensor,
         kv: KVCache,
         *,
         key_pad: Tensor | None = None,
@@ -124,7 +130,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         group: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
-        """Attend from `query` (B, T, D) to projected keys/values `kv`.
+        """Attend from queries already projected and split into heads, q (B, H, T, Dh), to `kv`.
 
         Args:
             key_pad: (B, S) True at padded keys.
@@ -137,21 +143,6 @@ class MultiHeadAttention(nn.Module):
         Returns:
             output (B, T, D) and the weights or None.
         """
-        return self.attend_heads(
-            self._heads(self.q_proj(query)), kv, key_pad=key_pad, causal=causal, need_weights=need_weights, group=group
-        )
-
-    def attend_heads(
-        self,
-        q: Tensor,
-        kv: KVCache,
-        *,
-        key_pad: Tensor | None = None,
-        causal: bool = False,
-        need_weights: bool = False,
-        group: int = 1,
-    ) -> tuple[Tensor, Tensor | None]:
-        """`attend` for queries already projected and split into heads, q (B, H, T, Dh)."""
         batch, _, tgt_len, _ = q.shape
         if group > 1:
             if causal:

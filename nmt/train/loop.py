@@ -36,7 +36,7 @@ from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_number
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
-from nmt.train.precision import Precision, precision_note, resolve_precision
+from nmt.train.precision import Precision, auto_note, emulated_bf16, resolve_precision
 from nmt.train.report import write_metrics
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import TrainResult, TrainState
@@ -101,9 +101,10 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     dist = init_distributed(device.type)
     device = dist.device(device)  # cuda:LOCAL_RANK under DDP on GPUs
     precision = Precision(resolve_precision(cfg.train.precision, device), device)
-    why = precision_note(cfg.train.precision, precision.name, device)
-    if why.startswith("this CPU has no native bf16") and dist.is_main:
-        warn(f"train.precision bf16: {why}")
+    if emulated_bf16(precision.name, device) and dist.is_main:
+        warn(
+            "train.precision bf16: this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
+        )
     vocab, train_ds, valid_ds = load_datasets(cfg, exp)
     refs = load_references(exp, "valid")
     torch.manual_seed(cfg.train.seed)
@@ -122,7 +123,7 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     if dist.is_main:
         info(
             f"model: {n_params:,} parameters; device {device}, precision {precision.name}"
-            f"{f' ({why})' if why and not why.startswith('this CPU') else ''}, {dist.world_size} process(es)"
+            f"{f' ({auto_note(device)})' if cfg.train.precision == 'auto' else ''}, {dist.world_size} process(es)"
         )
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s

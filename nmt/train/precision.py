@@ -42,16 +42,18 @@ def resolve_precision(
     return "bf16" if native else "fp32"
 
 
-def precision_note(name: str, resolved: str, device: torch.device, *, native_bf16: bool | None = None) -> str:
-    """Why `resolved` was chosen, for the start-up line: '' when the user named it and all is well."""
+def auto_note(device: torch.device, *, native_bf16: bool | None = None) -> str:
+    """Why `train.precision: auto` resolved as it did, for the start-up line."""
     if device.type != "cpu":
-        return f"auto on {device.type}" if name == "auto" else ""
+        return f"auto on {device.type}"
     native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
-    if name == "auto":
-        return "auto: this CPU has native bf16" if native else "auto: this CPU has no native bf16"
-    if resolved == "bf16" and not native:
-        return "this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
-    return ""
+    return f"auto: this CPU has {'' if native else 'no '}native bf16"
+
+
+def emulated_bf16(resolved: str, device: torch.device, *, native_bf16: bool | None = None) -> bool:
+    """bf16 on a CPU that only emulates it (slower than fp32: warned about)."""
+    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+    return resolved == "bf16" and device.type == "cpu" and not native
 
 
 @dataclass

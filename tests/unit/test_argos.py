@@ -20,8 +20,8 @@ import sentencepiece
 import torch
 
 from nmt.checkpoint import build_checkpoint, save_checkpoint
-from nmt.config import VocabConfig, config_from_dict
-from nmt.data.vocab import Vocab, train_vocab
+from nmt.config import config_from_dict
+from nmt.data.vocab import Vocab
 from nmt.decode.translate import load_for_decoding, translate_lines
 from nmt.errors import CheckpointError, NmtError
 from nmt.export import argos
@@ -29,7 +29,7 @@ from nmt.export.argos import ArgosResult, export_argos
 from nmt.model import build_model
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from tests.conftest import run_nmt
-from tests.corpora import reverse_pairs
+from tests.corpora import reverse_pairs, toy_vocabs
 
 PAIRS = reverse_pairs(300, seed=7)
 LINES = [p[0] for p in reverse_pairs(12, seed=11)]
@@ -38,11 +38,7 @@ ROOT = "translate-de_en-nmt-1_0"
 
 @pytest.fixture(scope="module")
 def vocabs() -> dict[bool, Vocab]:
-    src, tgt = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
-    return {
-        joint: train_vocab(src, tgt, VocabConfig(size=60 if joint else 40, joint=joint), seed=1)
-        for joint in (True, False)
-    }
+    return toy_vocabs(PAIRS)
 
 
 def write_checkpoint(path: Path, vocab: Vocab, **model: object) -> Path:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from nmt.checkpoint import build_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, VocabConfig, config_from_dict  # noqa: E402
-from nmt.data.vocab import Vocab, train_vocab  # noqa: E402
+from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, config_from_dict  # noqa: E402
+from nmt.data.vocab import Vocab  # noqa: E402
 from nmt.decode import ct2  # noqa: E402
 from nmt.decode.load import load_model  # noqa: E402
 from nmt.decode.translate import load_for_decoding, translate, translate_lines  # noqa: E402
@@ -25,7 +25,7 @@ from nmt.export.ct2 import export_checkpoint  # noqa: E402
 from nmt.model import build_model  # noqa: E402
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from tests.conftest import TinyCheckpoint  # noqa: E402
-from tests.corpora import reverse_pairs  # noqa: E402
+from tests.corpora import reverse_pairs, toy_vocabs  # noqa: E402
 
 CPU = torch.device("cpu")
 PAIRS = reverse_pairs(300, seed=7)
@@ -33,11 +33,7 @@ PAIRS = reverse_pairs(300, seed=7)
 
 @pytest.fixture(scope="module")
 def vocabs() -> dict[bool, Vocab]:
-    src, tgt = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
-    return {
-        joint: train_vocab(src, tgt, VocabConfig(size=60 if joint else 40, joint=joint), seed=1)
-        for joint in (True, False)
-    }
+    return toy_vocabs(PAIRS)
 
 
 def write_checkpoint(path: Path, vocab: Vocab, *, seed: int = 0, **model: object) -> Path:

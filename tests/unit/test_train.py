@@ -180,7 +180,7 @@ def test_stop_reasons(tmp_path: Path, overrides: list[str], reason: str) -> None
 
 def test_train_precision_auto_follows_the_injected_capability() -> None:
     from nmt.errors import NmtError
-    from nmt.train.precision import resolve_precision
+    from nmt.train.precision import auto_note, emulated_bf16, resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cpu, native_bf16=True) == "bf16"
@@ -191,3 +191,7 @@ def test_train_precision_auto_follows_the_injected_capability() -> None:
     assert resolve_precision("bf16", cpu, native_bf16=False) == "bf16"  # honoured, with a warning (e2e)
     with pytest.raises(NmtError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", cpu)
+    assert auto_note(cpu, native_bf16=True) == "auto: this CPU has native bf16"
+    assert auto_note(cpu, native_bf16=False) == "auto: this CPU has no native bf16"
+    assert emulated_bf16("bf16", cpu, native_bf16=False) and not emulated_bf16("bf16", cpu, native_bf16=True)
+    assert not emulated_bf16("fp32", cpu, native_bf16=False) and not emulated_bf16("bf16", cuda, native_bf16=False)
