@@ -134,3 +134,22 @@ def test_close_answers_what_is_queued(pair: Pair) -> None:
     batcher.close(timeout=60)
     assert time.monotonic() - t0 < 60
     assert sorted(collect.results) == list(range(len(src)))
+
+
+def test_serve_without_its_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from nmt.errors import NmtError
+    from nmt.serve import require_serve_extra
+
+    real_import = builtins.__import__
+
+    def no_uvicorn(name, *args, **kwargs):
+        if name == "uvicorn":
+            raise ImportError("No module named 'uvicorn'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvicorn)
+    with pytest.raises(NmtError, match="needs uvicorn") as exc:
+        require_serve_extra()
+    assert exc.value.hint == "pip install 'nmt[serve]'"
