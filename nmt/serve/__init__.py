@@ -24,11 +24,17 @@ from nmt.errors import NmtError
 
 def require_serve_extra() -> None:
     missing = []
-    for module in ("starlette", "uvicorn", "multipart"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
+    # python-multipart's module is python_multipart since 0.0.13 (multipart before; now deprecated)
+    for name, modules in (("starlette", ["starlette"]), ("uvicorn", ["uvicorn"]),
+                          ("python-multipart", ["python_multipart", "multipart"])):  # fmt: skip
+        for module in modules:
+            try:
+                __import__(module)
+                break
+            except ImportError:
+                continue
+        else:
+            missing.append(name)
     if missing:
         raise NmtError(
             f"nmt serve needs {', '.join(missing)}, which are not installed",
