@@ -1,0 +1,72 @@
+"""The chunked label-smoothed loss against PyTorch's own cross_entropy (value and gradient)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.train import loss as loss_mod
+from nmt.train.loss import label_smoothed_nll
+
+
+def reference(logits: torch.Tensor, target: torch.Tensor, eps: float, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """F.cross_entropy's label smoothing is q = (1 - eps) onehot + eps / V, as ours."""
+    z, t = logits.float().reshape(-1, logits.size(-1)), target.reshape(-1)
+    loss = F.cross_entropy(z, t, ignore_index=pad, label_smoothing=eps, reduction="sum")
+    return loss, F.cross_entropy(z, t, ignore_index=pad, reduction="sum")
+
+
+def batch(dtype: torch.dtype, vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(5, 9, vocab, generator=g) * 3).to(dtype)
+    target = torch.randint(1, vocab, (5, 9), generator=g)
+    target[0, 4:] = 0  # padded tail
+    target[3] = 0  # an all-pad row
+    return logits, target
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 45, 1000])  # one row per chunk, a ragged last chunk, one chunk
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_chunked_loss_equals_cross_entropy_in_value_and_gradient(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, chunk_rows: int, eps: float
+) -> None:
+    vocab = 37
+    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", chunk_rows * vocab)
+    logits, target = batch(dtype, vocab)
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    loss, nll = label_smoothed_nll(ours_in, target, smoothing=eps, pad_id=0)
+    ref_loss, ref_nll = reference(ref_in, target, eps, 0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(nll, ref_nll, rtol=1e-6, atol=1e-5)
+    (loss * 0.37).backward()  # a scaled loss, as the training loop's normalisation makes it
+    (ref_loss * 0.37).backward()
+    assert ours_in.grad is not None and ours_in.grad.dtype == dtype
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 4e-3}
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, **tol)
+    assert ours_in.grad[3].abs().max() == 0  # pad rows get no gradient
+    torch.testing.assert_close(logits, ours_in.detach())  # the input logits are left as they were
+
+
+def test_values_without_grad_equal_the_training_form() -> None:
+    logits, target = batch(torch.float32, 50, seed=1)
+    with torch.no_grad():
+        plain = label_smoothed_nll(logits, target, smoothing=0.1, pad_id=0)
+    trained = label_smoothed_nll(logits.clone().requires_grad_(), target, smoothing=0.1, pad_id=0)
+    torch.testing.assert_close(plain[0], trained[0].detach())
+    torch.testing.assert_close(plain[1], trained[1])
+
+
+def test_gradient_flows_through_a_model_like_autograd_does() -> None:
+    """End to end through a linear layer: our loss and the reference give the same weight gradient."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 23)
+    x = torch.randn(4, 6, 8)
+    target = torch.randint(0, 23, (4, 6))
+    label_smoothed_nll(layer(x), target, smoothing=0.1, pad_id=0)[0].backward()
+    ours = layer.weight.grad.clone()
+    layer.weight.grad = None
+    reference(layer(x), target, 0.1, 0)[0].backward()
+    torch.testing.assert_close(ours, layer.weight.grad, rtol=1e-5, atol=1e-6)
