@@ -7,6 +7,7 @@
         <split>.src.bin / .src.idx  flat token ids + offsets, per side and split
     <workdir>/checkpoints/          step_N.pt, last.pt, best.pt, averaged.pt
     <workdir>/metrics.jsonl         one JSON object per log / validation event
+    <workdir>/curves.png            training curves drawn from metrics.jsonl at each validation
 
 The SentencePiece models live inside data/ so that a prepared dataset and its vocabulary
 are always replaced together, atomically.
@@ -58,6 +59,10 @@ class Experiment:
     @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.root / "curves.png"
 
     def write_config(self, cfg: ExperimentConfig) -> None:
         """Write the resolved config atomically."""

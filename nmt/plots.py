@@ -1,4 +1,4 @@
-"""PNG figures: BLEU by source length for several systems, and attention heatmaps.
+"""PNG figures: training curves, BLEU by source length for several systems, and attention heatmaps.
 
 matplotlib is an optional extra (`pip install 'nmt[plot]'`) and is imported only when a
 figure is drawn; without it, drawing raises NmtError with the install hint. Figures use
@@ -17,6 +17,7 @@ from nmt.errors import NmtError
 from nmt.fileio import atomic_open
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 DPI = 100
@@ -107,3 +108,74 @@ def attention_heatmap(
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     _save(fig, path)
+
+
+def training_curves(path: Path, records: Sequence[dict[str, Any]], *, title: str = "training curves") -> None:
+    """Training curves from metrics.jsonl records as a 2x2 PNG against steps.
+
+    Panels: (a) train and valid loss per target token, (b) valid BLEU, (c) learning rate,
+    (d) target tokens/s. A resumed run logs some steps again: the last record of each
+    (event, step) wins. Non-finite values are left out; a panel without data says so.
+    """
+    _save(_curves_figure(records, title=title), path)
+
+
+def _curves_figure(records: Sequence[dict[str, Any]], *, title: str) -> Figure:
+    fig = _figure(10.0, 7.0)
+    (loss_ax, bleu_ax), (lr_ax, speed_ax) = fig.subplots(2, 2, sharex=True)
+    train = _last_per_step(records, "train")
+    valid = _last_per_step(records, "valid")
+    drawn = [_curve(loss_ax, train, "loss", label="train"), _curve(loss_ax, valid, "loss", label="valid", marker="o")]
+    if any(drawn):
+        loss_ax.legend()
+    else:
+        _empty(loss_ax, "no training records yet")
+    if not _curve(bleu_ax, valid, "bleu", label="valid", marker="o", color="C1"):
+        _empty(bleu_ax, "no validation yet")
+    if not _curve(lr_ax, train, "lr", label="train", color="C2"):
+        _empty(lr_ax, "no training records yet")
+    if not _curve(speed_ax, train, "tgt_tokens_per_s", label="train", color="C3"):
+        _empty(speed_ax, "no training records yet")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    for ax, name, ylabel in (
+        (loss_ax, "(a) loss", "loss per target token"),
+        (bleu_ax, "(b) validation BLEU", "BLEU"),
+        (lr_ax, "(c) learning rate", "learning rate"),
+        (speed_ax, "(d) training speed", "target tokens/s"),
+    ):
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    for ax in (lr_ax, speed_ax):
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    return fig
+
+
+def _last_per_step(records: Sequence[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    """Records of `event` sorted by step, keeping the last one written for each step."""
+    by_step: dict[float, dict[str, Any]] = {}
+    for record in records:
+        if isinstance(record, dict) and record.get("event") == event and _finite(record.get("step")):
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _curve(ax: Axes, records: Sequence[dict[str, Any]], key: str, *, label: str, **style: Any) -> bool:
+    """Plot `key` against step, skipping missing and non-finite values; False when nothing was plotted."""
+    points = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
+    if not points:
+        return False
+    steps, values = zip(*points, strict=True)
+    # markers on short series, so a single point (or a few) is visible
+    style.setdefault("marker", "o" if len(points) <= 30 else None)
+    ax.plot(steps, values, label=label, linewidth=1.5, markersize=4, **style)
+    return True
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.4")
