@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,8 @@ import torch.distributed as dist
 # For tests only: "RANK:SECONDS" adds SECONDS to that rank's training clock, so that ranks
 # disagree about `train.max_minutes` (tests/e2e/test_ddp_stop.py).
 CLOCK_SKEW_ENV = "NMT_TEST_CLOCK_SKEW"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +43,32 @@ class Dist:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def share(self, items: list[T]) -> list[T]:
+        """This rank's share of `items`: every world_size-th from index `rank` (all of them in one process).
+
+        Over all ranks the shares hold every item exactly once; a rank may get none.
+        """
+        return items[self.rank :: self.world_size]
+
+    def gather_object(self, obj: T) -> list[T] | None:
+        """Every rank's `obj` in rank order on rank 0, None on the others; `[obj]` in one process.
+
+        Pickled through the process group: for small host objects (validation hypotheses).
+        """
+        if not self.enabled:
+            return [obj]
+        out: list[T] | None = [None] * self.world_size if self.is_main else None  # type: ignore[list-item]
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast_object(self, obj: T) -> T:
+        """Rank 0's `obj` on every rank (the others' `obj` is ignored); `obj` itself in one process."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def agree_max(self, code: int, device: torch.device) -> int:
         """The largest `code` over all ranks (a stop decision every rank then takes together).

@@ -6,12 +6,24 @@ raw reference lines (trailing whitespace removed, as sacreBLEU's CLI reads them)
 against references decoded back from token ids (which would drop what the vocabulary
 cannot spell and flatter the score). An empty source gets an empty hypothesis without
 running the model, as `translate` does.
+
+Under DDP (`Dist` with several ranks) each rank does a share of the work and every rank
+returns rank 0's `Validation`, so best / patience decisions agree:
+- loss: the length-bucketed validation batches are dealt round-robin (batch r, r+W, ...
+  to rank r); the (loss, nll, tokens) sums are all-reduced, so the per-token loss is the
+  one-process loss up to float summation order;
+- BLEU: the sources are sorted by length and dealt round-robin, so every rank decodes
+  about 1/W of the sentences and tokens; rank 0 gathers the hypotheses, puts them back in
+  corpus order and scores the whole corpus once (corpus BLEU is not an average of
+  per-rank BLEU). The hypotheses are those one process would produce: each sentence's
+  search does not depend on the rest of its batch (up to float noise).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +36,7 @@ from nmt.data.vocab import Vocab
 from nmt.decode.search import translate_ids
 from nmt.metrics import bleu
 from nmt.tokens import EOS_ID, PAD_ID
+from nmt.train.distributed import Dist
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.precision import Precision
 from nmt.train.state import TrainState
@@ -71,33 +84,55 @@ def validate(
     *,
     device: torch.device,
     precision: Precision,
+    dist: Dist | None = None,
 ) -> Validation:
-    """Loss and BLEU of `model` on the prepared split `ds`, whose raw target lines are `refs`."""
+    """Loss and BLEU of `model` on the prepared split `ds`, whose raw target lines are `refs`.
+
+    Under DDP every rank must call it (it holds collectives); each does its share and all
+    return rank 0's result. `dist=None` is one process.
+    """
+    dist = dist or Dist()
     t0 = time.monotonic()
-    loss, nll = evaluate_loss(model, ds, cfg, device, precision)
-    score = decode_bleu(model, ds, refs, vocab, cfg, device=device)
-    return Validation(loss, nll, score, time.monotonic() - t0)
+    loss, nll = evaluate_loss(model, ds, cfg, device, precision, dist=dist)
+    score = decode_bleu(model, ds, refs, vocab, cfg, device=device, dist=dist)
+    valid = Validation(loss, nll, score, time.monotonic() - t0) if score is not None else None
+    return dist.broadcast_object(valid)  # type: ignore[return-value]
 
 
 @torch.inference_mode()
 def evaluate_loss(
-    model: torch.nn.Module, ds: TokenDataset, cfg: ExperimentConfig, device: torch.device, precision: Precision
+    model: torch.nn.Module,
+    ds: TokenDataset,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    precision: Precision,
+    *,
+    dist: Dist | None = None,
 ) -> tuple[float, float]:
-    """Per-token label-smoothed loss and NLL on a split (teacher forcing)."""
+    """Per-token label-smoothed loss and NLL on a split (teacher forcing), over all ranks' batches."""
+    dist = dist or Dist()
     model.eval()
     total = torch.zeros(2, device=device)
     tokens = 0
-    for idx in make_batches(
+    batches = make_batches(
         padded_lengths(ds), batch_tokens=cfg.train.batch_tokens, max_sentences=None, seed=0, epoch=0, shuffle=False
-    ):
+    )
+    for idx in dist.share(batches):
         batch = collate(ds, idx).to(device)
         with precision.autocast():
             logits = model(batch.src_ids, batch.src_pad, batch.tgt_in)
         loss, nll = label_smoothed_nll(logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID)
         total += torch.stack([loss, nll])
         tokens += batch.n_tgt_tokens
-    loss_sum, nll_sum = total.tolist()  # host sync: once per validation
-    return loss_sum / max(tokens, 1), nll_sum / max(tokens, 1)
+    sums = dist.all_reduce_sum(torch.cat([total, total.new_tensor([float(tokens)])]))
+    loss_sum, nll_sum, tokens_sum = sums.tolist()  # host sync: once per validation
+    return loss_sum / max(tokens_sum, 1.0), nll_sum / max(tokens_sum, 1.0)
+
+
+def shard_by_length(lengths: Sequence[int], dist: Dist) -> list[int]:
+    """This rank's indices into `lengths`: sorted by length and dealt round-robin, so that the
+    ranks get similar numbers of sentences and tokens. Over all ranks, every index once."""
+    return dist.share(sorted(range(len(lengths)), key=lengths.__getitem__))
 
 
 def decode_bleu(
@@ -108,13 +143,27 @@ def decode_bleu(
     cfg: ExperimentConfig,
     *,
     device: torch.device,
-) -> float:
-    """Decode every source of `ds` with `cfg.decode` and score against `refs` (one raw line per example)."""
+    dist: Dist | None = None,
+) -> float | None:
+    """Decode every source of `ds` with `cfg.decode` and score against `refs` (one raw line per example).
+
+    Under DDP each rank decodes its `shard_by_length` share; rank 0 gathers and scores the
+    hypotheses and returns BLEU, the other ranks None. In one process: BLEU.
+    """
     assert len(refs) == len(ds), f"{len(refs)} references for {len(ds)} prepared {ds.split} examples"
+    dist = dist or Dist()
     model.eval()
-    sources = (ds[i][0].tolist() for i in range(len(ds)))
+    mine = shard_by_length(ds.src_lens.tolist(), dist)
+    sources = (ds[i][0].tolist() for i in mine)
     src = [ids + [EOS_ID] if ids else [] for ids in sources]  # [] = empty source: no model call
-    hyps = vocab.decode_tgt(translate_ids(model, src, cfg.decode, device=device))
+    shares = dist.gather_object((mine, translate_ids(model, src, cfg.decode, device=device)))
+    if shares is None:
+        return None
+    hyp_ids: list[list[int]] = [[] for _ in range(len(ds))]
+    for index, ids in shares:
+        for i, hyp in zip(index, ids, strict=True):
+            hyp_ids[i] = hyp
+    hyps = vocab.decode_tgt(hyp_ids)
     return bleu([h.rstrip() for h in hyps], [[r.rstrip() for r in refs]], tgt_lang=cfg.data.tgt_lang)
 
 
