@@ -52,11 +52,20 @@ def build_checkpoint(
         "nmt_version": __version__,
         "config": config_to_dict(cfg),
         "vocab": {"src": vocab_models[0], "tgt": vocab_models[1]},
-        "model": model_state,
+        "model": plain_state_dict(model_state),
         "step": step,
         "epoch": epoch,
         "train_state": train_state,
     }
+
+
+def plain_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` without the key prefixes of torch.compile (`_orig_mod.`) and DDP (`module.`) wrappers,
+    so that a checkpoint loads into a plain model whatever wrapped the one that trained."""
+    out = state
+    while out and (prefix := next((p for p in ("_orig_mod.", "module.") if all(k.startswith(p) for k in out)), None)):
+        out = {k.removeprefix(prefix): v for k, v in out.items()}
+    return out
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:

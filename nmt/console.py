@@ -25,8 +25,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A warning line on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    """A warning line on stderr (one line: never wrapped, so that it can be grepped)."""
+    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 
 def progress(

@@ -72,10 +72,13 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], key, where, meta)
     if origin is Literal:
-        if value in args:
+        if isinstance(value, str) and any(isinstance(a, bool) for a in args) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"  # --set train.compile=true (YAML gives a bool already)
+        if any(value == a and type(value) is type(a) for a in args):
             return value
-        hint = _closest(str(value), [str(a) for a in args])
-        choices = ", ".join(str(a) for a in args)
+        names = [str(a).lower() if isinstance(a, bool) else str(a) for a in args]
+        hint = _closest(str(value), names)
+        choices = ", ".join(names)
         msg = f"{where}: {key}: invalid value {value!r}; expected one of {choices}"
         raise ConfigError(msg + (f"; did you mean {hint}?" if hint else ""))
     if dataclasses.is_dataclass(tp):

@@ -89,12 +89,13 @@ class Batch:
         )
 
 
-def collate(dataset: TokenDataset, indices: np.ndarray) -> Batch:
-    """Build the padded batch of `indices`."""
+def collate(dataset: TokenDataset, indices: np.ndarray, *, pad_multiple: int = 1) -> Batch:
+    """Build the padded batch of `indices`; both lengths rounded up to a multiple of `pad_multiple`
+    (compiled training: fewer distinct shapes; the extra columns are padding, masked and ignored)."""
     pairs = [dataset[int(i)] for i in indices]
     n = len(pairs)
-    src_len = max(len(s) for s, _ in pairs) + 1
-    tgt_len = max(len(t) for _, t in pairs) + 1
+    src_len = _round_up(max(len(s) for s, _ in pairs) + 1, pad_multiple)
+    tgt_len = _round_up(max(len(t) for _, t in pairs) + 1, pad_multiple)
     src = np.full((n, src_len), PAD_ID, dtype=np.int64)
     tgt_in = np.full((n, tgt_len), PAD_ID, dtype=np.int64)
     tgt_out = np.full((n, tgt_len), PAD_ID, dtype=np.int64)
@@ -113,3 +114,7 @@ def collate(dataset: TokenDataset, indices: np.ndarray) -> Batch:
         torch.from_numpy(tgt_out),
         int(sum(len(t) + 1 for _, t in pairs)),
     )
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

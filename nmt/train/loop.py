@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from nmt.checkpoint import build_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nmt.config import ExperimentConfig
@@ -33,11 +34,12 @@ from nmt.metrics import check_tokenizer
 from nmt.model import build_model
 from nmt.tokens import PAD_ID
 from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_numbered
+from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.precision import Precision, auto_note, emulated_bf16, resolve_precision
-from nmt.train.report import write_metrics
+from nmt.train.report import draw_curves, write_metrics
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import TrainResult, TrainState
 from nmt.train.validate import update_best, validate
@@ -118,12 +120,20 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     elif dist.is_main:
         exp.write_config(cfg)
     ddp_model = dist.wrap(model, device)
+    step_model, pad_multiple, graphs0 = ddp_model, 1, 0  # what the training step calls (compiled or not)
+    if resolve_compile(cfg.train.compile, device):
+        problem = compiler_problem(device)
+        if problem is None:
+            step_model, pad_multiple, graphs0 = compile_module(ddp_model), PAD_MULTIPLE, graphs_compiled()
+        elif dist.is_main:
+            warn(f"train.compile: torch.compile does not work here, training runs uncompiled ({escape(problem)})")
     lengths = padded_lengths(train_ds)
     n_params = sum(p.numel() for p in model.parameters())
     if dist.is_main:
         info(
             f"model: {n_params:,} parameters; device {device}, precision {precision.name}"
-            f"{f' ({auto_note(device)})' if cfg.train.precision == 'auto' else ''}, {dist.world_size} process(es)"
+            f"{f' ({auto_note(device)})' if cfg.train.precision == 'auto' else ''}, "
+            f"{'compiled' if step_model is not ddp_model else 'eager'}, {dist.world_size} process(es)"
         )
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
@@ -144,7 +154,7 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
             bar = progress(total=len(groups), desc=f"epoch {state.epoch}", unit="step", force=None)
             bar.update(state.groups_done)
             for group in groups[state.groups_done :]:
-                step_batches = [collate(train_ds, idx) for idx in group]
+                step_batches = [collate(train_ds, idx, pad_multiple=pad_multiple) for idx in group]
                 tokens = sum(b.n_tgt_tokens for b in step_batches)
                 # all ranks' target tokens, kept on the device: normalising by it needs no host sync
                 total_tokens = dist.all_reduce_sum(torch.tensor(float(tokens), device=device))
@@ -153,7 +163,7 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
                     batch = batch.to(device)
                     with dist.no_sync(ddp_model, last=i == len(step_batches) - 1):
                         with precision.autocast():
-                            logits = ddp_model(batch.src_ids, batch.src_pad, batch.tgt_in)
+                            logits = step_model(batch.src_ids, batch.src_pad, batch.tgt_in)
                         loss, nll = label_smoothed_nll(
                             logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID
                         )
@@ -216,6 +226,9 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
             result.last_valid = validate_and_save(
                 cfg, exp, model, optimizer, precision, vocab, valid_ds, refs, state, dist, device
             )
+        if step_model is not ddp_model and dist.is_main:
+            result.graphs_compiled = graphs_compiled() - graphs0
+            info(f"torch.compile: {result.graphs_compiled} graph(s) compiled (first compile + recompiles)")
         dist.barrier()  # no rank exits (and makes torchrun stop the others) before rank 0 has saved
     dist.close()
     return result
@@ -363,10 +376,11 @@ def validate_and_save(
     device: torch.device,
 ) -> dict[str, Any]:
     """Validate; write step_N.pt and point last.pt (and best.pt when improved) at it; prune old ones."""
-    valid = validate(model, valid_ds, refs, vocab, cfg, device=device, precision=precision)
+    valid = validate(model, valid_ds, refs, vocab, cfg, device=device, precision=precision, dist=dist)
     improved = update_best(state, valid.metric(cfg.train.best_metric))
     record = valid.record(state, improved=improved)
     write_metrics(exp, record, is_main=dist.is_main)
+    draw_curves(exp, is_main=dist.is_main)
     if dist.is_main:
         info(
             f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}, BLEU {valid.bleu:.2f}"

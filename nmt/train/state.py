@@ -29,3 +29,4 @@ class TrainResult:
     exit_code: int = 0
     last_valid: dict[str, Any] = field(default_factory=dict)
     params: int = 0
+    graphs_compiled: int | None = None  # train.compile: graphs torch.compile built (None: not compiled)
