@@ -54,6 +54,8 @@ def test_sigterm_saves_a_checkpoint_and_train_resumes(tmp_path: Path) -> None:
         result.stderr.split()
     )
     assert read_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt")["step"] == step + 3
+    # the validation at the end drew the training curves from metrics.jsonl (both runs' records)
+    assert (tmp_path / "exp" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) -> None:
