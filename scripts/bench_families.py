@@ -1,14 +1,18 @@
-"""Model families on Multi30k de->en under one CPU wall budget: BLEU overall and by length, speed.
+"""Model families on Multi30k de->en under one wall budget: BLEU overall and by length, speed.
 
     python scripts/bench_families.py [--minutes 10] [--out data/bench_families] [--only NAME ...]
+                                     [--device cpu|cuda] [--set KEY=VALUE ...] [--speed-repeats 3]
 
 For each of the Transformer, Bahdanau, Luong and no-attention (seq2seq) configs: `nmt prepare`,
 `nmt train` from scratch for --minutes of wall time (validation included, as a user's run
 would spend it), then `nmt evaluate --split test_2016_flickr --by-length --buckets 10,14,18 --json` on the best
-checkpoint, and `scripts/bench_translate.py` at beam 5. Training target tokens/s is the
-median of the run's logged intervals. Finally one `nmt evaluate --hyp ... --plot` draws BLEU
+checkpoint, and `scripts/bench_translate.py` at beam 5 (median of --speed-repeats runs).
+Training target tokens/s is the median of the run's logged intervals (null when a budget
+too short for two log intervals left none). Finally one `nmt evaluate --hyp ... --plot` draws BLEU
 by source length for all four. Writes OUT/results.json and prints a markdown table.
-Runs are sequential: each gets the machine's cores to itself.
+Runs are sequential: each gets the machine's cores to itself. --device picks where training,
+evaluation and the speed run go (default cpu); each --set is passed on to every config (e.g.
+--set train.compile=false).
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench_families")
     parser.add_argument("--only", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="runs of the beam-5 speed test (median)")
     args = parser.parse_args()
     nmt = [sys.executable, "-m", "nmt"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -67,11 +74,11 @@ def main() -> None:
     for name in args.only:
         config, label = SYSTEMS[name]
         workdir = args.out / name
-        where = [f"--set=workdir={workdir}"]
+        where = [f"--set=workdir={workdir}", *(f"--set={o}" for o in args.overrides)]
         run([*nmt, "prepare", config, *where], log=args.out / f"{name}.prepare.log")
         train_set = [
             f"--set=train.max_minutes={args.minutes}",
-            "--set=train.device=cpu",
+            f"--set=train.device={args.device}",
             "--set=train.max_steps=100000",
         ]
         run([*nmt, "train", config, "--restart", *where, *train_set], log=args.out / f"{name}.train.log")
@@ -88,6 +95,8 @@ def main() -> None:
                     "--buckets",
                     BUCKETS,
                     "--json",
+                    "--device",
+                    args.device,
                     "--out",
                     str(hyp),
                     *where,
@@ -96,7 +105,17 @@ def main() -> None:
         )
         speed = json.loads(
             run(
-                [sys.executable, "scripts/bench_translate.py", str(workdir / "checkpoints" / "best.pt"), "--beams", "5"]
+                [
+                    sys.executable,
+                    "scripts/bench_translate.py",
+                    str(workdir / "checkpoints" / "best.pt"),
+                    "--beams",
+                    "5",
+                    "--device",
+                    args.device,
+                    "--repeats",
+                    str(args.speed_repeats),
+                ]
             )
             .strip()
             .splitlines()[-1]
@@ -109,10 +128,14 @@ def main() -> None:
             "label": label,
             "config": config,
             "minutes": args.minutes,
-            "steps": train_records[-1]["step"] if train_records else 0,
+            "device": args.device,
+            "overrides": args.overrides,
+            "steps": max((m["step"] for m in metrics), default=0),
             "best_valid_bleu": max(m["bleu"] for m in valid),
             "params": params_of(workdir / "checkpoints" / "best.pt"),
-            "train_tgt_tokens_per_s": round(statistics.median(m["tgt_tokens_per_s"] for m in intervals)),
+            "train_tgt_tokens_per_s": (
+                round(statistics.median(m["tgt_tokens_per_s"] for m in intervals)) if intervals else None
+            ),
             "beam5_tgt_tokens_per_s": speed["tgt_tokens_per_s"],
             "bleu": record["scores"]["bleu"],
             "chrf": record["scores"]["chrf"],
@@ -139,8 +162,9 @@ def table(results: dict, names: list[str]) -> str:
     for n in names:
         r = results[n]
         per = [f"{b['bleu']:.2f}" if b.get("bleu") is not None else "-" for b in r["by_length"]]
+        speed = "-" if r["train_tgt_tokens_per_s"] is None else f"{r['train_tgt_tokens_per_s']:,}"
         rows.append(
-            f"| {r['label']} | {r['params'] / 1e6:.1f}M | {r['steps']} | {r['train_tgt_tokens_per_s']:,} | "
+            f"| {r['label']} | {r['params'] / 1e6:.1f}M | {r['steps']} | {speed} | "
             f"{r['beam5_tgt_tokens_per_s']:,} | {r['bleu']:.2f} | {r['chrf']:.2f} | " + " | ".join(per) + " |"
         )
     return "\n".join(rows)
