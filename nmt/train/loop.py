@@ -38,7 +38,7 @@ from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, g
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
-from nmt.train.precision import Precision, auto_note, emulated_bf16, resolve_precision
+from nmt.train.precision import Precision, auto_note, bound_onednn_cache, emulated_bf16, resolve_precision
 from nmt.train.report import draw_curves, write_metrics
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import TrainResult, TrainState
@@ -103,6 +103,8 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     dist = init_distributed(device.type)
     device = dist.device(device)  # cuda:LOCAL_RANK under DDP on GPUs
     precision = Precision(resolve_precision(cfg.train.precision, device), device)
+    if device.type == "cpu" and precision.name == "bf16":
+        bound_onednn_cache()
     if emulated_bf16(precision.name, device) and dist.is_main:
         warn(
             "train.precision bf16: this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
@@ -165,8 +167,9 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
                         with precision.autocast():
                             logits = step_model(batch.src_ids, batch.src_pad, batch.tgt_in)
                         loss, nll = label_smoothed_nll(
-                            logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID
+                            logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID, in_place=True
                         )
+                        del logits  # now the loss's gradient buffer (in_place): freed by the backward
                         precision.scaler.scale(loss * (dist.world_size / total_tokens)).backward()
                     counters.loss += loss.detach()
                     counters.nll += nll.detach()

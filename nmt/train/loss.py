@@ -42,13 +42,17 @@ def _chunk_stats(z: Tensor, target: Tensor, keep: Tensor, smoothing: float) -> t
 
 class _SmoothedNLL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, smoothing: float, pad_id: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, logits: Tensor, target: Tensor, smoothing: float, pad_id: int, in_place: bool
+    ) -> tuple[Tensor, Tensor]:
         vocab = logits.size(-1)
         flat, tgt = logits.reshape(-1, vocab), target.reshape(-1)
         keep_all = tgt.ne(pad_id)
         loss = flat.new_zeros((), dtype=torch.float32)
         nll = flat.new_zeros((), dtype=torch.float32)
-        grad = torch.empty_like(flat) if ctx.needs_input_grad[0] else None
+        grad = None
+        if ctx.needs_input_grad[0]:  # in place: the gradient overwrites the logits chunk by chunk
+            grad = flat.detach() if in_place and flat.data_ptr() == logits.data_ptr() else torch.empty_like(flat)
         rows = _chunk_rows(vocab)
         for start in range(0, flat.size(0), rows):
             z = flat[start : start + rows].to(torch.float32, copy=True)  # a copy even when fp32: reused below
@@ -67,23 +71,28 @@ class _SmoothedNLL(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad.mul_(grad_loss.to(grad.dtype)).view(ctx.shape), None, None, None
+        return grad.mul_(grad_loss.to(grad.dtype)).view(ctx.shape), None, None, None, None
 
 
-def label_smoothed_nll(logits: Tensor, target: Tensor, *, smoothing: float, pad_id: int) -> tuple[Tensor, Tensor]:
+def label_smoothed_nll(
+    logits: Tensor, target: Tensor, *, smoothing: float, pad_id: int, in_place: bool = False
+) -> tuple[Tensor, Tensor]:
     """Summed smoothed loss and summed NLL over non-pad positions (float32 scalars).
 
     Args:
         logits: (B, T, V) decoder outputs, any float dtype.
         target: (B, T) gold ids, `pad_id` where padded.
+        in_place: store the gradient in `logits`' own memory (the training step: the logits
+            are not used after the loss, and the output projection's backward does not need
+            them), saving a (tokens x vocab) buffer; `logits` then holds the gradient.
 
     The gradient reaches `logits` through the loss only (the NLL is a by-product). The backward
     may be run once (the stored gradient is scaled in place).
     """
     if torch.is_grad_enabled() and logits.requires_grad:
-        return _SmoothedNLL.apply(logits, target, float(smoothing), int(pad_id))
+        return _SmoothedNLL.apply(logits, target, float(smoothing), int(pad_id), in_place)
     vocab = logits.size(-1)
     flat, tgt = logits.reshape(-1, vocab), target.reshape(-1)
     loss = flat.new_zeros((), dtype=torch.float32)

@@ -70,3 +70,23 @@ def test_gradient_flows_through_a_model_like_autograd_does() -> None:
     layer.weight.grad = None
     reference(layer(x), target, 0.1, 0)[0].backward()
     torch.testing.assert_close(ours, layer.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_gradient_through_a_layer_equals_the_reference(dtype: torch.dtype) -> None:
+    """in_place=True (the training loop's form) overwrites the logits with their gradient and
+    gives the same weight gradient as the reference; autograd would raise if anything had saved them."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 23).to(dtype)
+    x = torch.randn(4, 6, 8, dtype=dtype)
+    target = torch.randint(0, 23, (4, 6))
+    logits = layer(x)
+    before = logits.detach().clone()
+    loss, _ = label_smoothed_nll(logits, target, smoothing=0.1, pad_id=0, in_place=True)
+    assert not torch.equal(logits.detach(), before)  # the memory now holds the gradient
+    loss.backward()
+    ours = layer.weight.grad.clone()
+    layer.weight.grad = None
+    reference(layer(x), target, 0.1, 0)[0].backward()
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(ours, layer.weight.grad, **tol)
