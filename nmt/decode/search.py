@@ -32,6 +32,11 @@ from nmt.tokens import PAD_ID
 _CAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter key, cast copy)
 
 
+def forget_cast_copy(model: torch.nn.Module) -> None:
+    """Drop `model`'s cached cast copy: its weights changed in a way the version counters miss."""
+    _CAST_COPIES.pop(model, None)
+
+
 def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) -> Seq2SeqModel:
     """The model to decode with at `precision` (auto resolved for `device`): the model itself
     in fp32, else a copy whose weights are cast to bf16/fp16 once.
@@ -40,8 +45,9 @@ def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) ->
     autocasting every op, spares re-casting the weights (the (V, D) output projection
     included) at every decoding step: with autocast, bf16 greedy decoding was slower than
     fp32 (see BENCHMARKS.md). Log-softmax and search run in fp32 on the step's logits. The
-    copy is kept while the model's parameters are unchanged (training validates the same
-    model object after every optimizer step: the parameter versions tell).
+    copy is kept while the model's parameters are unchanged as far as their version counters
+    tell; fused optimizers update parameters without bumping them, so training drops the copy
+    before each validation (`forget_cast_copy`).
     """
     precision = resolve_decode_precision(precision, device)
     if precision == "fp32" or not isinstance(model, torch.nn.Module):

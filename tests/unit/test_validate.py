@@ -46,3 +46,29 @@ def test_validation_bleu_equals_evaluate_on_the_valid_split(tmp_path: Path) -> N
     assert hyps[8] == ""  # the empty source
     assert report.scores["bleu"].score > 0
     assert valid_record["bleu"] == pytest.approx(report.scores["bleu"].score, abs=1e-9)
+
+
+def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
+    """The fused AdamW (CPU and CUDA) updates parameters without bumping their version counters,
+    so the cached bf16 copy used for decoding looks current; validation must drop it first
+    (without `forget_cast_copy`, validation BLEU stayed at its first value for a whole run)."""
+    import torch
+
+    from nmt.config import ModelConfig, TrainConfig
+    from nmt.decode.search import decoding_model, forget_cast_copy
+    from nmt.model import build_model
+    from nmt.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(preset="tiny", max_len=32), src_vocab_size=30, tgt_vocab_size=30)
+    cpu = torch.device("cpu")
+    stale = decoding_model(model, cpu, "bf16")
+    optimizer = build_optimizer(list(model.parameters()), TrainConfig(lr=0.1), device=cpu)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    forget_cast_copy(model)
+    fresh = decoding_model(model, cpu, "bf16")
+    assert fresh is not stale
+    for cast, param in zip(fresh.parameters(), model.parameters(), strict=True):
+        assert torch.equal(cast, param.detach().to(torch.bfloat16))
