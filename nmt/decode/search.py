@@ -27,14 +27,19 @@ from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import sample
 from nmt.device import resolve_decode_precision
 from nmt.model import Seq2SeqModel
+from nmt.model.attention import MultiHeadAttention
 from nmt.tokens import PAD_ID
 
 _CAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter key, cast copy)
 
 
 def forget_cast_copy(model: torch.nn.Module) -> None:
-    """Drop `model`'s cached cast copy: its weights changed in a way the version counters miss."""
+    """Drop what decoding derived from `model`'s weights (the cast copy, the attention layers'
+    concatenated q/k/v weights): its weights changed in a way the version counters miss."""
     _CAST_COPIES.pop(model, None)
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.forget_fused()
 
 
 def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) -> Seq2SeqModel:

@@ -109,11 +109,16 @@ class MultiHeadAttention(nn.Module):
         """Keys and values (B, H, L, Dh) for inputs (B, L, D); cached by the decoder."""
         return KVCache(self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value)))
 
+    def forget_fused(self) -> None:
+        """Drop the concatenated q/k/v weight (rebuilt at the next `project_qkv`)."""
+        self._fused = None
+
     def project_qkv(self, x: Tensor) -> tuple[Tensor, KVCache]:
         """Queries (B, H, L, Dh) and keys/values of self-attention inputs `x` (B, L, D), in one matmul.
 
-        The concatenated weight is built once and rebuilt only when a projection's weight or bias
-        changes (an optimizer step between validations, a move to another device or dtype).
+        The concatenated weight is built once and rebuilt when a projection's weight or bias
+        changes as far as their version counters tell (a move to another device or dtype, a
+        foreach optimizer step); fused optimizers do not bump them: `forget_fused` after those.
         """
         params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         biases = (self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)

@@ -72,3 +72,30 @@ def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
     assert fresh is not stale
     for cast, param in zip(fresh.parameters(), model.parameters(), strict=True):
         assert torch.equal(cast, param.detach().to(torch.bfloat16))
+
+
+def test_fp32_decoding_uses_the_weights_a_fused_optimizer_just_wrote() -> None:
+    """The same in fp32: the attention layers' concatenated q/k/v weight is rebuilt after `forget_cast_copy`."""
+    import torch
+
+    from nmt.config import ModelConfig, TrainConfig
+    from nmt.decode.search import forget_cast_copy
+    from nmt.model import build_model
+    from nmt.model.attention import MultiHeadAttention
+    from nmt.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(preset="tiny", max_len=32), src_vocab_size=30, tgt_vocab_size=30).eval()
+    attn = next(m for m in model.modules() if isinstance(m, MultiHeadAttention))
+    x = torch.randn(2, 5, attn.q_proj.in_features)
+    with torch.no_grad():
+        attn.project_qkv(x)  # builds the concatenated weight
+    optimizer = build_optimizer(list(model.parameters()), TrainConfig(lr=0.1), device=torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    forget_cast_copy(model)
+    with torch.no_grad():
+        q, kv = attn.project_qkv(x)
+        torch.testing.assert_close(q, attn._heads(attn.q_proj(x)))
+        torch.testing.assert_close(kv.v, attn._heads(attn.v_proj(x)))
