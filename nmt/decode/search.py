@@ -33,7 +33,7 @@ from nmt.tokens import PAD_ID
 _CAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter key, cast copy)
 
 
-def forget_cast_copy(model: torch.nn.Module) -> None:
+def forget_derived_weights(model: torch.nn.Module) -> None:
     """Drop what decoding derived from `model`'s weights (the cast copy, the attention layers'
     concatenated q/k/v weights): its weights changed in a way the version counters miss."""
     _CAST_COPIES.pop(model, None)
@@ -52,7 +52,7 @@ def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) ->
     fp32 (see BENCHMARKS.md). Log-softmax and search run in fp32 on the step's logits. The
     copy is kept while the model's parameters are unchanged as far as their version counters
     tell; fused optimizers update parameters without bumping them, so training drops the copy
-    before each validation (`forget_cast_copy`).
+    before each validation (`forget_derived_weights`).
     """
     precision = resolve_decode_precision(precision, device)
     if precision == "fp32" or not isinstance(model, torch.nn.Module):

@@ -33,7 +33,7 @@ from nmt.config import ExperimentConfig
 from nmt.data.batching import collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
 from nmt.data.vocab import Vocab
-from nmt.decode.search import forget_cast_copy, translate_ids
+from nmt.decode.search import forget_derived_weights, translate_ids
 from nmt.metrics import bleu
 from nmt.tokens import EOS_ID, PAD_ID
 from nmt.train.distributed import Dist
@@ -153,7 +153,7 @@ def decode_bleu(
     assert len(refs) == len(ds), f"{len(refs)} references for {len(ds)} prepared {ds.split} examples"
     dist = dist or Dist()
     model.eval()
-    forget_cast_copy(model)  # the fused AdamW changed the weights without bumping their versions
+    forget_derived_weights(model)  # the fused AdamW changed the weights without bumping their versions
     mine = shard_by_length(ds.src_lens.tolist(), dist)
     sources = (ds[i][0].tolist() for i in mine)
     src = [ids + [EOS_ID] if ids else [] for ids in sources]  # [] = empty source: no model call

@@ -51,11 +51,11 @@ def test_validation_bleu_equals_evaluate_on_the_valid_split(tmp_path: Path) -> N
 def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
     """The fused AdamW (CPU and CUDA) updates parameters without bumping their version counters,
     so the cached bf16 copy used for decoding looks current; validation must drop it first
-    (without `forget_cast_copy`, validation BLEU stayed at its first value for a whole run)."""
+    (without `forget_derived_weights`, validation BLEU stayed at its first value for a whole run)."""
     import torch
 
     from nmt.config import ModelConfig, TrainConfig
-    from nmt.decode.search import decoding_model, forget_cast_copy
+    from nmt.decode.search import decoding_model, forget_derived_weights
     from nmt.model import build_model
     from nmt.train.optim import build_optimizer
 
@@ -67,7 +67,7 @@ def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
-    forget_cast_copy(model)
+    forget_derived_weights(model)
     fresh = decoding_model(model, cpu, "bf16")
     assert fresh is not stale
     for cast, param in zip(fresh.parameters(), model.parameters(), strict=True):
@@ -75,11 +75,11 @@ def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
 
 
 def test_fp32_decoding_uses_the_weights_a_fused_optimizer_just_wrote() -> None:
-    """The same in fp32: the attention layers' concatenated q/k/v weight is rebuilt after `forget_cast_copy`."""
+    """The same in fp32: the attention layers' concatenated q/k/v weight is rebuilt after `forget_derived_weights`."""
     import torch
 
     from nmt.config import ModelConfig, TrainConfig
-    from nmt.decode.search import forget_cast_copy
+    from nmt.decode.search import forget_derived_weights
     from nmt.model import build_model
     from nmt.model.attention import MultiHeadAttention
     from nmt.train.optim import build_optimizer
@@ -94,7 +94,7 @@ def test_fp32_decoding_uses_the_weights_a_fused_optimizer_just_wrote() -> None:
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
-    forget_cast_copy(model)
+    forget_derived_weights(model)
     with torch.no_grad():
         q, kv = attn.project_qkv(x)
         torch.testing.assert_close(q, attn._heads(attn.q_proj(x)))
