@@ -44,28 +44,47 @@ def make_batches(
     Args:
         lengths: (N,) padded length of each example (see `padded_lengths`).
     """
+    if len(lengths) == 0:
+        return []
     rng = np.random.default_rng([seed, epoch])
     if shuffle:
         order = rng.permutation(len(lengths))
-        order = order[np.argsort(lengths[order], kind="stable")]  # sorted by length, random among equals
+        order = order[np.argsort(_sort_key(lengths[order]), kind="stable")]  # by length, random among equals
     else:
-        order = np.argsort(lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    cap = max_sentences or len(lengths)
-    while start < len(order):
-        end, longest = start, 0
-        while end < len(order):
-            longest_next = max(longest, int(lengths[order[end]]))
-            if (end - start + 1) * longest_next > batch_tokens or end - start + 1 > cap:
-                break
-            longest, end = longest_next, end + 1
-        end = max(end, start + 1)  # an oversized example gets a batch of its own (check_budget rejects it first)
-        batches.append(order[start:end])
-        start = end
+        order = np.argsort(_sort_key(lengths), kind="stable")
+    batches = np.split(order, _cut_points(lengths[order], batch_tokens=batch_tokens, cap=max_sentences or None))
     if shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _sort_key(lengths: np.ndarray) -> np.ndarray:
+    """The lengths as uint16 where they fit: numpy's stable sort is then a radix sort (same order, O(N))."""
+    if len(lengths) and 0 <= lengths.min() and lengths.max() <= np.iinfo(np.uint16).max:
+        return lengths.astype(np.uint16)
+    return lengths
+
+
+def _cut_points(sorted_lengths: np.ndarray, *, batch_tokens: int, cap: int | None) -> list[int]:
+    """Where the greedy cut starts each batch but the first, over lengths sorted ascending.
+
+    Greedy: a batch starting at `s` takes examples while (count x longest) <= batch_tokens and
+    count <= cap. Sorted ascending, the longest of [s, j] is example j, which may close a batch
+    starting at `s` iff j + 1 - s <= m_j = min(cap, batch_tokens // length_j), i.e. iff
+    s >= g_j = j + 1 - m_j. g strictly increases (m never does), so a batch from `s` ends
+    where g first exceeds s: one binary search per batch, no Python work per example.
+    An example over the budget (m_j = 0) gets a batch of its own (check_budget rejects it first).
+    """
+    n = len(sorted_lengths)
+    fit = batch_tokens // np.maximum(sorted_lengths.astype(np.int64), 1)
+    if cap is not None:
+        np.minimum(fit, cap, out=fit)
+    g = np.arange(1, n + 1, dtype=np.int64) - fit
+    cuts, start = [], 0
+    while start < n:
+        start = max(int(np.searchsorted(g, start, side="right")), start + 1)
+        cuts.append(start)
+    return cuts[:-1]
 
 
 @dataclass

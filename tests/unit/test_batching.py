@@ -47,3 +47,52 @@ def test_label_smoothing_matches_hand_computation() -> None:
     expected = 0.9 * -logp[2] + 0.1 * -sum(logp) / 4
     assert nll.item() == pytest.approx(-logp[2], abs=1e-6)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def greedy_batches_reference(
+    lengths: np.ndarray, *, batch_tokens: int, max_sentences: int | None, seed: int, epoch: int, shuffle: bool = True
+) -> list[np.ndarray]:
+    """make_batches as it was before vectorising: the greedy cut, one Python step per example."""
+    rng = np.random.default_rng([seed, epoch])
+    if shuffle:
+        order = rng.permutation(len(lengths))
+        order = order[np.argsort(lengths[order], kind="stable")]
+    else:
+        order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    cap = max_sentences or len(lengths)
+    while start < len(order):
+        end, longest = start, 0
+        while end < len(order):
+            longest_next = max(longest, int(lengths[order[end]]))
+            if (end - start + 1) * longest_next > batch_tokens or end - start + 1 > cap:
+                break
+            longest, end = longest_next, end + 1
+        end = max(end, start + 1)
+        batches.append(order[start:end])
+        start = end
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+@pytest.mark.parametrize("max_sentences", [None, 1, 7, 100])
+@pytest.mark.parametrize("batch_tokens", [1, 30, 256, 4096])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_vectorised_batches_equal_the_greedy_loop(
+    seed: int, max_sentences: int | None, batch_tokens: int, shuffle: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    # skewed lengths with many ties, a few over the budget (batches of their own), and one empty corpus
+    lengths = np.concatenate([rng.integers(1, 40, size=2000), rng.integers(200, 300, size=5)])
+    for n in (0, 1, len(lengths)):
+        got = make_batches(
+            lengths[:n], batch_tokens=batch_tokens, max_sentences=max_sentences, seed=seed, epoch=3, shuffle=shuffle
+        )
+        want = greedy_batches_reference(
+            lengths[:n], batch_tokens=batch_tokens, max_sentences=max_sentences, seed=seed, epoch=3, shuffle=shuffle
+        )
+        assert len(got) == len(want)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
