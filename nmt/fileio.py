@@ -1,11 +1,17 @@
-"""File I/O shared by every stage: atomic writes and strict reading of plain/.gz text."""
+"""File I/O shared by every stage: atomic writes (files, whole directories), a lock, and strict
+reading of plain/.gz text."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import fcntl
 import gzip
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +117,83 @@ def count_lines(path: str | Path) -> int:
             n += chunk.count(b"\n")
             last = chunk[-1:]
     return n + (last != b"\n")
+
+
+def swap_in(staging: Path, link: Path) -> None:
+    """Make `link` (a symbolic link) point at the complete directory `staging`, atomically.
+
+    `staging` is renamed to `<link>.<random id>` beside the link, then a new link is renamed
+    over the old one: at every instant `link` resolves to the old directory or the new one.
+    The old directory is removed last. A `link` that is still a real directory (data prepared
+    before links were used) is exchanged with the new link in one `renameat2(RENAME_EXCHANGE)`
+    where the kernel and filesystem offer it, else by two renames.
+    """
+    final = link.with_name(f"{link.name}.{uuid.uuid4().hex[:12]}")
+    staging.rename(final)
+    tmp_link = link.with_name(f".{link.name}.link.{uuid.uuid4().hex[:8]}.tmp")
+    tmp_link.symlink_to(final.name)
+    old: Path | None = None
+    if link.is_symlink():
+        old = link.parent / os.readlink(link)
+        os.replace(tmp_link, link)
+    elif link.is_dir():
+        if not _exchange(tmp_link, link):
+            link.rename(tmp_link.with_suffix(".old"))
+            tmp_link.rename(link)
+            tmp_link = tmp_link.with_suffix(".old")
+        old = tmp_link  # now the old directory
+    else:
+        os.replace(tmp_link, link)
+    _fsync_dir(link.parent)
+    if old is not None and old.resolve() != final.resolve():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_unlinked(link: Path) -> None:
+    """Remove what an interrupted `swap_in` or build left beside `link`: staging directories
+    (`.<name>.*`) and datasets (`<name>.*`) that `link` does not point at."""
+    target = (link.parent / os.readlink(link)).resolve() if link.is_symlink() else None
+    for pattern in (f"{link.name}.*", f".{link.name}.*"):
+        for path in link.parent.glob(pattern):
+            if path.resolve() == target or path.name.endswith(".lock"):
+                continue
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`; DataError at once when another process holds it."""
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(
+                f"{path}: another {what} is running", hint="wait for it to finish (or stop it) and run again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names `a` and `b` atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -80,8 +80,9 @@ def toy_vocabs(pairs: list[tuple[str, str]]):
     from nmt.config import VocabConfig
     from nmt.data.vocab import train_vocab
 
-    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
     return {
-        joint: train_vocab(src, tgt, VocabConfig(size=60 if joint else 40, joint=joint), seed=1)
+        joint: train_vocab(
+            lambda: iter(pairs), len(pairs), VocabConfig(size=60 if joint else 40, joint=joint), seed=1, text=str.strip
+        )
         for joint in (True, False)
     }

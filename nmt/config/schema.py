@@ -44,12 +44,14 @@ class DataConfig:
     max_len: int = 250  # training pairs longer than this (SentencePiece tokens) are dropped
     max_ratio: float = 3.0  # training pairs with a longer/shorter token ratio above this are dropped
     on_invalid_utf8: Literal["error", "replace"] = "error"  # replace: U+FFFD and count
+    shard_size: int = 1_000_000  # sentences per binary shard file of a prepared split
 
     def __post_init__(self) -> None:
         if self.splits and not {"train", "valid"} <= set(self.splits):
             raise ValueError("data.splits needs at least 'train' and 'valid'")
         _check_range("data.max_len", self.max_len, low=1)
         _check_range("data.max_ratio", self.max_ratio, low=1.0)
+        _check_range("data.shard_size", self.shard_size, low=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,7 @@ class VocabConfig:
     joint: bool = True  # one vocabulary for both sides (needed for share_embeddings: all)
     character_coverage: float = 1.0  # fraction of characters covered by the model
     max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
+    byte_fallback: bool = False  # characters outside the vocabulary become byte pieces, not <unk>
 
     def __post_init__(self) -> None:
         _check_range("vocab.size", self.size, low=8)

@@ -1,4 +1,5 @@
-"""Read and validate parallel text: file resolution, equal line counts, cleaning rules."""
+"""Read and validate parallel text: file resolution, line counts and UTF-8 in one streaming
+pass, line pairs in chunks, cleaning rules."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from nmt.config import DataConfig, SplitSpec
 from nmt.errors import DataError
-from nmt.fileio import DecodeStats, count_lines, read_lines
+from nmt.fileio import DecodeStats, decode_line, open_binary, read_lines
+
+SCAN_BLOCK = 1 << 20  # bytes read at a time by scan_text
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,102 @@ def resolve_split(name: str, spec: SplitSpec, cfg: DataConfig) -> SplitFiles:
     return SplitFiles(name, Path(spec.src), Path(spec.tgt))
 
 
-def check_line_counts(files: SplitFiles) -> int:
-    """Number of lines, or DataError naming both files and counts when they differ."""
-    n_src, n_tgt = count_lines(files.src), count_lines(files.tgt)
-    if n_src != n_tgt:
+@dataclass
+class TextScan:
+    """What one pass over a text file found."""
+
+    path: Path
+    lines: int  # a last line without newline counts
+    invalid_lines: int = 0  # lines holding invalid UTF-8
+    first_invalid: str | None = None  # "line L: invalid UTF-8 (byte 0xXX, col C)" of the first one
+
+
+def scan_text(path: Path) -> TextScan:
+    """Count lines and find invalid UTF-8, line-exact, reading 1 MiB blocks (memory independent of size).
+
+    Valid blocks (nearly all) are checked by one C-level decode; a block that fails is
+    re-checked line by line, so the count and the first line number are exact.
+    """
+    scan, carry = TextScan(path, 0), b""
+    try:
+        with open_binary(path) as fh:
+            while block := fh.read(SCAN_BLOCK):
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                _scan_lines(data[:cut], scan)
+            _scan_lines(carry, scan)  # the last line, without newline
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})", hint="is it a complete, uncorrupted file?") from None
+    return scan
+
+
+def _scan_lines(data: bytes, scan: TextScan) -> None:
+    if not data:
+        return
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(data.split(b"\n")[:lines]):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                scan.invalid_lines += 1
+                if scan.first_invalid is None:
+                    try:
+                        decode_line(raw, path=scan.path, lineno=scan.lines + i + 1, replace=False, stats=DecodeStats())
+                    except DataError as exc:
+                        scan.first_invalid = exc.message
+    scan.lines += lines
+
+
+def scan_split(files: SplitFiles, *, replace_invalid: bool) -> tuple[int, int]:
+    """(lines, lines with invalid UTF-8) of a split, or DataError naming the file(s), line and counts.
+
+    Unequal line counts are reported with both counts; invalid UTF-8 (unless it is to be
+    replaced) with its file, line, column and byte.
+    """
+    src, tgt = scan_text(files.src), scan_text(files.tgt)
+    if src.lines != tgt.lines:
         raise DataError(
-            f"split {files.name!r}: {files.src} has {n_src:,} lines but {files.tgt} has {n_tgt:,}",
+            f"split {files.name!r}: {files.src} has {src.lines:,} lines but {files.tgt} has {tgt.lines:,}",
             hint="source and target files must be line-aligned",
         )
-    return n_src
+    for scan in (src, tgt):
+        if scan.first_invalid is not None and not replace_invalid:
+            raise DataError(
+                scan.first_invalid
+                + (f" ({scan.invalid_lines:,} such lines in this file)" if scan.invalid_lines > 1 else ""),
+                hint="re-encode the file as UTF-8, or set data.on_invalid_utf8: replace to replace and count them",
+            )
+    return src.lines, src.invalid_lines + tgt.invalid_lines
+
+
+def raw_line_pairs(files: SplitFiles) -> Iterator[tuple[bytes, bytes]]:
+    """(src, tgt) lines as bytes without line endings; the files were scanned (equal line counts)."""
+    with open_binary(files.src) as fs, open_binary(files.tgt) as ft:
+        for a, b in zip(fs, ft, strict=True):
+            yield a.rstrip(b"\n").rstrip(b"\r"), b.rstrip(b"\n").rstrip(b"\r")
+
+
+def to_text(raw: bytes, *, replace_invalid: bool) -> str:
+    """A scanned line as stripped text (invalid bytes as U+FFFD when replacing)."""
+    return raw.decode("utf-8", errors="replace" if replace_invalid else "strict").strip()
+
+
+def line_pair_chunks(files: SplitFiles, *, replace_invalid: bool, size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """Stripped (src lines, tgt lines) of a scanned split, `size` pairs at a time."""
+    src: list[str] = []
+    tgt: list[str] = []
+    for a, b in raw_line_pairs(files):
+        src.append(to_text(a, replace_invalid=replace_invalid))
+        tgt.append(to_text(b, replace_invalid=replace_invalid))
+        if len(src) == size:
+            yield src, tgt
+            src, tgt = [], []
+    if src:
+        yield src, tgt
 
 
 def read_pairs(files: SplitFiles, *, replace_invalid: bool, stats: DecodeStats) -> Iterator[tuple[str, str]]:
@@ -69,7 +161,10 @@ class CleanStats:
 
 
 def keep_pair(src_len: int, tgt_len: int, *, max_len: int, max_ratio: float, stats: CleanStats) -> bool:
-    """Cleaning rule for one tokenised training pair (lengths in tokens); counts the reason."""
+    """Cleaning rule for one tokenised training pair (lengths in tokens); counts the reason.
+
+    The rule as written for one pair; `keep_mask` applies it to a chunk at once.
+    """
     if src_len == 0 or tgt_len == 0:
         reason = "empty"
     elif src_len > max_len or tgt_len > max_len:
@@ -81,3 +176,20 @@ def keep_pair(src_len: int, tgt_len: int, *, max_len: int, max_ratio: float, sta
         return True
     stats.dropped[reason] += 1
     return False
+
+
+def keep_mask(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_len: int, max_ratio: float, stats: CleanStats
+) -> np.ndarray:
+    """`keep_pair` over arrays of lengths: (N,) True where kept; counts each drop under its first reason."""
+    src_lens, tgt_lens = src_lens.astype(np.int64), tgt_lens.astype(np.int64)
+    empty = (src_lens == 0) | (tgt_lens == 0)
+    too_long = ~empty & ((src_lens > max_len) | (tgt_lens > max_len))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(src_lens, tgt_lens) / np.minimum(src_lens, tgt_lens)
+    bad_ratio = ~empty & ~too_long & (ratio > max_ratio)
+    keep = ~(empty | too_long | bad_ratio)
+    stats.kept += int(keep.sum())
+    for reason, mask in (("empty", empty), ("too_long", too_long), ("ratio", bad_ratio)):
+        stats.dropped[reason] += int(mask.sum())
+    return keep

@@ -1,4 +1,13 @@
-"""`nmt prepare`: parallel text -> cleaned pairs -> SentencePiece -> binarized splits.
+"""`nmt prepare`: parallel text -> cleaned pairs -> SentencePiece -> binarized splits, streamed.
+
+Nothing holds a split in memory, so memory stays flat in the corpus size:
+1. one pass per file counts lines and checks UTF-8 (unequal counts and invalid bytes are
+   reported with file and line before any work);
+2. SentencePiece trains on at most `vocab.max_sentences` sentences, drawn reproducibly by
+   position (`vocab.sample_sentences`), decoding only the lines drawn;
+3. each split is encoded in chunks of ENCODE_CHUNK pairs (SentencePiece encodes a chunk on
+   every core), cleaned (train only) and appended to shard files of `data.shard_size`
+   sentences. The output does not depend on the number of threads.
 
 Splits other than train are never cleaned, so their examples align with their input lines;
 their raw target text is kept too (`<split>.ref.txt`, one line per example), because
@@ -6,34 +15,52 @@ validation scores against the references as written, not as decoded back from to
 (NFKC-normalised, unknown characters lost). It lives in the prepared data so that a resume
 on another machine does not need the original files.
 
-Everything is built in a staging directory next to `<workdir>/data` and swapped in only
-when complete, so an interrupted run never leaves a half-written dataset behind.
+`<workdir>/data` is a symbolic link to a complete dataset directory `data.<id>`. Everything
+is built in a staging directory and becomes `data.<id>`; one rename of a new link over the
+old link switches datasets, so at every instant `data` is the old dataset or the new one,
+never a part of either. A killed run leaves a staging directory or an unused `data.<id>`,
+removed by the next run; a full disk ends with a DataError and the old data in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import itertools
 import json
+import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_to_dict
 from nmt.console import progress
-from nmt.data.binarize import write_side
-from nmt.data.corpus import CleanStats, SplitFiles, check_line_counts, keep_pair, read_pairs, resolve_split
+from nmt.data.binarize import ShardWriter, token_dtype
+from nmt.data.corpus import (
+    CleanStats,
+    SplitFiles,
+    keep_mask,
+    line_pair_chunks,
+    raw_line_pairs,
+    resolve_split,
+    scan_split,
+    to_text,
+)
 from nmt.data.vocab import Vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
-from nmt.fileio import DecodeStats, atomic_write_bytes, atomic_write_text
+from nmt.fileio import atomic_write_bytes, atomic_write_text, exclusive_lock, remove_unlinked, swap_in
 
-MANIFEST_VERSION = 2  # 2: <split>.ref.txt for every split but train
-ENCODE_CHUNK = 10_000
+MANIFEST_VERSION = 3  # 3: binaries in shards; data/ is a link to data.<id>
+ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -41,6 +68,7 @@ class SplitSummary:
     name: str
     lines: int
     kept: int
+    shards: int
     dropped: dict[str, int]
     src_tokens: int
     tgt_tokens: int
@@ -58,6 +86,9 @@ class PrepareResult:
     manifest: dict[str, Any]
     splits: list[SplitSummary] = field(default_factory=list)
     invalid_utf8_lines: int = 0
+    timings: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds per phase: scan, spm_train (sampling + training), encode
 
 
 def _sha256(path: Path) -> str:
@@ -105,8 +136,12 @@ def load_references(exp: Experiment, split: str) -> list[str]:
     return lines[:-1]  # the file ends with a newline
 
 
-def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
-    """Build (or confirm up to date) the vocabulary and binarized splits of an experiment."""
+def prepare(cfg: ExperimentConfig, *, force: bool = False, threads: int | None = None) -> PrepareResult:
+    """Build (or confirm up to date) the vocabulary and binarized splits of an experiment.
+
+    `threads`: SentencePiece's threads for encoding (default: every core); the output is the
+    same for any value. Training always uses every core (the model records its thread count).
+    """
     exp = Experiment.from_config(cfg)
     if not cfg.data.splits:
         raise ConfigError(
@@ -121,21 +156,45 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
     old = load_manifest(exp)
     if not force and old and old.get("config_hash") == config_hash and _same_inputs(old.get("inputs", {}), inputs):
         return PrepareResult(up_to_date=True, manifest=old)
-    line_counts = {f.name: check_line_counts(f) for f in files}
-
-    stats = DecodeStats()
-    replace = cfg.data.on_invalid_utf8 == "replace"
-    texts = {f.name: list(read_pairs(f, replace_invalid=replace, stats=stats)) for f in files}
-    train_pairs = [(s, t) for s, t in texts["train"] if s and t]
-    if not train_pairs:
-        raise DataError(f"split 'train': {files[0].src} and {files[0].tgt} contain no non-empty pairs")
-    vocab = train_vocab((s for s, _ in train_pairs), (t for _, t in train_pairs), cfg.vocab, seed=cfg.train.seed)
-
     exp.root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
+        remove_unlinked(exp.data_dir)  # what a killed run left behind
+        return _prepare(cfg, exp, files, inputs, config_hash, threads)
+
+
+def _prepare(
+    cfg: ExperimentConfig,
+    exp: Experiment,
+    files: list[SplitFiles],
+    inputs: dict[str, Any],
+    config_hash: str,
+    threads: int | None,
+) -> PrepareResult:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    replace = cfg.data.on_invalid_utf8 == "replace"
+    scans = {f.name: scan_split(f, replace_invalid=replace) for f in files}
+    line_counts = {name: lines for name, (lines, _) in scans.items()}
+    invalid_lines = sum(bad for _, bad in scans.values())
+    timings["scan"] = time.perf_counter() - t0
+    train = next(f for f in files if f.name == "train")
+
+    t0 = time.perf_counter()
+    vocab = train_vocab(
+        lambda: raw_line_pairs(train),
+        line_counts["train"],
+        cfg.vocab,
+        seed=cfg.train.seed,
+        text=lambda raw: to_text(raw, replace_invalid=replace),
+        where=f"split 'train': {train.src} and {train.tgt}",
+    )
+    timings["spm_train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=".data.", suffix=".tmp", dir=exp.root))
     staging.chmod(0o755)
     try:
-        summaries = [_encode_split(f, texts[f.name], vocab, cfg, staging) for f in files]
+        summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
         if vocab.joint:
             atomic_write_bytes(staging / "spm.model", vocab.src_model)
         else:
@@ -154,6 +213,7 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
             "splits": {
                 s.name: {
                     "sentences": s.kept,
+                    "shards": s.shards,
                     "dropped": s.dropped,
                     "src_tokens": s.src_tokens,
                     "tgt_tokens": s.tgt_tokens,
@@ -162,15 +222,25 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False) -> PrepareResult:
                 }
                 for s in summaries
             },
-            "invalid_utf8_lines": stats.invalid_utf8_lines,
+            "invalid_utf8_lines": invalid_lines,
         }
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
-        _swap_in(staging, exp.data_dir)
+        swap_in(staging, exp.data_dir)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = f"{exc.filename}" if exc.filename else str(exp.root)
+        kept = "the previous prepared data are untouched" if exp.data_dir.exists() else "nothing was kept"
+        raise DataError(
+            f"{where}: {exc.strerror} while writing the prepared data of {exp.root}; {kept}",
+            hint="free disk space (the prepared data need about 2 bytes per token), or set workdir on a larger disk",
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    timings["encode"] = time.perf_counter() - t0
     exp.write_config(cfg)
     return PrepareResult(
-        up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=stats.invalid_utf8_lines
+        up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=invalid_lines, timings=timings
     )
 
 
@@ -182,59 +252,104 @@ def _same_inputs(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return False
 
 
+def _pack(ids: list[list[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(flat ids, lengths) of a chunk's id lists."""
+    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lens.sum()))
+    return flat, lens
+
+
+class _Lengths:
+    """Sentence-length histogram: mean, p95 (numpy's linear interpolation) and max in constant memory."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(1, dtype=np.int64)
+
+    def add(self, lens: np.ndarray) -> None:
+        hist = np.bincount(lens, minlength=len(self.counts))
+        if len(hist) > len(self.counts):
+            self.counts = np.pad(self.counts, (0, len(hist) - len(self.counts)))
+        self.counts += hist
+
+    def summary(self) -> tuple[int, float, float, int]:
+        """(tokens, mean, p95, max); zeros when empty."""
+        n = int(self.counts.sum())
+        if n == 0:
+            return 0, 0.0, 0.0, 0
+        values = np.arange(len(self.counts))
+        tokens = int((values * self.counts).sum())
+        cum = np.cumsum(self.counts)
+        rank = 0.95 * (n - 1)  # as np.percentile: between the sorted values at floor(rank) and ceil(rank)
+        lo, hi = (int(np.searchsorted(cum, r, side="right")) for r in (int(np.floor(rank)), int(np.ceil(rank))))
+        p95 = lo + (hi - lo) * (rank - np.floor(rank))
+        return tokens, tokens / n, float(p95), int(values[self.counts > 0].max())
+
+
 def _encode_split(
-    files: SplitFiles, pairs: list[tuple[str, str]], vocab: Vocab, cfg: ExperimentConfig, out_dir: Path
+    files: SplitFiles,
+    n_lines: int,
+    vocab: Vocab,
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    replace: bool,
+    threads: int | None,
 ) -> SplitSummary:
-    src_ids: list[list[int]] = []
-    tgt_ids: list[list[int]] = []
-    bar = progress(total=len(pairs), desc=f"encode {files.name}", unit="pair")
-    for start in range(0, len(pairs), ENCODE_CHUNK):
-        chunk = pairs[start : start + ENCODE_CHUNK]
-        src_ids += vocab.encode_src([s for s, _ in chunk])
-        tgt_ids += vocab.encode_tgt([t for _, t in chunk])
-        bar.update(len(chunk))
+    train = files.name == "train"
+    writer = ShardWriter(
+        out_dir,
+        files.name,
+        shard_size=cfg.data.shard_size,
+        src_vocab_size=vocab.src_size,
+        tgt_vocab_size=vocab.tgt_size,
+    )
+    src_dtype, tgt_dtype = token_dtype(vocab.src_size), token_dtype(vocab.tgt_size)
+    clean, src_hist, tgt_hist = CleanStats(), _Lengths(), _Lengths()
+    bar = progress(total=n_lines, desc=f"encode {files.name}", unit="pair")
+    with contextlib.ExitStack() as stack:
+        refs: IO[bytes] | None = None
+        if not train:
+            refs = stack.enter_context(open(out_dir / f"{files.name}.ref.txt", "wb"))  # noqa: SIM115
+        for src_lines, tgt_lines in line_pair_chunks(files, replace_invalid=replace, size=ENCODE_CHUNK):
+            src_flat, src_lens = _pack(vocab.encode_src(src_lines, threads=threads), src_dtype)
+            tgt_flat, tgt_lens = _pack(vocab.encode_tgt(tgt_lines, threads=threads), tgt_dtype)
+            if train:
+                keep = keep_mask(
+                    src_lens, tgt_lens, max_len=cfg.data.max_len, max_ratio=cfg.data.max_ratio, stats=clean
+                )
+                src_flat, tgt_flat = src_flat[np.repeat(keep, src_lens)], tgt_flat[np.repeat(keep, tgt_lens)]
+                src_lens, tgt_lens = src_lens[keep], tgt_lens[keep]
+            else:
+                clean.kept += len(src_lens)
+                assert refs is not None
+                refs.write("".join(f"{t}\n" for t in tgt_lines).encode("utf-8"))
+            writer.add((src_flat, src_lens), (tgt_flat, tgt_lens))
+            src_hist.add(src_lens)
+            tgt_hist.add(tgt_lens)
+            bar.update(len(src_lines))
+        if refs is not None:
+            refs.flush()
+            os.fsync(refs.fileno())
     bar.close()
-    clean = CleanStats()
-    if files.name == "train":
-        keep = [
-            keep_pair(len(s), len(t), max_len=cfg.data.max_len, max_ratio=cfg.data.max_ratio, stats=clean)
-            for s, t in zip(src_ids, tgt_ids)
-        ]
-        src_ids = [s for s, k in zip(src_ids, keep) if k]
-        tgt_ids = [t for t, k in zip(tgt_ids, keep) if k]
-        if not src_ids:
-            raise DataError(
-                f"split 'train': every pair was dropped by cleaning ({clean.dropped})",
-                hint="check data.max_len / data.max_ratio and that source and target files are the right ones",
-            )
-    else:
-        clean.kept = len(src_ids)
-        atomic_write_text(out_dir / f"{files.name}.ref.txt", "".join(f"{t}\n" for _, t in pairs))
-    write_side(out_dir, files.name, "src", src_ids, vocab_size=vocab.src_size)
-    write_side(out_dir, files.name, "tgt", tgt_ids, vocab_size=vocab.tgt_size)
-    src_lens = np.array([len(s) for s in src_ids] or [0])
-    tgt_lens = np.array([len(t) for t in tgt_ids] or [0])
+    shards = writer.close()
+    if train and clean.kept == 0:
+        raise DataError(
+            f"split 'train': every pair was dropped by cleaning ({clean.dropped})",
+            hint="check data.max_len / data.max_ratio and that source and target files are the right ones",
+        )
+    src_tokens, src_mean, src_p95, src_max = src_hist.summary()
+    tgt_tokens, tgt_mean, tgt_p95, tgt_max = tgt_hist.summary()
     return SplitSummary(
         name=files.name,
-        lines=len(pairs),
+        lines=n_lines,
         kept=clean.kept,
+        shards=shards,
         dropped=clean.dropped,
-        src_tokens=int(src_lens.sum()),
-        tgt_tokens=int(tgt_lens.sum()),
-        src_len_mean=float(src_lens.mean()),
-        src_len_p95=float(np.percentile(src_lens, 95)),
-        tgt_len_mean=float(tgt_lens.mean()),
-        tgt_len_p95=float(np.percentile(tgt_lens, 95)),
-        max_src_len=int(src_lens.max()),
-        max_tgt_len=int(tgt_lens.max()),
+        src_tokens=src_tokens,
+        tgt_tokens=tgt_tokens,
+        src_len_mean=src_mean,
+        src_len_p95=src_p95,
+        tgt_len_mean=tgt_mean,
+        tgt_len_p95=tgt_p95,
+        max_src_len=src_max,
+        max_tgt_len=tgt_max,
     )
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace `target` by the complete `staging` directory (two renames)."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)

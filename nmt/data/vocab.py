@@ -7,16 +7,18 @@ A joint vocabulary is one model used for both sides; separate vocabularies are o
 from __future__ import annotations
 
 import io
+import itertools
 import os
-import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
 import sentencepiece as spm
 
 from nmt.config import VocabConfig
-from nmt.errors import ConfigError
+from nmt.errors import ConfigError, DataError
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
@@ -43,11 +45,12 @@ class Vocab:
     def tgt_size(self) -> int:
         return self.tgt.get_piece_size()
 
-    def encode_src(self, lines: list[str]) -> list[list[int]]:
-        return self.src.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+    def encode_src(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
+        """Ids of each line; SentencePiece encodes the list on `threads` threads (default: all cores)."""
+        return self.src.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
 
-    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
-        return self.tgt.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
+    def encode_tgt(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
+        return self.tgt.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         return self.tgt.decode(ids)
@@ -63,10 +66,62 @@ _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) v
 _TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
-def train_spm(sentences: list[str], cfg: VocabConfig, *, seed: int, what: str) -> bytes:
-    """Train one SentencePiece model on `sentences` (sampled to `cfg.max_sentences`)."""
-    if len(sentences) > cfg.max_sentences:
-        sentences = random.Random(seed).sample(sentences, cfg.max_sentences)
+T = TypeVar("T")
+
+
+def sample_sentences(
+    pairs: Iterable[tuple[T, T]],
+    n_pairs: int,
+    *,
+    sides: tuple[int, ...],
+    max_sentences: int,
+    seed: int,
+    text: Callable[[T], str],
+) -> Iterator[str]:
+    """The sentences SentencePiece trains on, streamed: `sides` (0 source, 1 target) of the pairs
+    whose two sides are non-empty, all source sentences first, then all target ones.
+
+    Positions run over the virtual list [side 0 of every pair..., side 1 of every pair...]
+    (len(sides) x n_pairs). When it is longer than `max_sentences`, that many positions are
+    drawn without replacement by numpy's generator seeded with `seed` (a draw of numbers, no
+    text), and only those lines are decoded; empty pairs among them are skipped. The corpus
+    is read once and never held: the target sentences drawn wait in a list (at most
+    `max_sentences`, which SentencePiece holds anyway).
+    """
+    total = len(sides) * n_pairs
+    picks: list[list[int] | None] = [None] * len(sides)  # per side: line numbers drawn, ascending
+    if total > max_sentences:
+        chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_sentences, replace=False))
+        picks = [
+            (chosen[(chosen >= k * n_pairs) & (chosen < (k + 1) * n_pairs)] - k * n_pairs).tolist()
+            for k in range(len(sides))
+        ]
+    next_pick = [0] * len(sides)
+    later: list[str] = []
+    for i, pair in enumerate(pairs):
+        wanted = []
+        for k, lines in enumerate(picks):
+            if lines is None:
+                wanted.append(k)
+            elif next_pick[k] < len(lines) and lines[next_pick[k]] == i:
+                next_pick[k] += 1
+                wanted.append(k)
+        if not wanted:
+            continue
+        src, tgt = text(pair[0]), text(pair[1])
+        if not src or not tgt:
+            continue
+        for k in wanted:
+            sentence = src if sides[k] == 0 else tgt
+            if k == 0:
+                yield sentence
+            else:
+                later.append(sentence)
+    yield from later
+
+
+def train_spm(sentences: Iterable[str], cfg: VocabConfig, *, what: str) -> bytes:
+    """Train one SentencePiece model on `sentences` (already sampled to `cfg.max_sentences`)."""
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -81,9 +136,11 @@ def train_spm(sentences: list[str], cfg: VocabConfig, *, seed: int, what: str) -
             eos_id=EOS_ID,
             input_sentence_size=cfg.max_sentences,
             shuffle_input_sentence=True,
-            num_threads=os.cpu_count() or 1,
+            num_threads=os.cpu_count() or 1,  # recorded in the model: not a per-call setting
             minloglevel=2,
             max_sentence_length=1 << 16,
+            # only when on: an explicit False is recorded in the model and changes its bytes
+            **({"byte_fallback": True} if cfg.byte_fallback else {}),
         )
     except RuntimeError as exc:
         match = _TOO_HIGH.search(str(exc))
@@ -93,16 +150,43 @@ def train_spm(sentences: list[str], cfg: VocabConfig, *, seed: int, what: str) -
                 f"(at most {match.group(2)} pieces)",
                 hint=f"set vocab.size to {match.group(2)} or less (e.g. --set vocab.size={match.group(2)})",
             ) from None
+        match = _TOO_LOW.search(str(exc))
+        if match and cfg.byte_fallback:
+            raise ConfigError(
+                f"vocab.size {cfg.size} is too small for vocab.byte_fallback: the 256 byte pieces, the special "
+                f"pieces and the {what} text's characters need {match.group(2)}",
+                hint=f"raise vocab.size to more than {match.group(2)}, or turn vocab.byte_fallback off",
+            ) from None
         raise ConfigError(f"SentencePiece training failed on the {what} text: {exc}") from None
     return writer.getvalue()
 
 
-def train_vocab(src_lines: Iterable[str], tgt_lines: Iterable[str], cfg: VocabConfig, *, seed: int) -> Vocab:
-    """Train a joint or per-side vocabulary on the training text."""
-    src_list, tgt_list = list(src_lines), list(tgt_lines)
+def train_vocab(
+    pairs: Callable[[], Iterable[tuple[T, T]]],
+    n_pairs: int,
+    cfg: VocabConfig,
+    *,
+    seed: int,
+    text: Callable[[T], str],
+    where: str = "the training text",
+) -> Vocab:
+    """A joint or per-side vocabulary from the training pairs (`pairs()` starts a fresh pass over
+    them, `text` turns one side of a pair into a stripped line); DataError when no pair has two
+    non-empty sides among those drawn."""
+
+    def train(sides: tuple[int, ...], seed: int, what: str) -> bytes:
+        sentences = sample_sentences(
+            pairs(), n_pairs, sides=sides, max_sentences=cfg.max_sentences, seed=seed, text=text
+        )
+        first = next(sentences, None)
+        if first is None:
+            raise DataError(
+                f"{where} contain no non-empty pairs"
+                + (f" among the {cfg.max_sentences:,} lines drawn" if len(sides) * n_pairs > cfg.max_sentences else "")
+            )
+        return train_spm(itertools.chain([first], sentences), cfg, what=what)
+
     if cfg.joint:
-        model = train_spm(src_list + tgt_list, cfg, seed=seed, what="joint source+target")
+        model = train((0, 1), seed, "joint source+target")
         return Vocab(model, model)
-    return Vocab(
-        train_spm(src_list, cfg, seed=seed, what="source"), train_spm(tgt_list, cfg, seed=seed + 1, what="target")
-    )
+    return Vocab(train((0,), seed, "source"), train((1,), seed + 1, "target"))

@@ -135,14 +135,17 @@ def test_gz_and_plain_read_identically(tmp_path: Path) -> None:
 
 def test_each_side_is_read_with_its_own_vocabulary_dtype(tmp_path: Path) -> None:
     """A source vocabulary under 65,536 pieces (uint16) beside a target one over it (int32)."""
-    from nmt.data.binarize import write_side
+    from nmt.data.binarize import write_split
 
-    src = [[5, 6, 7], [65_000]]
-    tgt = [[70_000, 4], [100_000, 65_536, 9]]
-    write_side(tmp_path, "valid", "src", src, vocab_size=65_535)
-    write_side(tmp_path, "valid", "tgt", tgt, vocab_size=120_000)
-    ds = TokenDataset(tmp_path, "valid", src_vocab_size=65_535, tgt_vocab_size=120_000)
-    assert [(s.tolist(), t.tolist()) for s, t in (ds[0], ds[1])] == list(zip(src, tgt))
+    src = [[5, 6, 7], [65_000], [], [1]]
+    tgt = [[70_000, 4], [100_000, 65_536, 9], [8], []]
+    for shard_size in (None, 1, 3):  # one shard, one per sentence, a last shard that is not full
+        write_split(tmp_path, "valid", src, tgt, src_vocab_size=65_535, tgt_vocab_size=120_000, shard_size=shard_size)
+        ds = TokenDataset(tmp_path, "valid", src_vocab_size=65_535, tgt_vocab_size=120_000)
+        assert [(s.tolist(), t.tolist()) for s, t in (ds[i] for i in range(len(ds)))] == list(zip(src, tgt))
+        assert ds.src_lens.tolist() == [3, 1, 0, 1] and ds.tgt_lens.tolist() == [2, 3, 1, 0]
+        for f in tmp_path.glob("valid.*"):
+            f.unlink()
 
 
 def test_references_are_kept_as_written(tmp_path: Path) -> None:
@@ -167,3 +170,34 @@ vocab: {{size: 60}}
     refs = load_references(exp, "valid")
     assert refs == [t for _, t in valid]
     assert len(refs) == len(TokenDataset(exp.data_dir, "valid", src_vocab_size=60, tgt_vocab_size=60))
+
+
+def test_byte_fallback_keeps_unseen_characters_as_bytes() -> None:
+    """With vocab.byte_fallback a character never seen in training survives encoding (as UTF-8
+    byte pieces) and decodes back; without it, it becomes <unk> and is lost."""
+    from nmt.config import VocabConfig
+    from nmt.data.vocab import train_vocab
+    from nmt.tokens import UNK_ID
+
+    pairs = reverse_pairs(300, seed=4)
+    unseen = "alpha 漢字 bravo €"
+    decoded = {}
+    for fallback in (False, True):
+        cfg = VocabConfig(size=300 if fallback else 60, byte_fallback=fallback)
+        vocab = train_vocab(lambda: iter(pairs), len(pairs), cfg, seed=1, text=str.strip)
+        ids = vocab.encode_src([unseen])[0]
+        decoded[fallback] = (UNK_ID in ids, vocab.decode_tgt([ids])[0])
+        if fallback:
+            assert "<0xE6>" in vocab.src_pieces(ids)  # 漢 = E6 BC A2
+    assert decoded[False][0] and decoded[False][1] != unseen
+    assert decoded[True] == (False, unseen)
+
+
+def test_byte_fallback_with_too_small_a_vocabulary_says_so() -> None:
+    from nmt.config import VocabConfig
+    from nmt.data.vocab import train_vocab
+    from nmt.errors import ConfigError
+
+    pairs = reverse_pairs(50, seed=4)
+    with pytest.raises(ConfigError, match="too small for vocab.byte_fallback"):
+        train_vocab(lambda: iter(pairs), len(pairs), VocabConfig(size=100, byte_fallback=True), seed=1, text=str.strip)
