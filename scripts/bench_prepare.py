@@ -1,7 +1,7 @@
 """`nmt prepare` at scale: wall time, pairs/s and peak memory of the whole process tree.
 
     python scripts/bench_prepare.py --pairs 1000000 [--pairs 10M ...] [--workdir DIR]
-        [--nmt-python PATH] [--nmt-src DIR] [--fairseq] [--keep-corpus] [--json OUT]
+        [--nmt-python PATH] [--nmt-src DIR] [--fairseq] [--keep-corpus] [--keep-data] [--json OUT]
 
 For each --pairs N:
 1. A synthetic parallel corpus of N pairs, reused when WORKDIR/corpus-N-s1/corpus.json says it
@@ -491,6 +491,9 @@ def main() -> None:
     parser.add_argument("--nmt-src", type=Path, help="checkout put first on PYTHONPATH (default: this one)")
     parser.add_argument("--fairseq", action="store_true", help="also time the peers' spm encode + fairseq-preprocess")
     parser.add_argument("--keep-corpus", action="store_true", help="keep generated corpora for later runs")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the prepared experiment (WORKDIR/exp-N), e.g. to time training"
+    )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
@@ -528,7 +531,8 @@ def bench_one(n_pairs: int, args: argparse.Namespace, env: dict[str, str], data_
     records = [_emit(record | context, args.json)]
     if args.fairseq and record["returncode"] == 0:
         records.append(_emit(run_fairseq(n_pairs, corpus, exp_dir, args, env) | context, args.json))
-    shutil.rmtree(exp_dir, ignore_errors=True)
+    if not args.keep_data:
+        shutil.rmtree(exp_dir, ignore_errors=True)
     if generated and not args.keep_corpus:
         shutil.rmtree(corpus)
     return records

@@ -11,7 +11,7 @@ import numpy as np
 
 from nmt.config import DataConfig, SplitSpec
 from nmt.errors import DataError
-from nmt.fileio import DecodeStats, decode_line, open_binary, read_lines
+from nmt.fileio import DecodeStats, decode_line, open_binary
 
 SCAN_BLOCK = 1 << 20  # bytes read at a time by scan_text
 
@@ -142,14 +142,6 @@ def line_pair_chunks(files: SplitFiles, *, replace_invalid: bool, size: int) -> 
             src, tgt = [], []
     if src:
         yield src, tgt
-
-
-def read_pairs(files: SplitFiles, *, replace_invalid: bool, stats: DecodeStats) -> Iterator[tuple[str, str]]:
-    """Yield (src, tgt) line pairs, stripped of surrounding whitespace."""
-    src_lines = read_lines(files.src, replace_invalid=replace_invalid, stats=stats)
-    tgt_lines = read_lines(files.tgt, replace_invalid=replace_invalid, stats=stats)
-    for src, tgt in zip(src_lines, tgt_lines, strict=True):
-        yield src.strip(), tgt.strip()
 
 
 @dataclass
