@@ -1,10 +1,11 @@
 """Layout of an experiment directory, the unit of work.
 
     <workdir>/config.yaml          resolved config of the last command that changed it
-    <workdir>/data/                 written by `prepare`, swapped in whole:
-        manifest.json               counts, vocab sizes, input hashes, config hash
+    <workdir>/data -> data.<id>/    written by `prepare`, swapped in whole (a link renamed over):
+        manifest.json               counts, shards, vocab sizes, input hashes, config hash
         spm.model | spm.src.model + spm.tgt.model
-        <split>.src.bin / .src.idx  flat token ids + offsets, per side and split
+        <split>.<k>.src.bin / .idx  flat token ids + offsets, per shard k, side and split
+        <split>.ref.txt             raw target lines of every split but train
     <workdir>/checkpoints/          step_N.pt, last.pt, best.pt, averaged.pt
     <workdir>/metrics.jsonl         one JSON object per log / validation event
     <workdir>/curves.png            training curves drawn from metrics.jsonl at each validation
