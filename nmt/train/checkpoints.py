@@ -64,6 +64,15 @@ def numbered_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_resumable(path: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The checkpoint at `path` (tensors on the CPU), checked for resuming under `cfg`; None when absent."""
+    if not path.is_file():
+        return None
+    ckpt = read_checkpoint(path)
+    check_resumable(ckpt, cfg, path)
+    return ckpt
+
+
 def check_resumable(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
     """CheckpointError naming the config keys that differ in ways a resume cannot honour."""
     stored = checkpoint_config(ckpt, path)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from nmt.checkpoint import build_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nmt.checkpoint import build_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
@@ -33,7 +33,7 @@ from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
 from nmt.tokens import PAD_ID
-from nmt.train.checkpoints import check_resumable, link_checkpoint, prune_numbered
+from nmt.train.checkpoints import link_checkpoint, prune_numbered, read_resumable
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
@@ -109,6 +109,7 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
         warn(
             "train.precision bf16: this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
         )
+    dist.check_same_data(load_manifest(exp), exp.data_dir)  # before loading: a node without data fails on all
     vocab, train_ds, valid_ds = load_datasets(cfg, exp)
     refs = load_references(exp, "valid")
     torch.manual_seed(cfg.train.seed)
@@ -116,9 +117,15 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     check_lengths(cfg, train_ds, valid_ds)
     optimizer = build_optimizer(list(model.parameters()), cfg.train, device=device)
     state = TrainState()
-    if exp.last_checkpoint.is_file() and not restart:
-        state = resume(exp, cfg, model, optimizer, precision)
-        info(f"resuming from {exp.last_checkpoint} at step {state.step:,} (epoch {state.epoch}); --restart starts over")
+    # only rank 0's node needs the experiment dir: it decides, reads and broadcasts the checkpoint
+    ckpt = dist.from_main(lambda: None if restart else read_resumable(exp.last_checkpoint, cfg))
+    if ckpt is not None:
+        state = resume(ckpt, exp, cfg, model, optimizer, precision)
+        if dist.is_main:
+            info(
+                f"resuming from {exp.last_checkpoint} at step {state.step:,} (epoch {state.epoch}); "
+                "--restart starts over"
+            )
     elif dist.is_main:
         exp.write_config(cfg)
     ddp_model = dist.wrap(model, device)
@@ -289,14 +296,14 @@ def check_lengths(cfg: ExperimentConfig, *datasets: TokenDataset) -> None:
 
 
 def resume(
+    ckpt: dict[str, Any],
     exp: Experiment,
     cfg: ExperimentConfig,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     precision: Precision,
 ) -> TrainState:
-    ckpt = read_checkpoint(exp.last_checkpoint)
-    check_resumable(ckpt, cfg, exp.last_checkpoint)
+    """Restore weights, optimizer, scaler and RNG states from `ckpt` (checked by `read_resumable`)."""
     model.load_state_dict(ckpt["model"])
     ts = ckpt["train_state"]
     optimizer.load_state_dict(ts["optimizer"])
