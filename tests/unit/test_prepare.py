@@ -201,3 +201,19 @@ def test_byte_fallback_with_too_small_a_vocabulary_says_so() -> None:
     pairs = reverse_pairs(50, seed=4)
     with pytest.raises(ConfigError, match="too small for vocab.byte_fallback"):
         train_vocab(lambda: iter(pairs), len(pairs), VocabConfig(size=100, byte_fallback=True), seed=1, text=str.strip)
+
+
+def test_a_second_prepare_of_the_same_experiment_is_refused_while_one_runs(tmp_path: Path) -> None:
+    """Two prepares of one experiment would swap each other's data: the second says so and stops."""
+    import fcntl
+
+    from nmt.errors import DataError
+
+    cfg = load_config(toy_config(tmp_path, train=50, valid=5))
+    exp = Experiment.from_config(cfg)
+    exp.root.mkdir(parents=True)
+    with open(exp.root / ".prepare.lock", "a") as held:  # what a running prepare holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DataError, match="another nmt prepare of .* is running"):
+            prepare(cfg)
+    assert prepare(cfg).up_to_date is False  # free again
