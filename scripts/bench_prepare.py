@@ -72,7 +72,13 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  
 
 
 def corpus_chunks(
-    src: Sequence[bytes], tgt: Sequence[bytes], n_pairs: int, *, seed: int, chunk_pairs: int = CHUNK_PAIRS
+    src: Sequence[bytes],
+    tgt: Sequence[bytes],
+    n_pairs: int,
+    *,
+    seed: int,
+    chunk_pairs: int = CHUNK_PAIRS,
+    max_parts: int = MAX_PARTS,
 ) -> Iterator[tuple[bytes, bytes, np.ndarray, np.ndarray]]:
     """Synthetic parallel text recombined from aligned sentences, in chunks of newline-ended lines.
 
@@ -85,7 +91,8 @@ def corpus_chunks(
     joins 25-40 sentences (~300-550 words, beyond the cleaner's 250 tokens), and a fraction
     P_EMPTY has one side (chosen at random) empty; `nmt prepare` should drop both. Draws come from
     numpy's default_rng(seed) chunk by chunk, so the same (sentences, n_pairs, seed, chunk_pairs)
-    always give the same bytes.
+    always give the same bytes. `max_parts=1` gives Multi30k-length lines (one sentence a pair,
+    ~12 words) for comparisons with figures measured on such text.
 
     Yields:
         (src text, tgt text, src words per line, tgt words per line) for up to `chunk_pairs` pairs.
@@ -102,7 +109,7 @@ def corpus_chunks(
         sides.append((mid, end, words))
     for start in range(0, n_pairs, chunk_pairs):
         m = min(chunk_pairs, n_pairs - start)
-        parts = np.minimum(rng.geometric(P_PART, m), MAX_PARTS)
+        parts = np.minimum(rng.geometric(P_PART, m), max_parts)
         kind = rng.random(m)
         long_ = kind < P_LONG
         parts[long_] = rng.integers(LONG_PARTS[0], LONG_PARTS[1] + 1, int(long_.sum()))
@@ -138,7 +145,7 @@ def _length_stats(hist: np.ndarray) -> dict[str, float]:
     return {"mean": round(mean, 2), **pct, "max": int(np.flatnonzero(hist)[-1])}
 
 
-def ensure_corpus(n_pairs: int, workdir: Path, data_dir: Path) -> tuple[Path, dict, bool]:
+def ensure_corpus(n_pairs: int, workdir: Path, data_dir: Path, max_parts: int = MAX_PARTS) -> tuple[Path, dict, bool]:
     """The corpus directory for n_pairs, its stamp, and whether it was generated now."""
     sources = {
         f"{split}.{lang}": data_dir / f"{split}.{lang}.gz" for split in ("train", "val") for lang in ("de", "en")
@@ -147,9 +154,10 @@ def ensure_corpus(n_pairs: int, workdir: Path, data_dir: Path) -> tuple[Path, di
         "recipe": RECIPE,
         "n_pairs": n_pairs,
         "seed": SEED,
+        "max_parts": max_parts,
         "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for k, p in sources.items()},
     }
-    out = workdir / f"corpus-{n_pairs}-s{SEED}"
+    out = workdir / (f"corpus-{n_pairs}-s{SEED}" + (f"-k{max_parts}" if max_parts != MAX_PARTS else ""))
     stamp_path = out / "corpus.json"
     if stamp_path.is_file():
         stamp = json.loads(stamp_path.read_text())
@@ -164,7 +172,9 @@ def ensure_corpus(n_pairs: int, workdir: Path, data_dir: Path) -> tuple[Path, di
     src, tgt = _read_gz_lines(sources["train.de"]), _read_gz_lines(sources["train.en"])
     hists = [np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)]
     with open(out / "train.de.tmp", "wb") as fs, open(out / "train.en.tmp", "wb") as ft:
-        for src_text, tgt_text, src_words, tgt_words in corpus_chunks(src, tgt, n_pairs, seed=SEED):
+        for src_text, tgt_text, src_words, tgt_words in corpus_chunks(
+            src, tgt, n_pairs, seed=SEED, max_parts=max_parts
+        ):
             fs.write(src_text)
             ft.write(tgt_text)
             for i, words in enumerate((src_words, tgt_words)):
@@ -492,6 +502,12 @@ def main() -> None:
     parser.add_argument("--fairseq", action="store_true", help="also time the peers' spm encode + fairseq-preprocess")
     parser.add_argument("--keep-corpus", action="store_true", help="keep generated corpora for later runs")
     parser.add_argument(
+        "--max-parts",
+        type=int,
+        default=MAX_PARTS,
+        help=f"most Multi30k sentences joined into one line (default {MAX_PARTS}: WMT-like lengths; 1: Multi30k's)",
+    )
+    parser.add_argument(
         "--keep-data", action="store_true", help="keep the prepared experiment (WORKDIR/exp-N), e.g. to time training"
     )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement")
@@ -516,7 +532,7 @@ def main() -> None:
 
 def bench_one(n_pairs: int, args: argparse.Namespace, env: dict[str, str], data_dir: Path, context: dict) -> list[dict]:
     """Corpus, nmt and (with --fairseq) the peers' pipeline for one size; each record is appended to --json."""
-    corpus, stamp, generated = ensure_corpus(n_pairs, args.workdir, data_dir)
+    corpus, stamp, generated = ensure_corpus(n_pairs, args.workdir, data_dir, args.max_parts)
     mb = sum(stamp["bytes"].values()) / 1e6
     how = f"generated in {stamp['generate_s']} s" if generated else "reused"
     words = "; ".join(
@@ -524,7 +540,8 @@ def bench_one(n_pairs: int, args: argparse.Namespace, env: dict[str, str], data_
     )
     console.print(f"corpus {corpus}: {n_pairs:,} pairs + 1,014 valid, {mb:,.1f} MB ({how}); words per line: {words}")
     context = context | {
-        "corpus": {k: stamp[k] for k in ("seed", "recipe", "generate_s", "words_de", "words_en")} | {"mb": round(mb, 1)}
+        "corpus": {k: stamp.get(k) for k in ("seed", "recipe", "max_parts", "generate_s", "words_de", "words_en")}
+        | {"mb": round(mb, 1)}
     }
     record, exp_dir = run_nmt(n_pairs, corpus, args, env)
     context["commit"] = record["nmt"]["commit"]  # for fairseq: the nmt whose spm.model it used
