@@ -25,7 +25,7 @@ from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import load_manifest, load_references, load_vocab, relevant_config_hash
+from nmt.data.prepare import MANIFEST_VERSION, load_manifest, load_references, load_vocab, relevant_config_hash
 from nmt.data.vocab import Vocab
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError, TrainingStopped
@@ -270,6 +270,12 @@ def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> tuple[Vocab, TokenD
         raise DataError(
             f"{exp.data_dir}: no prepared data",
             hint=f"run `nmt prepare {exp.root / 'config.yaml'}` (or `nmt prepare CONFIG`) first",
+        )
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise DataError(
+            f"{exp.data_dir} was prepared by another version of nmt (data format {manifest.get('version')}, "
+            f"this one reads {MANIFEST_VERSION})",
+            hint="run `nmt prepare CONFIG` again (it rebuilds in the current format)",
         )
     if manifest.get("config_hash") != relevant_config_hash(cfg):
         raise DataError(

@@ -217,3 +217,27 @@ def test_a_second_prepare_of_the_same_experiment_is_refused_while_one_runs(tmp_p
         with pytest.raises(DataError, match="another nmt prepare of .* is running"):
             prepare(cfg)
     assert prepare(cfg).up_to_date is False  # free again
+
+
+def test_data_prepared_before_links_is_rebuilt_into_a_link(tmp_path: Path) -> None:
+    """An experiment from before streaming: `data/` a real directory with a format-2 manifest.
+    The next prepare rebuilds (the format is part of the config hash) and swaps the link in."""
+    import os
+    import shutil
+
+    cfg = load_config(toy_config(tmp_path, train=60, valid=5))
+    prepare(cfg)
+    exp = Experiment.from_config(cfg)
+    target = exp.root / os.readlink(exp.data_dir)
+    exp.data_dir.unlink()
+    shutil.copytree(target, exp.data_dir)  # a real directory, as the old prepare left it
+    shutil.rmtree(target)
+    manifest = json.loads(exp.manifest_path.read_text())
+    exp.manifest_path.write_text(json.dumps({**manifest, "version": 2, "config_hash": "from an older nmt"}))
+    result = prepare(cfg)
+    assert not result.up_to_date and exp.data_dir.is_symlink()
+    assert json.loads(exp.manifest_path.read_text())["version"] == 3
+    assert sorted(p.name for p in exp.root.iterdir() if p.name.startswith(("data", ".data"))) == [
+        "data",
+        os.readlink(exp.data_dir),
+    ]

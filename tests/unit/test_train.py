@@ -126,6 +126,12 @@ def test_bad_training_inputs(tmp_path: Path) -> None:
         train(load_config(toy_config(tmp_path), FAST + ["train.batch_tokens=8"]))
     with pytest.raises(DataError, match="prepared with different data/vocab settings"):
         train(load_config(toy_config(tmp_path), FAST + ["vocab.size=50"]))
+    manifest = Experiment.from_config(cfg).manifest_path
+    current = manifest.read_text()
+    manifest.write_text(current.replace('"version": 3', '"version": 2'))  # data prepared by an older nmt
+    with pytest.raises(DataError, match=r"prepared by another version of nmt \(data format 2, this one reads 3\)"):
+        train(cfg)
+    manifest.write_text(current)
     if not torch.cuda.is_available():
         with pytest.raises(NmtError, match="CUDA is not available"):
             train(load_config(toy_config(tmp_path), FAST + ["train.device=cuda"]))
