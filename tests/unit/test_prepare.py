@@ -241,3 +241,35 @@ def test_data_prepared_before_links_is_rebuilt_into_a_link(tmp_path: Path) -> No
         "data",
         os.readlink(exp.data_dir),
     ]
+
+
+@pytest.mark.parametrize("sides", [(0, 1), (0,), (1,)])
+@pytest.mark.parametrize("max_sentences", [5, 37, 10_000])
+def test_sentencepiece_sample_is_the_drawn_positions_read_once(sides: tuple[int, ...], max_sentences: int) -> None:
+    """The streamed sample equals indexing the whole in-memory list [side 0 ..., side 1 ...] at
+    the positions numpy's seeded generator draws (all of them when the list is short enough),
+    empty pairs skipped; only the lines drawn are decoded."""
+    import numpy as np
+
+    from nmt.data.vocab import sample_sentences
+
+    pairs = reverse_pairs(200, seed=9)
+    pairs[17] = ("", "ECHO")  # an empty side: the pair is never used
+    n = len(pairs)
+    decoded = []
+
+    def text(line: str) -> str:
+        decoded.append(line)
+        return line.strip()
+
+    got = list(sample_sentences(iter(pairs), n, sides=sides, max_sentences=max_sentences, seed=3, text=text))
+    virtual = [p[side] for side in sides for p in pairs]
+    if len(virtual) > max_sentences:
+        positions = sorted(np.random.default_rng(3).choice(len(virtual), size=max_sentences, replace=False).tolist())
+    else:
+        positions = list(range(len(virtual)))
+    assert got == [virtual[i] for i in positions if i % n != 17]
+    assert len(decoded) <= 2 * len({i % n for i in positions})  # both sides of each pair drawn, no more
+    assert got == list(
+        sample_sentences(iter(pairs), n, sides=sides, max_sentences=max_sentences, seed=3, text=str.strip)
+    )
