@@ -94,29 +94,80 @@ def decode_line(raw: bytes, *, path: str | Path, lineno: int, replace: bool, sta
         ) from None
 
 
-def read_lines(path: str | Path, *, replace_invalid: bool = False, stats: DecodeStats | None = None) -> Iterator[str]:
-    """Yield the lines of a plain or .gz text file without line endings."""
-    stats = stats if stats is not None else DecodeStats()
+def read_raw_lines(path: str | Path) -> Iterator[bytes]:
+    """Yield the lines of a plain or .gz file as bytes without line endings (\n, \r\n)."""
     try:
         with open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                raw = raw.rstrip(b"\n").rstrip(b"\r")
-                yield decode_line(raw, path=path, lineno=lineno, replace=replace_invalid, stats=stats)
+            for raw in fh:
+                yield raw.rstrip(b"\n").rstrip(b"\r")
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"{path}: file not found") from None
         raise DataError(f"{path}: cannot read ({exc})", hint="is it a complete, uncorrupted file?") from None
 
 
+def read_lines(path: str | Path, *, replace_invalid: bool = False, stats: DecodeStats | None = None) -> Iterator[str]:
+    """Yield the lines of a plain or .gz text file without line endings."""
+    stats = stats if stats is not None else DecodeStats()
+    for lineno, raw in enumerate(read_raw_lines(path), start=1):
+        yield decode_line(raw, path=path, lineno=lineno, replace=replace_invalid, stats=stats)
+
+
+@dataclass
+class TextScan:
+    """What one pass over a text file found."""
+
+    path: Path
+    lines: int = 0  # a last line without newline counts
+    invalid_lines: int = 0  # lines holding invalid UTF-8
+    first_invalid: str | None = None  # "PATH line L: invalid UTF-8 (byte 0xXX, col C)" of the first one
+
+
+def scan_text(path: str | Path) -> TextScan:
+    """Count the lines of a plain or .gz file and find invalid UTF-8, line-exact, reading 1 MiB
+    blocks (memory independent of the size).
+
+    Valid blocks (nearly all) are checked by one C-level decode; a block that fails is
+    re-checked line by line, so the count and the first line number are exact.
+    """
+    scan, carry = TextScan(Path(path)), b""
+    try:
+        with open_binary(path) as fh:
+            while block := fh.read(1 << 20):
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                _scan_lines(data[:cut], scan)
+            _scan_lines(carry, scan)  # the last line, without newline
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})", hint="is it a complete, uncorrupted file?") from None
+    return scan
+
+
+def _scan_lines(data: bytes, scan: TextScan) -> None:
+    """Add whole lines (`data` ends at a line end, or is the file's unterminated last line)."""
+    if not data:
+        return
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(data.split(b"\n")[:lines]):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                scan.invalid_lines += 1
+                if scan.first_invalid is None:
+                    try:
+                        decode_line(raw, path=scan.path, lineno=scan.lines + i + 1, replace=False, stats=DecodeStats())
+                    except DataError as exc:
+                        scan.first_invalid = exc.message
+    scan.lines += lines
+
+
 def count_lines(path: str | Path) -> int:
     """Number of lines in a plain or .gz file (a final line without newline counts)."""
-    n = 0
-    last = b"\n"
-    with open_binary(path) as fh:
-        while chunk := fh.read(1 << 20):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
+    return scan_text(path).lines
 
 
 def swap_in(staging: Path, link: Path) -> None:

@@ -68,16 +68,14 @@ def prepare(
     Streams: memory stays flat in the corpus size. A second run with unchanged inputs and
     config does nothing; [bold]--force[/bold] rebuilds.
     """
-    import json
-
     from nmt.config import load_config
-    from nmt.console import info, table, warn
+    from nmt.console import emit_json, info, table, warn
     from nmt.data.prepare import prepare as run_prepare
 
     cfg = load_config(config, overrides=set_ or [])
     result = run_prepare(cfg, force=force, threads=threads or None)
     if as_json:
-        print(json.dumps({"up_to_date": result.up_to_date, "timings": result.timings, "manifest": result.manifest}))
+        emit_json({"up_to_date": result.up_to_date, "timings": result.timings, "manifest": result.manifest})
         return
     if result.up_to_date:
         info(f"[green]up to date[/green]: {cfg.workdir}/data matches the inputs and config (use --force to rebuild)")

@@ -59,7 +59,7 @@ class ShardWriter:
                 self._files[f"{side}.bin"].write(np.ascontiguousarray(flat[a:b], dtype=self.dtypes[side]).tobytes())
                 offsets = self._ends[side] + np.cumsum(lens[done : done + take], dtype=np.int64)
                 self._files[f"{side}.idx"].write(offsets.tobytes())
-                self._ends[side] = int(offsets[-1]) if take else self._ends[side]
+                self._ends[side] = int(offsets[-1])  # take >= 1: the shard has room
             self.in_shard += take
             done += take
 
@@ -74,9 +74,8 @@ class ShardWriter:
         self._close_files()
         for side in ("src", "tgt"):
             for ext in ("bin", "idx"):
-                self._files[f"{side}.{ext}"] = open(
-                    self.directory / shard_name(self.split, self.shards, side, ext), "wb"
-                )  # noqa: SIM115
+                path = self.directory / shard_name(self.split, self.shards, side, ext)
+                self._files[f"{side}.{ext}"] = open(path, "wb")  # noqa: SIM115 (closed by _close_files)
             self._files[f"{side}.idx"].write(np.zeros(1, dtype=np.int64).tobytes())
             self._ends[side] = 0
         self.shards += 1

@@ -11,9 +11,7 @@ import numpy as np
 
 from nmt.config import DataConfig, SplitSpec
 from nmt.errors import DataError
-from nmt.fileio import DecodeStats, decode_line, open_binary
-
-SCAN_BLOCK = 1 << 20  # bytes read at a time by scan_text
+from nmt.fileio import read_raw_lines, scan_text
 
 
 @dataclass(frozen=True)
@@ -46,56 +44,6 @@ def resolve_split(name: str, spec: SplitSpec, cfg: DataConfig) -> SplitFiles:
     return SplitFiles(name, Path(spec.src), Path(spec.tgt))
 
 
-@dataclass
-class TextScan:
-    """What one pass over a text file found."""
-
-    path: Path
-    lines: int  # a last line without newline counts
-    invalid_lines: int = 0  # lines holding invalid UTF-8
-    first_invalid: str | None = None  # "line L: invalid UTF-8 (byte 0xXX, col C)" of the first one
-
-
-def scan_text(path: Path) -> TextScan:
-    """Count lines and find invalid UTF-8, line-exact, reading 1 MiB blocks (memory independent of size).
-
-    Valid blocks (nearly all) are checked by one C-level decode; a block that fails is
-    re-checked line by line, so the count and the first line number are exact.
-    """
-    scan, carry = TextScan(path, 0), b""
-    try:
-        with open_binary(path) as fh:
-            while block := fh.read(SCAN_BLOCK):
-                data = carry + block
-                cut = data.rfind(b"\n") + 1
-                carry = data[cut:]
-                _scan_lines(data[:cut], scan)
-            _scan_lines(carry, scan)  # the last line, without newline
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})", hint="is it a complete, uncorrupted file?") from None
-    return scan
-
-
-def _scan_lines(data: bytes, scan: TextScan) -> None:
-    if not data:
-        return
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        for i, raw in enumerate(data.split(b"\n")[:lines]):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                scan.invalid_lines += 1
-                if scan.first_invalid is None:
-                    try:
-                        decode_line(raw, path=scan.path, lineno=scan.lines + i + 1, replace=False, stats=DecodeStats())
-                    except DataError as exc:
-                        scan.first_invalid = exc.message
-    scan.lines += lines
-
-
 def scan_split(files: SplitFiles, *, replace_invalid: bool) -> tuple[int, int]:
     """(lines, lines with invalid UTF-8) of a split, or DataError naming the file(s), line and counts.
 
@@ -120,9 +68,7 @@ def scan_split(files: SplitFiles, *, replace_invalid: bool) -> tuple[int, int]:
 
 def raw_line_pairs(files: SplitFiles) -> Iterator[tuple[bytes, bytes]]:
     """(src, tgt) lines as bytes without line endings; the files were scanned (equal line counts)."""
-    with open_binary(files.src) as fs, open_binary(files.tgt) as ft:
-        for a, b in zip(fs, ft, strict=True):
-            yield a.rstrip(b"\n").rstrip(b"\r"), b.rstrip(b"\n").rstrip(b"\r")
+    yield from zip(read_raw_lines(files.src), read_raw_lines(files.tgt), strict=True)
 
 
 def to_text(raw: bytes, *, replace_invalid: bool) -> str:

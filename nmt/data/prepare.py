@@ -86,9 +86,8 @@ class PrepareResult:
     manifest: dict[str, Any]
     splits: list[SplitSummary] = field(default_factory=list)
     invalid_utf8_lines: int = 0
-    timings: dict[str, float] = field(
-        default_factory=dict
-    )  # seconds per phase: scan, spm_train (sampling + training), encode
+    # seconds per phase: scan, spm_train (sampling + training), encode
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _sha256(path: Path) -> str:

@@ -273,3 +273,37 @@ def test_sentencepiece_sample_is_the_drawn_positions_read_once(sides: tuple[int,
     assert got == list(
         sample_sentences(iter(pairs), n, sides=sides, max_sentences=max_sentences, seed=3, text=str.strip)
     )
+
+
+def test_vectorised_cleaning_equals_the_per_pair_rule() -> None:
+    """keep_mask over a chunk keeps and counts exactly what keep_pair does pair by pair."""
+    import numpy as np
+
+    from nmt.data.corpus import CleanStats, keep_mask, keep_pair
+
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(0, 40, size=5000), rng.integers(0, 40, size=5000)
+    per_pair, vectorised = CleanStats(), CleanStats()
+    want = [keep_pair(int(s), int(t), max_len=30, max_ratio=2.5, stats=per_pair) for s, t in zip(src, tgt)]
+    got = keep_mask(src, tgt, max_len=30, max_ratio=2.5, stats=vectorised)
+    assert got.tolist() == want
+    assert (vectorised.kept, vectorised.dropped) == (per_pair.kept, per_pair.dropped)
+    assert all(per_pair.dropped.values())  # every reason occurred
+
+
+@pytest.mark.parametrize("chunks", [1, 7])
+def test_length_summary_from_the_histogram_equals_numpy(chunks: int) -> None:
+    """Prepare's table (tokens, mean, p95, max) from a histogram fed chunk by chunk equals numpy on the array."""
+    import numpy as np
+
+    from nmt.data.prepare import _Lengths
+
+    for n in (1, 2, 19, 1000):
+        lens = np.random.default_rng(n).integers(0, 90, size=n)
+        hist = _Lengths()
+        for part in np.array_split(lens, chunks):
+            hist.add(part)
+        tokens, mean, p95, longest = hist.summary()
+        assert (tokens, longest) == (int(lens.sum()), int(lens.max()))
+        assert mean == pytest.approx(lens.mean()) and p95 == pytest.approx(np.percentile(lens, 95))
+    assert _Lengths().summary() == (0, 0.0, 0.0, 0)
