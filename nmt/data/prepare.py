@@ -155,10 +155,16 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False, threads: int | None =
     old = load_manifest(exp)
     if not force and old and old.get("config_hash") == config_hash and _same_inputs(old.get("inputs", {}), inputs):
         return PrepareResult(up_to_date=True, manifest=old)
-    exp.root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
-        remove_unlinked(exp.data_dir)  # what a killed run left behind
-        return _prepare(cfg, exp, files, inputs, config_hash, threads)
+    try:
+        exp.root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
+            remove_unlinked(exp.data_dir)  # what a killed run left behind
+            return _prepare(cfg, exp, files, inputs, config_hash, threads)
+    except OSError as exc:  # the inputs were read before: this is the experiment dir (a full disk is caught below)
+        raise DataError(
+            f"{exc.filename or exp.root}: {exc.strerror or exc} while writing the prepared data of {exp.root}",
+            hint="choose a workdir that is a directory you can write to (--set workdir=DIR)",
+        ) from None
 
 
 def _prepare(

@@ -98,3 +98,20 @@ def test_prepare_prints_table_and_noop(tmp_path: Path) -> None:
     assert "train" in first.stderr and "too long" in first.stderr
     second = run_nmt("prepare", str(cfg))
     assert second.returncode == 0 and "up to date" in second.stderr
+
+
+def test_workdir_that_cannot_be_written(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: a path under a regular file cannot be created by anyone
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        workdir = blocker / "exp"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        workdir = locked / "exp"
+    cfg = toy_config(tmp_path)
+    result = run_nmt("prepare", str(cfg), "--set", f"workdir={workdir}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "workdir" in result.stderr
