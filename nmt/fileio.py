@@ -9,10 +9,11 @@ import ctypes.util
 import fcntl
 import gzip
 import os
+import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -170,22 +171,60 @@ def count_lines(path: str | Path) -> int:
     return scan_text(path).lines
 
 
-def swap_in(staging: Path, link: Path) -> None:
+def staging_dir(link: Path) -> Path:
+    """A new, empty staging directory beside `link` for `swap_in` (`.<name>.<8 random>.tmp`)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{link.name}.", suffix=".tmp", dir=link.parent))
+    staging.chmod(0o777 & ~_UMASK)
+    return staging
+
+
+def _made_here(link: Path) -> re.Pattern[str]:
+    """The names `staging_dir` and `swap_in` create beside `link`, and nothing else: datasets
+    `<name>.<12 hex>`, staging `.<name>.<8 of mkdtemp>.tmp`, link temporaries `.<name>.link.<8 hex>.tmp|.old`."""
+    name = re.escape(link.name)
+    return re.compile(rf"{name}\.[0-9a-f]{{12}}|\.{name}\.[a-z0-9_]{{8}}\.tmp|\.{name}\.link\.[0-9a-f]{{8}}\.(tmp|old)")
+
+
+def foreign_link(link: Path, *, owned_dir: Callable[[Path], bool]) -> str | None:
+    """None when `swap_in` may replace `link`: absent, a link it made (to a sibling `<name>.<12 hex>`),
+    or a real directory that `owned_dir` recognises (made by the caller before links were used);
+    else what `link` is, for an error message."""
+    if link.is_symlink():
+        target = os.readlink(link)
+        if re.fullmatch(rf"{re.escape(link.name)}\.[0-9a-f]{{12}}", target):
+            return None
+        return f"a symbolic link to {target}"
+    if not link.exists():
+        return None
+    if link.is_dir():
+        return None if owned_dir(link) else "a directory"
+    return "a file"
+
+
+def swap_in(
+    staging: Path, link: Path, *, owned_dir: Callable[[Path], bool] = lambda _: False, replace_link: bool = False
+) -> None:
     """Make `link` (a symbolic link) point at the complete directory `staging`, atomically.
 
     `staging` is renamed to `<link>.<random id>` beside the link, then a new link is renamed
     over the old one: at every instant `link` resolves to the old directory or the new one.
-    The old directory is removed last. A `link` that is still a real directory (data prepared
-    before links were used) is exchanged with the new link in one `renameat2(RENAME_EXCHANGE)`
+    The old directory is removed last, and only when swap_in made it (see `foreign_link`):
+    a link someone else made is a DataError, or with `replace_link` is replaced while its
+    target is left as it is; a directory or file someone else made is never replaced. A
+    `link` that is still a real directory of the caller's (`owned_dir`: data prepared before
+    links were used) is exchanged with the new link in one `renameat2(RENAME_EXCHANGE)`
     where the kernel and filesystem offer it, else by two renames.
     """
+    foreign = foreign_link(link, owned_dir=owned_dir)
+    if foreign is not None and not (replace_link and link.is_symlink()):
+        raise foreign_link_error(link, foreign)
     final = link.with_name(f"{link.name}.{uuid.uuid4().hex[:12]}")
     staging.rename(final)
     tmp_link = link.with_name(f".{link.name}.link.{uuid.uuid4().hex[:8]}.tmp")
     tmp_link.symlink_to(final.name)
     old: Path | None = None
     if link.is_symlink():
-        old = link.parent / os.readlink(link)
+        old = None if foreign else link.parent / os.readlink(link)
         os.replace(tmp_link, link)
     elif link.is_dir():
         if not _exchange(tmp_link, link):
@@ -200,18 +239,32 @@ def swap_in(staging: Path, link: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def foreign_link_error(link: Path, what: str) -> DataError:
+    """The one-paragraph error for a `link` that swap_in did not make (see `foreign_link`)."""
+    if what.startswith("a symbolic link"):
+        hint = (
+            "nmt leaves it and its target as they are; to keep the data on another disk, put the workdir "
+            "there (or make the workdir itself a link), or pass --replace-data-link to replace this link "
+            "(its target is never touched)"
+        )
+    else:
+        hint = f"nmt never replaces what it did not make: move or remove {link} yourself, or choose another workdir"
+    return DataError(f"{link} is {what} that nmt prepare did not make; it was left as it is", hint=hint)
+
+
 def remove_unlinked(link: Path) -> None:
-    """Remove what an interrupted `swap_in` or build left beside `link`: staging directories
-    (`.<name>.*`) and datasets (`<name>.*`) that `link` does not point at."""
+    """Remove what an interrupted `swap_in` or build left beside `link`: entries whose names only
+    `staging_dir` and `swap_in` create (see `_made_here`) that `link` does not point at. Nothing
+    else beside the link is touched (`data.notes.txt`, `data.backup/` stay)."""
     target = (link.parent / os.readlink(link)).resolve() if link.is_symlink() else None
-    for pattern in (f"{link.name}.*", f".{link.name}.*"):
-        for path in link.parent.glob(pattern):
-            if path.resolve() == target or path.name.endswith(".lock"):
-                continue
-            if path.is_symlink() or path.is_file():
-                path.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+    made_here = _made_here(link)
+    for path in link.parent.iterdir():
+        if not made_here.fullmatch(path.name) or path.resolve() == target:
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,10 @@ def prepare(
         int, typer.Option("--threads", min=0, help="SentencePiece encoding threads (0: every core; same output).")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Write the manifest and timings as JSON to stdout.")] = False,
+    replace_data_link: Annotated[
+        bool,
+        typer.Option("--replace-data-link", help="Replace a <workdir>/data link nmt did not make (keeps its target)."),
+    ] = False,
 ) -> None:
     """Train the SentencePiece vocabulary and binarize every split into the experiment dir.
 
@@ -73,7 +77,7 @@ def prepare(
     from nmt.data.prepare import prepare as run_prepare
 
     cfg = load_config(config, overrides=set_ or [])
-    result = run_prepare(cfg, force=force, threads=threads or None)
+    result = run_prepare(cfg, force=force, threads=threads or None, replace_data_link=replace_data_link)
     if as_json:
         emit_json({"up_to_date": result.up_to_date, "timings": result.timings, "manifest": result.manifest})
         return

@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,16 @@ from nmt.data.corpus import (
 from nmt.data.vocab import Vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
-from nmt.fileio import atomic_write_bytes, atomic_write_text, exclusive_lock, remove_unlinked, swap_in
+from nmt.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    exclusive_lock,
+    foreign_link,
+    foreign_link_error,
+    remove_unlinked,
+    staging_dir,
+    swap_in,
+)
 
 MANIFEST_VERSION = 3  # 3: binaries in shards; data/ is a link to data.<id>
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
@@ -135,11 +143,15 @@ def load_references(exp: Experiment, split: str) -> list[str]:
     return lines[:-1]  # the file ends with a newline
 
 
-def prepare(cfg: ExperimentConfig, *, force: bool = False, threads: int | None = None) -> PrepareResult:
+def prepare(
+    cfg: ExperimentConfig, *, force: bool = False, threads: int | None = None, replace_data_link: bool = False
+) -> PrepareResult:
     """Build (or confirm up to date) the vocabulary and binarized splits of an experiment.
 
     `threads`: SentencePiece's threads for encoding (default: every core); the output is the
     same for any value. Training always uses every core (the model records its thread count).
+    A `<workdir>/data` that prepare did not make is a DataError before any work; with
+    `replace_data_link` a symbolic link of the user's is replaced (its target never touched).
     """
     exp = Experiment.from_config(cfg)
     if not cfg.data.splits:
@@ -158,8 +170,11 @@ def prepare(cfg: ExperimentConfig, *, force: bool = False, threads: int | None =
     try:
         exp.root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
+            foreign = foreign_link(exp.data_dir, owned_dir=_legacy_dataset)
+            if foreign is not None and not (replace_data_link and exp.data_dir.is_symlink()):
+                raise foreign_link_error(exp.data_dir, foreign)  # before any work, not after it
             remove_unlinked(exp.data_dir)  # what a killed run left behind
-            return _prepare(cfg, exp, files, inputs, config_hash, threads)
+            return _prepare(cfg, exp, files, inputs, config_hash, threads, replace_data_link)
     except OSError as exc:  # the inputs were read before: this is the experiment dir (a full disk is caught below)
         raise DataError(
             f"{exc.filename or exp.root}: {exc.strerror or exc} while writing the prepared data of {exp.root}",
@@ -174,6 +189,7 @@ def _prepare(
     inputs: dict[str, Any],
     config_hash: str,
     threads: int | None,
+    replace_data_link: bool,
 ) -> PrepareResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -196,8 +212,7 @@ def _prepare(
     timings["spm_train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".data.", suffix=".tmp", dir=exp.root))
-    staging.chmod(0o755)
+    staging = staging_dir(exp.data_dir)
     try:
         summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
         if vocab.joint:
@@ -230,7 +245,7 @@ def _prepare(
             "invalid_utf8_lines": invalid_lines,
         }
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
-        swap_in(staging, exp.data_dir)
+        swap_in(staging, exp.data_dir, owned_dir=_legacy_dataset, replace_link=replace_data_link)
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
@@ -247,6 +262,15 @@ def _prepare(
     return PrepareResult(
         up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=invalid_lines, timings=timings
     )
+
+
+def _legacy_dataset(path: Path) -> bool:
+    """Whether the real directory `path` is prepared data from before `data/` became a link (its manifest)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"version", "config_hash", "splits"} <= manifest.keys()
 
 
 def _same_inputs(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -1,0 +1,63 @@
+"""`nmt prepare` deletes only what it made (the audit's reproductions at 27dff17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nmt.config import load_config
+from nmt.data.prepare import prepare
+from nmt.errors import DataError
+from tests.corpora import toy_config
+
+
+def test_a_users_data_link_and_its_target_survive_prepare(tmp_path: Path, nmt_cli) -> None:
+    """At 27dff17 prepare deleted the directory a user's `data` link pointed at."""
+    config = toy_config(tmp_path)
+    cfg = load_config(config)
+    bigdisk = tmp_path / "bigdisk"
+    bigdisk.mkdir()
+    (bigdisk / "precious.txt").write_text("kept")
+    Path(cfg.workdir).mkdir()
+    (Path(cfg.workdir) / "data").symlink_to(bigdisk)
+    done = nmt_cli("prepare", str(config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "that nmt prepare did not make" in done.stderr and "--replace-data-link" in done.stderr
+    assert (Path(cfg.workdir) / "data").resolve() == bigdisk and (bigdisk / "precious.txt").read_text() == "kept"
+    # the documented flag replaces the link, never its target
+    done = nmt_cli("prepare", str(config), "--replace-data-link")
+    assert done.returncode == 0, done.stderr
+    assert (Path(cfg.workdir) / "data" / "manifest.json").is_file()
+    assert (bigdisk / "precious.txt").read_text() == "kept" and sorted(p.name for p in bigdisk.iterdir()) == [
+        "precious.txt"
+    ]
+
+
+def test_files_named_like_data_survive_prepare(tmp_path: Path) -> None:
+    """At 27dff17 a successful prepare removed every `data.*` / `.data.*` entry of the workdir."""
+    cfg = load_config(toy_config(tmp_path))
+    workdir = Path(cfg.workdir)
+    workdir.mkdir()
+    (workdir / "data.notes.txt").write_text("notes")
+    (workdir / "data.backup").mkdir()
+    (workdir / "data.backup" / "a.txt").write_text("backup")
+    (workdir / ".data.old").write_text("old")
+    prepare(cfg)
+    prepare(cfg, force=True)  # a second build replaces the first dataset: only that is removed
+    assert (workdir / "data.notes.txt").read_text() == "notes"
+    assert (workdir / "data.backup" / "a.txt").read_text() == "backup"
+    assert (workdir / ".data.old").read_text() == "old"
+    datasets = [p.name for p in workdir.iterdir() if p.name.startswith("data.") and p.is_dir()]
+    assert sorted(datasets) == sorted(["data.backup", (workdir / "data").readlink().name])
+
+
+def test_a_directory_named_data_that_prepare_did_not_make_is_refused_before_any_work(tmp_path: Path) -> None:
+    cfg = load_config(toy_config(tmp_path))
+    data = Path(cfg.workdir) / "data"
+    data.mkdir(parents=True)
+    (data / "mine.txt").write_text("mine")
+    with pytest.raises(DataError, match="is a directory that nmt prepare did not make"):
+        prepare(cfg)
+    assert [p.name for p in data.iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in Path(cfg.workdir).iterdir()) == [".prepare.lock", "data"]
