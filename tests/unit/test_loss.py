@@ -90,3 +90,35 @@ def test_in_place_gradient_through_a_layer_equals_the_reference(dtype: torch.dty
     reference(layer(x), target, 0.1, 0)[0].backward()
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     torch.testing.assert_close(ours, layer.weight.grad, **tol)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_bf16_gradient_is_scaled_in_fp32_not_by_a_bf16_rounded_scale(in_place: bool) -> None:
+    """The training loop's scale, world_size / total_tokens, here 2 / 510 = 1/255, is 0.39% off in bf16.
+
+    A scale rounded to bf16 puts that one error on every element. The oracle is F.cross_entropy's
+    fp64 gradient; the least-squares factor between ours and it must be 1 within 0.15% (measured:
+    1.0032 with the scale rounded, 0.9993 without: storing the gradient in bf16 rounds the
+    dominant entries, near -0.9 at the targets, mostly the same way).
+    """
+    g = torch.Generator().manual_seed(3)
+    vocab = 501
+    logits = (torch.randn(8, 16, vocab, generator=g) * 3).to(torch.bfloat16)
+    target = torch.randint(1, vocab, (8, 16), generator=g)
+    target[0, 10:] = 0
+    scale = 2 / torch.tensor(510.0)  # as in the loop: a float32 tensor
+    assert abs(scale.to(torch.bfloat16).float() / scale - 1) > 3e-3  # a scale bf16 cannot hold
+    ours_in = logits.clone().requires_grad_()
+    loss, _ = label_smoothed_nll(
+        ours_in * 1 if in_place else ours_in, target, smoothing=0.1, pad_id=0, in_place=in_place
+    )
+    (loss * scale).backward()
+    ref_in = logits.double().requires_grad_()
+    ref = F.cross_entropy(
+        ref_in.reshape(-1, vocab), target.reshape(-1), ignore_index=0, label_smoothing=0.1, reduction="sum"
+    )
+    (ref * (2 / 510)).backward()
+    ours, want = ours_in.grad.double(), ref_in.grad
+    fitted = (ours * want).sum() / (want * want).sum()
+    assert abs(fitted.item() - 1) < 1.5e-3, f"the gradient is {fitted.item():.5f} times the reference"
+    torch.testing.assert_close(ours, want, rtol=1e-2, atol=1e-5)
