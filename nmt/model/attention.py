@@ -67,12 +67,15 @@ def softmax_attention(
         q: (B, H, T, Dh); k, v: (B, H, S, Dh); allowed: as from `attention_mask`.
 
     Returns:
-        output (B, H, T, Dh) and the weights (B, H, T, S), before dropout, in q's dtype.
+        output (B, H, T, Dh) and the weights (B, H, T, S), before dropout, in q's dtype; zero
+        for a query whose every key is masked.
     """
     scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = scores.softmax(dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
+    if allowed is not None:  # a query that may see no key: zero weights and output, as SDPA gives (not NaN)
+        weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
     out = F.dropout(weights, p=dropout_p) @ v if dropout_p > 0.0 else weights @ v
     return out, weights
 

@@ -48,3 +48,28 @@ def test_bf16_training_on_cpu_takes_the_written_out_path_and_agrees_with_fp32() 
     out32, grad32 = run(None)
     torch.testing.assert_close(out16, out32, rtol=0.05, atol=0.03)
     torch.testing.assert_close(grad16, grad32, rtol=0.1, atol=0.05)
+
+
+@pytest.mark.parametrize("case", ["all keys padded", "causal, fewer keys than queries"])
+def test_a_query_with_every_key_masked_gets_what_sdpa_gives_not_nan(case: str) -> None:
+    """SDPA returns zeros (and zero gradients) for a query row that may attend to no key; so must we."""
+    torch.manual_seed(0)
+    if case == "all keys padded":
+        q, k, v = (torch.randn(2, 2, 5, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+        key_pad = torch.zeros(2, 5, dtype=torch.bool)
+        key_pad[1] = True  # every key of the second sentence
+        allowed = attention_mask(key_pad, causal=False, tgt_len=5, src_len=5)
+    else:  # bottom-right aligned: the first 2 of 6 queries see none of 4 keys
+        q = torch.randn(2, 2, 6, 8, dtype=torch.float64, requires_grad=True)
+        k, v = (torch.randn(2, 2, 4, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        allowed = attention_mask(None, causal=True, tgt_len=6, src_len=4)
+    ours, weights = softmax_attention(q, k, v, allowed)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    assert torch.isfinite(ours).all() and torch.isfinite(weights).all()
+    assert ref.abs().sum() > 0 and (~allowed.any(-1)).any()  # some rows attend, some cannot
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(weights.sum(-1), allowed.any(-1).expand_as(weights[..., 0]).to(weights.dtype))
+    grads = torch.autograd.grad(ours.square().sum() + ours.sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum() + ref.sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
