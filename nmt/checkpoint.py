@@ -8,6 +8,8 @@ A checkpoint is a dict saved with `torch.save` that loads with `weights_only=Tru
     model: the model's state_dict
     step, epoch: ints
     train_state: optimizer/scaler/RNG/loop state, or None (e.g. averaged)
+    prepared: {"vocab": sha256, "data": sha256} of the prepared data it trained on
+              (absent in checkpoints of nmt before 0.x that recorded none; a resume checks it)
 
 It is self-contained: `nmt translate ckpt.pt` needs nothing else. Writes are atomic
 (temp file, fsync, rename), so a crash mid-write leaves the previous file intact.
@@ -44,8 +46,10 @@ def build_checkpoint(
     step: int,
     epoch: int,
     train_state: dict[str, Any] | None,
+    prepared: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict; `vocab_models` are the (source, target) SentencePiece model bytes."""
+    """The checkpoint dict; `vocab_models` are the (source, target) SentencePiece model bytes,
+    `prepared` the fingerprints of the prepared data trained on (`nmt.data.prepare.fingerprints`)."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -56,6 +60,7 @@ def build_checkpoint(
         "step": step,
         "epoch": epoch,
         "train_state": train_state,
+        **({"prepared": dict(prepared)} if prepared is not None else {}),
     }
 
 

@@ -138,6 +138,10 @@ def train(
     restart: Annotated[
         bool, typer.Option("--restart", help="Ignore checkpoints/last.pt and start from scratch.")
     ] = False,
+    new_data: Annotated[
+        bool,
+        typer.Option("--new-data", help="Resume on prepared data other than the checkpoint's (same vocabulary)."),
+    ] = False,
     devices: Annotated[
         int,
         typer.Option(
@@ -154,13 +158,13 @@ def train(
     if devices > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun: re-launch under it
         from nmt.train.launch import launch
 
-        raise typer.Exit(launch(config, devices=devices, overrides=set_ or [], restart=restart))
+        raise typer.Exit(launch(config, devices=devices, overrides=set_ or [], restart=restart, new_data=new_data))
     from nmt.config import load_config
     from nmt.train.loop import train as run_train
     from nmt.train.report import summarize
 
     cfg = load_config(config, overrides=set_ or [])
-    result = run_train(cfg, restart=restart)
+    result = run_train(cfg, restart=restart, new_data=new_data)
     if os.environ.get("RANK", "0") == "0":
         summarize(result)
     if result.exit_code:

@@ -123,6 +123,19 @@ def load_manifest(exp: Experiment) -> dict[str, Any] | None:
         return None
 
 
+def fingerprints(manifest: dict[str, Any]) -> dict[str, str]:
+    """What a checkpoint records of the prepared data it trained on: `vocab` (sha256 of the
+    SentencePiece models) and `data` (sha256 of the input files' hashes, the data/vocab settings
+    and the kept counts; not the paths, not the nmt version), so that a resume can tell a
+    different vocabulary from different data under the same vocabulary."""
+    inputs = {
+        name: [spec.get("src_sha256"), spec.get("tgt_sha256")] for name, spec in (manifest.get("inputs") or {}).items()
+    }
+    splits = {name: s.get("sentences") for name, s in (manifest.get("splits") or {}).items()}
+    blob = json.dumps({"inputs": inputs, "config_hash": manifest.get("config_hash"), "splits": splits}, sort_keys=True)
+    return {"vocab": str(manifest.get("spm_sha256")), "data": hashlib.sha256(blob.encode()).hexdigest()}
+
+
 def load_vocab(exp: Experiment) -> Vocab:
     """The prepared vocabulary of an experiment, or DataError saying to run prepare."""
     joint, src, tgt = exp.data_dir / "spm.model", exp.data_dir / "spm.src.model", exp.data_dir / "spm.tgt.model"
@@ -134,13 +147,22 @@ def load_vocab(exp: Experiment) -> Vocab:
     raise DataError(f"{exp.data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
 
 
-def load_references(exp: Experiment, split: str) -> list[str]:
-    """The raw target lines of a prepared split other than train, one per example, in order."""
+def load_references(exp: Experiment, split: str, *, examples: int | None = None) -> list[str]:
+    """The raw target lines of a prepared split other than train, one per example, in order;
+    DataError when they are not `examples` lines (a truncated or replaced file)."""
     path = exp.data_dir / f"{split}.ref.txt"
     if not path.is_file():
         raise DataError(f"{path}: no references for split {split!r}", hint="run `nmt prepare CONFIG` again")
-    lines = path.read_bytes().decode("utf-8").split("\n")
-    return lines[:-1]  # the file ends with a newline
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")[:-1]  # the file ends with a newline
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}", hint="run `nmt prepare CONFIG --force`") from None
+    if examples is not None and len(lines) != examples:
+        raise DataError(
+            f"{path} holds {len(lines):,} references but split {split!r} has {examples:,} prepared examples",
+            hint="the prepared data were changed or damaged after prepare: run `nmt prepare CONFIG --force`",
+        )
+    return lines
 
 
 def prepare(

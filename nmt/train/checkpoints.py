@@ -7,6 +7,7 @@ a validation are hard links to that step's file (no second write).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from nmt.checkpoint import checkpoint_config, read_checkpoint
 from nmt.config import ExperimentConfig, config_to_dict, diff_configs
+from nmt.console import warn
 from nmt.errors import CheckpointError
 from nmt.fileio import atomic_open
 
@@ -88,6 +90,49 @@ def check_resumable(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> 
         )
     if ckpt.get("train_state") is None:
         raise CheckpointError(f"{path}: has no training state (e.g. an averaged checkpoint); cannot resume")
+
+
+def check_same_prepared(
+    ckpt: dict[str, Any],
+    path: Path,
+    *,
+    vocab_models: tuple[bytes, bytes],
+    prepared: dict[str, str],
+    data_dir: Path,
+    new_data: bool,
+) -> bool:
+    """Whether `ckpt` may resume on the prepared data now in `data_dir`; True when the data differ
+    and `new_data` allows it (the caller starts the epoch over).
+
+    A different vocabulary is always a CheckpointError (the weights' ids would name other pieces);
+    different data under the same vocabulary is one unless `new_data` (`nmt train --new-data`).
+    The vocabulary is compared by its bytes, which every checkpoint holds; the data by the
+    fingerprint a checkpoint records since nmt recorded one (older ones: a warning).
+    """
+    src, tgt = ckpt["vocab"]["src"], ckpt["vocab"]["tgt"]
+    if (src, tgt) != vocab_models:
+        ckpt_sha, now_sha = (hashlib.sha256(a + b).hexdigest()[:12] for a, b in ((src, tgt), vocab_models))
+        raise CheckpointError(
+            f"{path}: cannot resume: it was trained with vocabulary {ckpt_sha} but the prepared data in {data_dir} "
+            f"have vocabulary {now_sha} (nmt prepare built a new SentencePiece model, e.g. because the corpus "
+            "changed); its weights would be read as other pieces",
+            hint="start over with `nmt train CONFIG --restart`, or restore the data it was trained on and re-run "
+            "`nmt prepare CONFIG`",
+        )
+    recorded = (ckpt.get("prepared") or {}).get("data")
+    if recorded is None:
+        warn(f"{path} records no fingerprint of its training data (an older nmt wrote it): not checked")
+        return False
+    if recorded == prepared["data"]:
+        return False
+    if not new_data:
+        raise CheckpointError(
+            f"{path}: cannot resume: it was trained on other prepared data (fingerprint {recorded[:12]}) than those "
+            f"now in {data_dir} ({prepared['data'][:12]}), under the same vocabulary",
+            hint="to continue training these weights on the new data, run `nmt train CONFIG --new-data`; "
+            "to start over, `--restart`",
+        )
+    return True
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, Any]:

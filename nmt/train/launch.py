@@ -21,7 +21,9 @@ from types import FrameType
 SHUTDOWN_TIMEOUT_S = 120
 
 
-def torchrun_args(config: Path, *, devices: int, overrides: list[str], restart: bool) -> list[str]:
+def torchrun_args(
+    config: Path, *, devices: int, overrides: list[str], restart: bool, new_data: bool = False
+) -> list[str]:
     """The torchrun command line that runs `nmt train CONFIG` in `devices` processes."""
     return [
         sys.executable,
@@ -36,17 +38,19 @@ def torchrun_args(config: Path, *, devices: int, overrides: list[str], restart: 
         str(config),
         *[a for s in overrides for a in ("--set", s)],
         *(["--restart"] if restart else []),
+        *(["--new-data"] if new_data else []),
     ]
 
 
-def launch(config: Path, *, devices: int, overrides: list[str], restart: bool) -> int:
+def launch(config: Path, *, devices: int, overrides: list[str], restart: bool, new_data: bool = False) -> int:
     """Run training under torchrun and wait; returns the exit code for the `nmt train` process.
 
     That is 128 + signum when this process got SIGINT/SIGTERM (forwarded to the workers,
     which save and stop), else torchrun's own exit code.
     """
     proc = subprocess.Popen(
-        torchrun_args(config, devices=devices, overrides=overrides, restart=restart), start_new_session=True
+        torchrun_args(config, devices=devices, overrides=overrides, restart=restart, new_data=new_data),
+        start_new_session=True,
     )
     received: list[int] = []
 

@@ -25,7 +25,14 @@ from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import MANIFEST_VERSION, load_manifest, load_references, load_vocab, relevant_config_hash
+from nmt.data.prepare import (
+    MANIFEST_VERSION,
+    fingerprints,
+    load_manifest,
+    load_references,
+    load_vocab,
+    relevant_config_hash,
+)
 from nmt.data.vocab import Vocab
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError, TrainingStopped
@@ -33,7 +40,7 @@ from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
 from nmt.tokens import PAD_ID
-from nmt.train.checkpoints import link_checkpoint, prune_numbered, read_resumable
+from nmt.train.checkpoints import check_same_prepared, link_checkpoint, prune_numbered, read_resumable
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
@@ -92,10 +99,14 @@ class Counters:
         self.tokens = 0
 
 
-def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: bool = True) -> TrainResult:
+def train(
+    cfg: ExperimentConfig, *, restart: bool = False, new_data: bool = False, final_validation: bool = True
+) -> TrainResult:
     """Train (or resume) the experiment described by `cfg`.
 
-    `final_validation=False` skips the validation + checkpoint after the last step (benchmarks).
+    `new_data`: a resume may continue on prepared data other than the checkpoint's (same
+    vocabulary), starting the current epoch over. `final_validation=False` skips the
+    validation + checkpoint after the last step (benchmarks).
     """
     exp = Experiment.from_config(cfg)
     check_tokenizer(cfg.data.tgt_lang, where="data.tgt_lang")  # validation BLEU needs it: say so now
@@ -111,7 +122,8 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
         )
     dist.check_same_data(load_manifest(exp), exp.data_dir)  # before loading: a node without data fails on all
     vocab, train_ds, valid_ds = load_datasets(cfg, exp)
-    refs = load_references(exp, "valid")
+    prepared = fingerprints(load_manifest(exp) or {})
+    refs = load_references(exp, "valid", examples=len(valid_ds))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size).to(device)
     check_lengths(cfg, train_ds, valid_ds)
@@ -120,10 +132,22 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
     # only rank 0's node needs the experiment dir: it decides, reads and broadcasts the checkpoint
     ckpt = dist.from_main(lambda: None if restart else read_resumable(exp.last_checkpoint, cfg))
     if ckpt is not None:
+        vocab_models = (vocab.src_model, vocab.tgt_model)
+        changed = check_same_prepared(
+            ckpt,
+            exp.last_checkpoint,
+            vocab_models=vocab_models,
+            prepared=prepared,
+            data_dir=exp.data_dir,
+            new_data=new_data,
+        )
         state = resume(ckpt, exp, cfg, model, optimizer, precision)
+        if changed:  # the epoch's batches were cut from other data: start this epoch over on the new data
+            state.groups_done = 0
         if dist.is_main:
             info(
-                f"resuming from {exp.last_checkpoint} at step {state.step:,} (epoch {state.epoch}); "
+                f"resuming from {exp.last_checkpoint} at step {state.step:,} (epoch {state.epoch})"
+                f"{' on new prepared data (--new-data), the epoch starting over' if changed else ''}; "
                 "--restart starts over"
             )
     elif dist.is_main:
@@ -207,12 +231,12 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
                 if state.step % cfg.train.valid_every == 0:
                     counters.sync_state(state)
                     result.last_valid = validate_and_save(
-                        cfg, exp, model, optimizer, precision, vocab, valid_ds, refs, state, dist, device
+                        cfg, exp, model, optimizer, precision, vocab, prepared, valid_ds, refs, state, dist, device
                     )
                 elif state.step % (cfg.train.save_every or cfg.train.valid_every) == 0:
                     counters.sync_state(state)
                     if dist.is_main:
-                        save_last(exp, cfg, model, optimizer, precision, vocab, state)
+                        save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared)
                 stop = local_stop(
                     flag,
                     elapsed_s=state.elapsed_s,
@@ -231,10 +255,10 @@ def train(cfg: ExperimentConfig, *, restart: bool = False, final_validation: boo
         counters.sync_state(state)
         if result.stopped_by == "signal":
             if dist.is_main:
-                save_last(exp, cfg, model, optimizer, precision, vocab, state)
+                save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared)
         elif state.last_valid_step != state.step and final_validation:
             result.last_valid = validate_and_save(
-                cfg, exp, model, optimizer, precision, vocab, valid_ds, refs, state, dist, device
+                cfg, exp, model, optimizer, precision, vocab, prepared, valid_ds, refs, state, dist, device
             )
         if step_model is not ddp_model and dist.is_main:
             result.graphs_compiled = graphs_compiled() - graphs0
@@ -342,6 +366,7 @@ def save_last(
     precision: Precision,
     vocab: Vocab,
     state: TrainState,
+    prepared: dict[str, str],
     *,
     path: Path | None = None,
 ) -> None:
@@ -353,6 +378,7 @@ def save_last(
         step=state.step,
         epoch=state.epoch,
         train_state=train_state(optimizer, precision, state),
+        prepared=prepared,
     )
     save_checkpoint(path or exp.last_checkpoint, checkpoint)
 
@@ -385,6 +411,7 @@ def validate_and_save(
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     vocab: Vocab,
+    prepared: dict[str, str],
     valid_ds: TokenDataset,
     refs: list[str],
     state: TrainState,
@@ -403,7 +430,7 @@ def validate_and_save(
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
         path = exp.checkpoint_dir / f"step_{state.step}.pt"
-        save_last(exp, cfg, model, optimizer, precision, vocab, state, path=path)
+        save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared, path=path)
         link_checkpoint(path, exp.last_checkpoint)
         if improved:
             link_checkpoint(path, exp.best_checkpoint)
