@@ -125,6 +125,8 @@ def collate(dataset: TokenDataset, indices: np.ndarray, *, pad_multiple: int = 1
         tgt_in[row, 1 : len(t) + 1] = t
         tgt_out[row, : len(t)] = t
         tgt_out[row, len(t)] = EOS_ID
+    dataset.check_ids("src", src, indices)  # a shard changed since it was opened and checked
+    dataset.check_ids("tgt", tgt_out, indices)
     src_ids = torch.from_numpy(src)
     return Batch(
         src_ids,

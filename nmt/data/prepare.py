@@ -41,7 +41,7 @@ import numpy as np
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_to_dict
 from nmt.console import progress
-from nmt.data.binarize import ShardWriter, token_dtype
+from nmt.data.binarize import ShardWriter, TokenDataset, token_dtype
 from nmt.data.corpus import (
     CleanStats,
     SplitFiles,
@@ -86,6 +86,7 @@ class SplitSummary:
     tgt_len_p95: float
     max_src_len: int
     max_tgt_len: int
+    shard_records: list[dict[str, int]] = field(default_factory=list)  # binarize.shard_record per shard
 
 
 @dataclass
@@ -145,6 +146,15 @@ def load_vocab(exp: Experiment) -> Vocab:
     if src.is_file() and tgt.is_file():
         return Vocab(src.read_bytes(), tgt.read_bytes())
     raise DataError(f"{exp.data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
+
+
+def open_split(exp: Experiment, manifest: dict[str, Any], split: str, vocab: Vocab) -> TokenDataset:
+    """A prepared split, its files checked against what prepare recorded in `manifest`
+    (sizes, counts and the largest ids; data prepared before records were kept: structure only)."""
+    records = ((manifest.get("splits") or {}).get(split) or {}).get("shard_records")
+    return TokenDataset(
+        exp.data_dir, split, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size, records=records
+    )
 
 
 def load_references(exp: Experiment, split: str, *, examples: int | None = None) -> list[str]:
@@ -261,6 +271,7 @@ def _prepare(
                     "tgt_tokens": s.tgt_tokens,
                     "max_src_len": s.max_src_len,
                     "max_tgt_len": s.max_tgt_len,
+                    "shard_records": s.shard_records,
                 }
                 for s in summaries
             },
@@ -403,4 +414,5 @@ def _encode_split(
         tgt_len_p95=tgt_p95,
         max_src_len=src_max,
         max_tgt_len=tgt_max,
+        shard_records=writer.records,
     )

@@ -31,6 +31,7 @@ from nmt.data.prepare import (
     load_manifest,
     load_references,
     load_vocab,
+    open_split,
     relevant_config_hash,
 )
 from nmt.data.vocab import Vocab
@@ -307,9 +308,7 @@ def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> tuple[Vocab, TokenD
             hint="run `nmt prepare CONFIG` again (it rebuilds when the settings differ)",
         )
     vocab = load_vocab(exp)
-    sizes = {"src_vocab_size": vocab.src_size, "tgt_vocab_size": vocab.tgt_size}
-    train_ds = TokenDataset(exp.data_dir, "train", **sizes)
-    valid_ds = TokenDataset(exp.data_dir, "valid", **sizes)
+    train_ds, valid_ds = (open_split(exp, manifest, split, vocab) for split in ("train", "valid"))
     check_budget(train_ds, batch_tokens=cfg.train.batch_tokens)
     return vocab, train_ds, valid_ds
 
