@@ -62,6 +62,7 @@ class VocabConfig:
     character_coverage: float = 1.0  # fraction of characters covered by the model
     max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
     byte_fallback: bool = False  # characters outside the vocabulary become byte pieces, not <unk>
+    sample_seed: int = 1  # seeds which sentences SentencePiece trains on when there are over max_sentences
 
     def __post_init__(self) -> None:
         _check_range("vocab.size", self.size, low=8)

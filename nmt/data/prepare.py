@@ -237,7 +237,7 @@ def _prepare(
         lambda: raw_line_pairs(train),
         line_counts["train"],
         cfg.vocab,
-        seed=cfg.train.seed,
+        seed=cfg.vocab.sample_seed,  # in the data hash, unlike train.seed: a changed sample is never "up to date"
         text=lambda raw: to_text(raw, replace_invalid=replace),
         where=f"split 'train': {train.src} and {train.tgt}",
     )
