@@ -41,7 +41,7 @@ def main() -> None:
         cfg = load_config(args.config, args.overrides)
         from nmt.experiment import Experiment
 
-        _, train_ds, _ = load_datasets(cfg, Experiment.from_config(cfg))
+        train_ds = load_datasets(cfg, Experiment.from_config(cfg)).train
         lengths = padded_lengths(train_ds)
         batch_tokens, max_sentences = cfg.train.batch_tokens, cfg.train.max_sentences
         if args.save_lengths:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from nmt.config import load_config
-from nmt.data.prepare import load_manifest
+from nmt.data.prepared import read_manifest
 from nmt.experiment import Experiment
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     overrides = [*args.overrides, "train.log_every=1", "train.valid_every=1000000"]
     cfg = load_config(args.config, overrides)
     exp = Experiment.from_config(cfg)
-    manifest = load_manifest(exp)
+    manifest = read_manifest(exp.data_dir)
     if manifest is None:
         sys.exit(f"{exp.data_dir}: no prepared data; run `nmt prepare {args.config}` first")
     metrics = exp.root / "metrics.jsonl"

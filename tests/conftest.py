@@ -95,7 +95,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
     from nmt import __version__
     from nmt.checkpoint import FORMAT, VERSION
     from nmt.config import config_to_dict, load_config
-    from nmt.data.prepare import load_vocab, prepare
+    from nmt.data.prepare import prepare
+    from nmt.data.prepared import load_vocab
     from nmt.experiment import Experiment
     from nmt.model import build_model
     from tests.corpora import toy_config
@@ -106,7 +107,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
     cfg = load_config(config, overrides=[f"model.max_len={max_len}"])
     prepare(cfg)
     exp = Experiment.from_config(cfg)
-    vocab = load_vocab(exp)
+    vocab = load_vocab(exp.data_dir)
     torch.manual_seed(0)
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     ckpt = {

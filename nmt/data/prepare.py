@@ -28,7 +28,6 @@ import contextlib
 import errno
 import hashlib
 import itertools
-import json
 import os
 import shutil
 import time
@@ -38,10 +37,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from nmt import __version__
-from nmt.config import ExperimentConfig, config_to_dict
+from nmt.config import ExperimentConfig
 from nmt.console import progress
-from nmt.data.binarize import ShardWriter, TokenDataset, token_dtype
+from nmt.data import prepared
+from nmt.data.binarize import ShardWriter, token_dtype
 from nmt.data.corpus import (
     CleanStats,
     SplitFiles,
@@ -56,8 +55,6 @@ from nmt.data.vocab import Vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
 from nmt.fileio import (
-    atomic_write_bytes,
-    atomic_write_text,
     exclusive_lock,
     foreign_link,
     foreign_link_error,
@@ -66,7 +63,6 @@ from nmt.fileio import (
     swap_in,
 )
 
-MANIFEST_VERSION = 3  # 3: binaries in shards; data/ is a link to data.<id>
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -107,74 +103,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def relevant_config_hash(cfg: ExperimentConfig) -> str:
-    """Hash of the config sections that determine the prepared data (not the file paths)."""
-    data = config_to_dict(cfg.data)
-    data.pop("splits")
-    blob = json.dumps({"data": data, "vocab": config_to_dict(cfg.vocab), "v": MANIFEST_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def load_manifest(exp: Experiment) -> dict[str, Any] | None:
-    if not exp.manifest_path.is_file():
-        return None
-    try:
-        return json.loads(exp.manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def fingerprints(manifest: dict[str, Any]) -> dict[str, str]:
-    """What a checkpoint records of the prepared data it trained on: `vocab` (sha256 of the
-    SentencePiece models) and `data` (sha256 of the input files' hashes, the data/vocab settings
-    and the kept counts; not the paths, not the nmt version), so that a resume can tell a
-    different vocabulary from different data under the same vocabulary."""
-    inputs = {
-        name: [spec.get("src_sha256"), spec.get("tgt_sha256")] for name, spec in (manifest.get("inputs") or {}).items()
-    }
-    splits = {name: s.get("sentences") for name, s in (manifest.get("splits") or {}).items()}
-    blob = json.dumps({"inputs": inputs, "config_hash": manifest.get("config_hash"), "splits": splits}, sort_keys=True)
-    return {"vocab": str(manifest.get("spm_sha256")), "data": hashlib.sha256(blob.encode()).hexdigest()}
-
-
-def load_vocab(exp: Experiment) -> Vocab:
-    """The prepared vocabulary of an experiment, or DataError saying to run prepare."""
-    joint, src, tgt = exp.data_dir / "spm.model", exp.data_dir / "spm.src.model", exp.data_dir / "spm.tgt.model"
-    if joint.is_file():
-        model = joint.read_bytes()
-        return Vocab(model, model)
-    if src.is_file() and tgt.is_file():
-        return Vocab(src.read_bytes(), tgt.read_bytes())
-    raise DataError(f"{exp.data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
-
-
-def open_split(exp: Experiment, manifest: dict[str, Any], split: str, vocab: Vocab) -> TokenDataset:
-    """A prepared split, its files checked against what prepare recorded in `manifest`
-    (sizes, counts and the largest ids; data prepared before records were kept: structure only)."""
-    records = ((manifest.get("splits") or {}).get(split) or {}).get("shard_records")
-    return TokenDataset(
-        exp.data_dir, split, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size, records=records
-    )
-
-
-def load_references(exp: Experiment, split: str, *, examples: int | None = None) -> list[str]:
-    """The raw target lines of a prepared split other than train, one per example, in order;
-    DataError when they are not `examples` lines (a truncated or replaced file)."""
-    path = exp.data_dir / f"{split}.ref.txt"
-    if not path.is_file():
-        raise DataError(f"{path}: no references for split {split!r}", hint="run `nmt prepare CONFIG` again")
-    try:
-        lines = path.read_bytes().decode("utf-8").split("\n")[:-1]  # the file ends with a newline
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}", hint="run `nmt prepare CONFIG --force`") from None
-    if examples is not None and len(lines) != examples:
-        raise DataError(
-            f"{path} holds {len(lines):,} references but split {split!r} has {examples:,} prepared examples",
-            hint="the prepared data were changed or damaged after prepare: run `nmt prepare CONFIG --force`",
-        )
-    return lines
-
-
 def prepare(
     cfg: ExperimentConfig, *, force: bool = False, threads: int | None = None, replace_data_link: bool = False
 ) -> PrepareResult:
@@ -195,18 +123,18 @@ def prepare(
         f.name: {"src": str(f.src), "tgt": str(f.tgt), "src_sha256": _sha256(f.src), "tgt_sha256": _sha256(f.tgt)}
         for f in files
     }
-    config_hash = relevant_config_hash(cfg)
-    old = load_manifest(exp)
-    if not force and old and old.get("config_hash") == config_hash and _same_inputs(old.get("inputs", {}), inputs):
+    cfg_hash = prepared.config_hash(cfg)
+    old = prepared.read_manifest(exp.data_dir)
+    if not force and old is not None and prepared.up_to_date(old, cfg_hash, inputs):
         return PrepareResult(up_to_date=True, manifest=old)
     try:
         exp.root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
-            foreign = foreign_link(exp.data_dir, owned_dir=_legacy_dataset)
+            foreign = foreign_link(exp.data_dir, owned_dir=prepared.is_dataset_dir)
             if foreign is not None and not (replace_data_link and exp.data_dir.is_symlink()):
                 raise foreign_link_error(exp.data_dir, foreign)  # before any work, not after it
             remove_unlinked(exp.data_dir)  # what a killed run left behind
-            return _prepare(cfg, exp, files, inputs, config_hash, threads, replace_data_link)
+            return _prepare(cfg, exp, files, inputs, cfg_hash, threads, replace_data_link)
     except OSError as exc:  # the inputs were read before: this is the experiment dir (a full disk is caught below)
         raise DataError(
             f"{exc.filename or exp.root}: {exc.strerror or exc} while writing the prepared data of {exp.root}",
@@ -219,7 +147,7 @@ def _prepare(
     exp: Experiment,
     files: list[SplitFiles],
     inputs: dict[str, Any],
-    config_hash: str,
+    cfg_hash: str,
     threads: int | None,
     replace_data_link: bool,
 ) -> PrepareResult:
@@ -247,22 +175,14 @@ def _prepare(
     staging = staging_dir(exp.data_dir)
     try:
         summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
-        if vocab.joint:
-            atomic_write_bytes(staging / "spm.model", vocab.src_model)
-        else:
-            atomic_write_bytes(staging / "spm.src.model", vocab.src_model)
-            atomic_write_bytes(staging / "spm.tgt.model", vocab.tgt_model)
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "nmt_version": __version__,
-            "config_hash": config_hash,
-            "inputs": inputs,
-            "lines": line_counts,
-            "joint": vocab.joint,
-            "src_vocab_size": vocab.src_size,
-            "tgt_vocab_size": vocab.tgt_size,
-            "spm_sha256": hashlib.sha256(vocab.src_model + vocab.tgt_model).hexdigest(),
-            "splits": {
+        prepared.write_vocab(staging, vocab)
+        manifest = prepared.write_manifest(
+            staging,
+            cfg_hash=cfg_hash,
+            inputs=inputs,
+            lines=line_counts,
+            vocab=vocab,
+            splits={
                 s.name: {
                     "sentences": s.kept,
                     "shards": s.shards,
@@ -275,10 +195,9 @@ def _prepare(
                 }
                 for s in summaries
             },
-            "invalid_utf8_lines": invalid_lines,
-        }
-        atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
-        swap_in(staging, exp.data_dir, owned_dir=_legacy_dataset, replace_link=replace_data_link)
+            invalid_utf8_lines=invalid_lines,
+        )
+        swap_in(staging, exp.data_dir, owned_dir=prepared.is_dataset_dir, replace_link=replace_data_link)
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
@@ -295,23 +214,6 @@ def _prepare(
     return PrepareResult(
         up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=invalid_lines, timings=timings
     )
-
-
-def _legacy_dataset(path: Path) -> bool:
-    """Whether the real directory `path` is prepared data from before `data/` became a link (its manifest)."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and {"version", "config_hash", "splits"} <= manifest.keys()
-
-
-def _same_inputs(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    strip = lambda d: {k: (v["src_sha256"], v["tgt_sha256"]) for k, v in d.items()}  # noqa: E731
-    try:
-        return strip(old) == strip(new)
-    except (KeyError, TypeError):
-        return False
 
 
 def _pack(ids: list[list[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +272,7 @@ def _encode_split(
     with contextlib.ExitStack() as stack:
         refs: IO[bytes] | None = None
         if not train:
-            refs = stack.enter_context(open(out_dir / f"{files.name}.ref.txt", "wb"))  # noqa: SIM115
+            refs = stack.enter_context(open(prepared.references_path(out_dir, files.name), "wb"))  # noqa: SIM115
         for src_lines, tgt_lines in line_pair_chunks(files, replace_invalid=replace, size=ENCODE_CHUNK):
             src_flat, src_lens = _pack(vocab.encode_src(src_lines, threads=threads), src_dtype)
             tgt_flat, tgt_lens = _pack(vocab.encode_tgt(tgt_lines, threads=threads), tgt_dtype)

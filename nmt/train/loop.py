@@ -25,18 +25,10 @@ from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import (
-    MANIFEST_VERSION,
-    fingerprints,
-    load_manifest,
-    load_references,
-    load_vocab,
-    open_split,
-    relevant_config_hash,
-)
+from nmt.data.prepared import TrainingData, open_for_training, read_manifest
 from nmt.data.vocab import Vocab
 from nmt.device import resolve_device
-from nmt.errors import DataError, NmtError, TrainingStopped
+from nmt.errors import NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
@@ -121,10 +113,9 @@ def train(
         warn(
             "train.precision bf16: this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
         )
-    dist.check_same_data(load_manifest(exp), exp.data_dir)  # before loading: a node without data fails on all
-    vocab, train_ds, valid_ds = load_datasets(cfg, exp)
-    prepared = fingerprints(load_manifest(exp) or {})
-    refs = load_references(exp, "valid", examples=len(valid_ds))
+    dist.check_same_data(read_manifest(exp.data_dir), exp.data_dir)  # before loading: a node without data fails on all
+    data = load_datasets(cfg, exp)
+    vocab, train_ds, valid_ds, refs, prepared = data.vocab, data.train, data.valid, data.valid_refs, data.fingerprints
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size).to(device)
     check_lengths(cfg, train_ds, valid_ds)
@@ -288,29 +279,11 @@ def check_finite(state: TrainState, *, max_nonfinite: int) -> None:
         )
 
 
-def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> tuple[Vocab, TokenDataset, TokenDataset]:
-    """The prepared vocabulary and splits, checked against the config."""
-    manifest = load_manifest(exp)
-    if manifest is None:
-        raise DataError(
-            f"{exp.data_dir}: no prepared data",
-            hint=f"run `nmt prepare {exp.root / 'config.yaml'}` (or `nmt prepare CONFIG`) first",
-        )
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise DataError(
-            f"{exp.data_dir} was prepared by another version of nmt (data format {manifest.get('version')}, "
-            f"this one reads {MANIFEST_VERSION})",
-            hint="run `nmt prepare CONFIG` again (it rebuilds in the current format)",
-        )
-    if manifest.get("config_hash") != relevant_config_hash(cfg):
-        raise DataError(
-            f"{exp.data_dir} was prepared with different data/vocab settings than this config",
-            hint="run `nmt prepare CONFIG` again (it rebuilds when the settings differ)",
-        )
-    vocab = load_vocab(exp)
-    train_ds, valid_ds = (open_split(exp, manifest, split, vocab) for split in ("train", "valid"))
-    check_budget(train_ds, batch_tokens=cfg.train.batch_tokens)
-    return vocab, train_ds, valid_ds
+def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> TrainingData:
+    """The prepared vocabulary, splits and references, checked against the config and the token budget."""
+    data = open_for_training(cfg, exp.data_dir, exp.config_path)
+    check_budget(data.train, batch_tokens=cfg.train.batch_tokens)
+    return data
 
 
 def check_lengths(cfg: ExperimentConfig, *datasets: TokenDataset) -> None:

@@ -21,7 +21,8 @@ import torch.multiprocessing as mp
 
 from nmt.config import load_config
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import load_references, load_vocab, prepare
+from nmt.data.prepare import prepare
+from nmt.data.prepared import load_references, load_vocab
 from nmt.decode.load import load_model
 from nmt.experiment import Experiment
 from nmt.train import validate as validate_module
@@ -50,7 +51,7 @@ def run_validation(config: Path, dist: Dist | None) -> tuple[Validation, int]:
     """Validate the toy experiment's last checkpoint; also how many non-empty sources this process decoded."""
     cfg = load_config(config, VALIDATE)
     exp = Experiment.from_config(cfg)
-    vocab = load_vocab(exp)
+    vocab = load_vocab(exp.data_dir)
     ds = TokenDataset(exp.data_dir, "valid", src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     model = load_model(exp.last_checkpoint).model
     decoded = []
@@ -63,7 +64,7 @@ def run_validation(config: Path, dist: Dist | None) -> tuple[Validation, int]:
     validate_module.translate_ids = counting
     try:
         device = torch.device("cpu")
-        refs = load_references(exp, "valid")
+        refs = load_references(exp.data_dir, "valid")
         valid = validate(model, ds, refs, vocab, cfg, device=device, precision=Precision("fp32", device), dist=dist)
     finally:
         validate_module.translate_ids = translate_ids

@@ -29,7 +29,8 @@ import torch.multiprocessing as mp
 
 from nmt.checkpoint import read_checkpoint
 from nmt.config import load_config
-from nmt.data.prepare import load_vocab, prepare
+from nmt.data.prepare import prepare
+from nmt.data.prepared import load_vocab
 from nmt.experiment import Experiment
 from nmt.model import build_model
 from nmt.train.loop import train
@@ -158,7 +159,7 @@ def reference(prepared: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     assert result.stopped_by == "max_steps" and result.state.step == STEPS
     # the oracle trained: most tensors moved away from the initial weights (the same seed builds them again)
     cfg = load_config(config, COMMON)
-    vocab = load_vocab(Experiment(workdir))
+    vocab = load_vocab(Experiment(workdir).data_dir)
     torch.manual_seed(cfg.train.seed)
     initial = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size).state_dict()
     trained = model_of(workdir)

@@ -15,7 +15,8 @@ import pytest
 
 from nmt.config import load_config
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import load_manifest, prepare
+from nmt.data.prepare import prepare
+from nmt.data.prepared import read_manifest
 from nmt.experiment import Experiment
 from tests.conftest import run_nmt
 from tests.corpora import reverse_pairs, write_split
@@ -84,7 +85,7 @@ def corpus(tmp_path: Path, name: str, n: int, seed: int) -> tuple[Path, Path]:
 def snapshot(workdir: Path) -> dict[str, object]:
     """What a reader of <workdir>/data sees: the manifest's inputs and every training example."""
     exp = Experiment(workdir)
-    manifest = load_manifest(exp)
+    manifest = read_manifest(exp.data_dir)
     assert manifest is not None, "no readable manifest"
     ds = TokenDataset(exp.data_dir, "train", src_vocab_size=60, tgt_vocab_size=60)
     assert len(ds) == manifest["splits"]["train"]["sentences"]

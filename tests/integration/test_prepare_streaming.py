@@ -21,7 +21,8 @@ import sentencepiece as spm
 from nmt.config import load_config
 from nmt.data.binarize import TokenDataset
 from nmt.data.corpus import CleanStats, keep_pair
-from nmt.data.prepare import load_references, prepare
+from nmt.data.prepare import prepare
+from nmt.data.prepared import load_references
 from nmt.experiment import Experiment
 from tests.conftest import ROOT
 
@@ -89,7 +90,7 @@ def test_sharded_streaming_prepare_equals_the_in_memory_reference(tmp_path: Path
             for i in range(len(ds)):
                 s, t = ds[i]
                 assert s.tolist() == src[i] and t.tolist() == tgt[i], (name, i)
-        assert len(load_references(exp, "valid")) == 1014
+        assert len(load_references(exp.data_dir, "valid")) == 1014
         outputs.append({p.name: p.read_bytes() for p in sorted(exp.data_dir.iterdir()) if p.name != "manifest.json"})
         manifest = json.loads((exp.data_dir / "manifest.json").read_text())
         outputs[-1]["manifest"] = json.dumps({k: v for k, v in manifest.items() if k != "inputs"}).encode()

@@ -8,7 +8,8 @@ import pytest
 
 from nmt.config import load_config
 from nmt.data.binarize import TokenDataset
-from nmt.data.prepare import load_vocab, prepare
+from nmt.data.prepare import prepare
+from nmt.data.prepared import load_vocab
 from nmt.experiment import Experiment
 from nmt.fileio import atomic_open, read_lines
 from tests.corpora import reverse_pairs, toy_config, write_split
@@ -19,7 +20,7 @@ def test_prefix_form_with_gz_and_round_trip(tmp_path: Path) -> None:
     result = prepare(cfg)
     assert not result.up_to_date
     exp = Experiment.from_config(cfg)
-    vocab = load_vocab(exp)
+    vocab = load_vocab(exp.data_dir)
     assert vocab.joint and vocab.src_size == 60
     pairs = reverse_pairs(40, seed=2)
     ds = TokenDataset(exp.data_dir, "valid", src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
@@ -48,7 +49,7 @@ model: {{share_embeddings: decoder}}
     prepare(cfg)
     exp = Experiment.from_config(cfg)
     assert (exp.data_dir / "spm.src.model").is_file() and (exp.data_dir / "spm.tgt.model").is_file()
-    vocab = load_vocab(exp)
+    vocab = load_vocab(exp.data_dir)
     assert not vocab.joint
     # target pieces are upper-case only: the separate target vocabulary has no lower-case words
     tgt_pieces = vocab.tgt_pieces(list(range(4, vocab.tgt_size)))
@@ -108,7 +109,7 @@ def test_spm_round_trip_on_multi30k_val(tmp_path: Path, multi30k: Path) -> None:
         ],
     )
     prepare(cfg)
-    vocab = load_vocab(Experiment.from_config(cfg))
+    vocab = load_vocab(Experiment.from_config(cfg).data_dir)
     for lang, sp in (("de", vocab.src), ("en", vocab.tgt)):
         lines = list(read_lines(multi30k / f"val.{lang}.gz"))
         decoded = sp.decode(sp.encode(lines, out_type=int))
@@ -150,7 +151,7 @@ def test_each_side_is_read_with_its_own_vocabulary_dtype(tmp_path: Path) -> None
 
 def test_references_are_kept_as_written(tmp_path: Path) -> None:
     """Validation scores against these: characters SentencePiece would normalise or drop stay."""
-    from nmt.data.prepare import load_references
+    from nmt.data.prepared import load_references
 
     data = tmp_path / "corpus"
     write_split(data, "train", reverse_pairs(200, seed=1), src="x", tgt="y")
@@ -167,7 +168,7 @@ vocab: {{size: 60}}
     cfg = load_config(path)
     prepare(cfg)
     exp = Experiment.from_config(cfg)
-    refs = load_references(exp, "valid")
+    refs = load_references(exp.data_dir, "valid")
     assert refs == [t for _, t in valid]
     assert len(refs) == len(TokenDataset(exp.data_dir, "valid", src_vocab_size=60, tgt_vocab_size=60))
 

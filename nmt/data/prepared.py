@@ -1,0 +1,233 @@
+"""The prepared dataset: the one owner of its format. `nmt prepare` writes through it; training,
+the multi-node check and checkpoints read through it; no other module knows a file name or a
+manifest key of it.
+
+    <workdir>/data -> data.<12 hex>/      a link swapped whole by `nmt prepare` (fileio.swap_in)
+        manifest.json                     FORMAT_VERSION, input hashes, config hash, counts, per-shard
+                                          records (binarize.shard_record), vocabulary sizes and hash
+        spm.model | spm.src.model + spm.tgt.model
+        <split>.<k>.<side>.bin / .idx     token ids and offsets (nmt.data.binarize)
+        <split>.ref.txt                   raw target lines of every split but train, one per example
+
+Everything read is checked when opened: the format version and the config hash, the shard
+files against the manifest's records, the references' count against the split's examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nmt import __version__
+from nmt.config import ExperimentConfig, config_to_dict
+from nmt.data.binarize import TokenDataset
+from nmt.data.vocab import Vocab
+from nmt.errors import DataError
+from nmt.fileio import atomic_write_bytes, atomic_write_text
+
+FORMAT_VERSION = 3  # 3: binaries in shards; data/ is a link to data.<id>
+MANIFEST = "manifest.json"
+JOINT_SPM, SRC_SPM, TGT_SPM = "spm.model", "spm.src.model", "spm.tgt.model"
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Hash of the config sections that determine the prepared data (not the file paths)."""
+    data = config_to_dict(cfg.data)
+    data.pop("splits")
+    blob = json.dumps({"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def references_path(directory: Path, split: str) -> Path:
+    """Where prepare writes, and training reads, the raw target lines of `split`."""
+    return directory / f"{split}.ref.txt"
+
+
+# ------------------------------------------------------------------ writing (nmt prepare)
+
+
+def write_vocab(directory: Path, vocab: Vocab) -> None:
+    if vocab.joint:
+        atomic_write_bytes(directory / JOINT_SPM, vocab.src_model)
+    else:
+        atomic_write_bytes(directory / SRC_SPM, vocab.src_model)
+        atomic_write_bytes(directory / TGT_SPM, vocab.tgt_model)
+
+
+def write_manifest(
+    directory: Path,
+    *,
+    cfg_hash: str,
+    inputs: dict[str, Any],
+    lines: dict[str, int],
+    vocab: Vocab,
+    splits: dict[str, dict[str, Any]],
+    invalid_utf8_lines: int,
+) -> dict[str, Any]:
+    """Write the manifest of a complete dataset in `directory`; returns it.
+
+    `inputs`: per split {src, tgt, src_sha256, tgt_sha256}; `splits`: per split {sentences, shards,
+    dropped, src_tokens, tgt_tokens, max_src_len, max_tgt_len, shard_records}."""
+    manifest = {
+        "version": FORMAT_VERSION,
+        "nmt_version": __version__,
+        "config_hash": cfg_hash,
+        "inputs": inputs,
+        "lines": lines,
+        "joint": vocab.joint,
+        "src_vocab_size": vocab.src_size,
+        "tgt_vocab_size": vocab.tgt_size,
+        "spm_sha256": hashlib.sha256(vocab.src_model + vocab.tgt_model).hexdigest(),
+        "splits": splits,
+        "invalid_utf8_lines": invalid_utf8_lines,
+    }
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def up_to_date(manifest: dict[str, Any] | None, cfg_hash: str, inputs: dict[str, Any]) -> bool:
+    """Whether `manifest` was prepared with these settings from inputs with these hashes (paths may differ)."""
+    if not manifest or manifest.get("config_hash") != cfg_hash:
+        return False
+    strip = lambda d: {k: (v["src_sha256"], v["tgt_sha256"]) for k, v in d.items()}  # noqa: E731
+    try:
+        return strip(manifest.get("inputs", {})) == strip(inputs)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """Whether the real directory `path` is prepared data (from before `data/` became a link)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"version", "config_hash", "splits"} <= manifest.keys()
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any] | None:
+    """The manifest, or None when there are no (readable) prepared data."""
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_vocab(data_dir: Path) -> Vocab:
+    """The prepared vocabulary, or DataError saying to run prepare."""
+    joint, src, tgt = data_dir / JOINT_SPM, data_dir / SRC_SPM, data_dir / TGT_SPM
+    if joint.is_file():
+        model = joint.read_bytes()
+        return Vocab(model, model)
+    if src.is_file() and tgt.is_file():
+        return Vocab(src.read_bytes(), tgt.read_bytes())
+    raise DataError(f"{data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
+
+
+def open_split(data_dir: Path, split: str, vocab: Vocab, manifest: dict[str, Any] | None = None) -> TokenDataset:
+    """A prepared split, its files checked against what prepare recorded in `manifest` (sizes,
+    counts and the largest ids; without a manifest, or one from before records: structure only)."""
+    records = (((manifest or {}).get("splits") or {}).get(split) or {}).get("shard_records")
+    return TokenDataset(data_dir, split, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size, records=records)
+
+
+def load_references(data_dir: Path, split: str, *, examples: int | None = None) -> list[str]:
+    """The raw target lines of a prepared split other than train, one per example, in order;
+    DataError when they are not `examples` lines (a truncated or replaced file)."""
+    path = references_path(data_dir, split)
+    if not path.is_file():
+        raise DataError(f"{path}: no references for split {split!r}", hint="run `nmt prepare CONFIG` again")
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")[:-1]  # the file ends with a newline
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}", hint="run `nmt prepare CONFIG --force`") from None
+    if examples is not None and len(lines) != examples:
+        raise DataError(
+            f"{path} holds {len(lines):,} references but split {split!r} has {examples:,} prepared examples",
+            hint="the prepared data were changed or damaged after prepare: run `nmt prepare CONFIG --force`",
+        )
+    return lines
+
+
+def checkpoint_fingerprints(manifest: dict[str, Any]) -> dict[str, str]:
+    """What a checkpoint records of the prepared data it trained on: `vocab` (sha256 of the
+    SentencePiece models) and `data` (sha256 of the input files' hashes, the data/vocab settings
+    and the kept counts; not the paths, not the nmt version), so that a resume can tell a
+    different vocabulary from different data under the same vocabulary."""
+    inputs = {
+        name: [spec.get("src_sha256"), spec.get("tgt_sha256")] for name, spec in (manifest.get("inputs") or {}).items()
+    }
+    splits = {name: s.get("sentences") for name, s in (manifest.get("splits") or {}).items()}
+    blob = json.dumps({"inputs": inputs, "config_hash": manifest.get("config_hash"), "splits": splits}, sort_keys=True)
+    return {"vocab": str(manifest.get("spm_sha256")), "data": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+def node_fingerprint(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest without the input file paths, for the multi-node same-data check.
+
+    Nodes may keep the corpus at different paths; everything else (input sha256s, config
+    hash, vocab sizes and model hash, counts, whatever fields the manifest gains) must match.
+    """
+    inputs = {
+        name: {k: v for k, v in spec.items() if k not in ("src", "tgt")} if isinstance(spec, dict) else spec
+        for name, spec in (manifest.get("inputs") or {}).items()
+    }
+    blob = json.dumps({**manifest, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads of a prepared dataset, opened and checked (`open_for_training`)."""
+
+    data_dir: Path
+    manifest: dict[str, Any]
+    vocab: Vocab
+    train: TokenDataset
+    valid: TokenDataset
+    valid_refs: list[str]
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return checkpoint_fingerprints(self.manifest)
+
+
+def check_manifest(manifest: dict[str, Any] | None, cfg: ExperimentConfig, data_dir: Path, config_path: Path) -> None:
+    """DataError unless `manifest` is prepared data in this format and with `cfg`'s data/vocab settings."""
+    if manifest is None:
+        raise DataError(
+            f"{data_dir}: no prepared data",
+            hint=f"run `nmt prepare {config_path}` (or `nmt prepare CONFIG`) first",
+        )
+    if manifest.get("version") != FORMAT_VERSION:
+        raise DataError(
+            f"{data_dir} was prepared by another version of nmt (data format {manifest.get('version')}, "
+            f"this one reads {FORMAT_VERSION})",
+            hint="run `nmt prepare CONFIG` again (it rebuilds in the current format)",
+        )
+    if manifest.get("config_hash") != config_hash(cfg):
+        raise DataError(
+            f"{data_dir} was prepared with different data/vocab settings than this config",
+            hint="run `nmt prepare CONFIG` again (it rebuilds when the settings differ)",
+        )
+
+
+def open_for_training(cfg: ExperimentConfig, data_dir: Path, config_path: Path) -> TrainingData:
+    """The vocabulary, the train and valid splits and the valid references, each checked: one
+    DataError before any training step for missing, stale or damaged data."""
+    manifest = read_manifest(data_dir)
+    check_manifest(manifest, cfg, data_dir, config_path)
+    assert manifest is not None
+    vocab = load_vocab(data_dir)
+    train, valid = (open_split(data_dir, split, vocab, manifest) for split in ("train", "valid"))
+    refs = load_references(data_dir, "valid", examples=len(valid))
+    return TrainingData(data_dir, manifest, vocab, train, valid, refs)
