@@ -1,11 +1,8 @@
 """Layout of an experiment directory, the unit of work.
 
     <workdir>/config.yaml          resolved config of the last command that changed it
-    <workdir>/data -> data.<id>/    written by `prepare`, swapped in whole (a link renamed over):
-        manifest.json               counts, shards, vocab sizes, input hashes, config hash
-        spm.model | spm.src.model + spm.tgt.model
-        <split>.<k>.src.bin / .idx  flat token ids + offsets, per shard k, side and split
-        <split>.ref.txt             raw target lines of every split but train
+    <workdir>/data -> data.<id>/    the prepared dataset, written by `prepare`, swapped in whole
+                                    (its files: nmt/data/prepared.py, their only owner)
     <workdir>/checkpoints/          step_N.pt, last.pt, best.pt, averaged.pt
     <workdir>/metrics.jsonl         one JSON object per log / validation event
     <workdir>/curves.png            training curves drawn from metrics.jsonl at each validation
@@ -40,10 +37,6 @@ class Experiment:
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.data_dir / "manifest.json"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from nmt.config import load_config
 from nmt.data.binarize import TokenDataset
 from nmt.data.prepare import prepare
-from nmt.data.prepared import load_vocab
+from nmt.data.prepared import MANIFEST, load_vocab
 from nmt.experiment import Experiment
 from nmt.fileio import atomic_open, read_lines
 from tests.corpora import reverse_pairs, toy_config, write_split
@@ -79,7 +79,7 @@ def test_cleaning_counts_each_reason(tmp_path: Path) -> None:
     assert train.kept == 200 and train.lines == 204
     valid = next(s for s in result.splits if s.name == "valid")
     assert valid.kept == 6  # only training data is cleaned
-    manifest = json.loads(Experiment.from_config(cfg).manifest_path.read_text())
+    manifest = json.loads((Experiment.from_config(cfg).data_dir / MANIFEST).read_text())
     assert manifest["splits"]["train"]["dropped"]["ratio"] == 1
 
 
@@ -233,11 +233,11 @@ def test_data_prepared_before_links_is_rebuilt_into_a_link(tmp_path: Path) -> No
     exp.data_dir.unlink()
     shutil.copytree(target, exp.data_dir)  # a real directory, as the old prepare left it
     shutil.rmtree(target)
-    manifest = json.loads(exp.manifest_path.read_text())
-    exp.manifest_path.write_text(json.dumps({**manifest, "version": 2, "config_hash": "from an older nmt"}))
+    manifest = json.loads((exp.data_dir / MANIFEST).read_text())
+    (exp.data_dir / MANIFEST).write_text(json.dumps({**manifest, "version": 2, "config_hash": "from an older nmt"}))
     result = prepare(cfg)
     assert not result.up_to_date and exp.data_dir.is_symlink()
-    assert json.loads(exp.manifest_path.read_text())["version"] == 3
+    assert json.loads((exp.data_dir / MANIFEST).read_text())["version"] == 3
     assert sorted(p.name for p in exp.root.iterdir() if p.name.startswith(("data", ".data"))) == [
         "data",
         os.readlink(exp.data_dir),

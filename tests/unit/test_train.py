@@ -11,6 +11,7 @@ import torch
 from nmt.checkpoint import read_checkpoint, save_checkpoint
 from nmt.config import load_config
 from nmt.data.prepare import prepare
+from nmt.data.prepared import MANIFEST
 from nmt.decode.load import load_model
 from nmt.errors import CheckpointError, ConfigError, DataError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
@@ -126,7 +127,7 @@ def test_bad_training_inputs(tmp_path: Path) -> None:
         train(load_config(toy_config(tmp_path), FAST + ["train.batch_tokens=8"]))
     with pytest.raises(DataError, match="prepared with different data/vocab settings"):
         train(load_config(toy_config(tmp_path), FAST + ["vocab.size=50"]))
-    manifest = Experiment.from_config(cfg).manifest_path
+    manifest = Experiment.from_config(cfg).data_dir / MANIFEST
     current = manifest.read_text()
     manifest.write_text(current.replace('"version": 3', '"version": 2'))  # data prepared by an older nmt
     with pytest.raises(DataError, match=r"prepared by another version of nmt \(data format 2, this one reads 3\)"):
