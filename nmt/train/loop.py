@@ -114,6 +114,7 @@ def train(
             "train.precision bf16: this CPU has no native bf16 (avx512_bf16/AMX): bf16 is emulated and slower than fp32"
         )
     dist.check_same_data(read_manifest(exp.data_dir), exp.data_dir)  # before loading: a node without data fails on all
+    dist.check_same_config(cfg)  # all settings but paths: else ranks hang, crash or diverge later
     data = load_datasets(cfg, exp)
     vocab, train_ds, valid_ds, refs, prepared = data.vocab, data.train, data.valid, data.valid_refs, data.fingerprints
     torch.manual_seed(cfg.train.seed)
@@ -173,9 +174,9 @@ def train(
                 seed=cfg.train.seed,
                 epoch=state.epoch,
             )
-            per_rank = len(batches) // dist.world_size
-            batches = batches[dist.rank :: dist.world_size][:per_rank]  # each rank its own, equally many
-            groups = [batches[i : i + cfg.train.accum_steps] for i in range(0, per_rank, cfg.train.accum_steps)]
+            # each rank its own, equally many; an error when there are fewer batches than ranks
+            batches = dist.epoch_share(batches, lengths=lengths, batch_tokens=cfg.train.batch_tokens)
+            groups = [batches[i : i + cfg.train.accum_steps] for i in range(0, len(batches), cfg.train.accum_steps)]
             bar = progress(total=len(groups), desc=f"epoch {state.epoch}", unit="step", force=None)
             bar.update(state.groups_done)
             for group in groups[state.groups_done :]:
