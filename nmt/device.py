@@ -44,18 +44,3 @@ def cpu_has_native_bf16() -> bool:
         return False
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return any(flag in flags for flag in _BF16_FLAGS)
-
-
-def resolve_decode_precision(name: str, device: torch.device, *, native_bf16: bool | None = None) -> str:
-    """`decode.precision` for `device`: auto -> bf16 on a CPU with native bf16, else fp32.
-
-    Measured on Multi30k (test_2016_flickr, 2 threads, a CPU with avx512_bf16, weights cast
-    to bf16 once by `nmt.decode.search.decoding_model`): beam 5 decodes 1.3x faster than
-    fp32 at 31.93 BLEU against 32.07, greedy 1.05x faster (BENCHMARKS.md). A CPU without
-    native bf16 emulates it slowly, so auto keeps fp32 there; on CUDA auto stays fp32 too
-    (not measured there yet).
-    """
-    if name != "auto":
-        return name
-    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
-    return "bf16" if device.type == "cpu" and native else "fp32"

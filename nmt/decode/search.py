@@ -12,7 +12,6 @@ returns its hypotheses, so callers never ask which kind they hold.
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -25,54 +24,54 @@ from nmt.data.batching import make_batches
 from nmt.decode.beam import Hypothesis, beam_search
 from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import sample
-from nmt.device import resolve_decode_precision
 from nmt.model import Seq2SeqModel
 from nmt.model.attention import MultiHeadAttention
+from nmt.precision import resolve_decode_precision
 from nmt.tokens import PAD_ID
 
-_CAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter key, cast copy)
 
+def decoding_form(
+    model: Seq2SeqModel | SearchEngine, device: torch.device, precision: str, *, in_place: bool = False
+) -> Seq2SeqModel | SearchEngine:
+    """The form of `model` that `search` decodes with, built by the caller once per validation,
+    translate or serve load and passed in (no cache anywhere, so no weights can go stale):
+    a module in eval mode at `precision` (auto resolved for `device` by `nmt.precision`) whose
+    attention layers have their q/k/v projections fused (`MultiHeadAttention.fuse_qkv`).
 
-def forget_derived_weights(model: torch.nn.Module) -> None:
-    """Drop what decoding derived from `model`'s weights (the cast copy, the attention layers'
-    concatenated q/k/v weights): its weights changed in a way the version counters miss."""
-    _CAST_COPIES.pop(model, None)
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention):
-            module.forget_fused()
-
-
-def decoding_model(model: Seq2SeqModel, device: torch.device, precision: str) -> Seq2SeqModel:
-    """The model to decode with at `precision` (auto resolved for `device`): the model itself
-    in fp32, else a copy whose weights are cast to bf16/fp16 once.
-
-    Casting the weights once, as fairseq-generate --fp16 and CTranslate2 do, rather than
-    autocasting every op, spares re-casting the weights (the (V, D) output projection
-    included) at every decoding step: with autocast, bf16 greedy decoding was slower than
-    fp32 (see BENCHMARKS.md). Log-softmax and search run in fp32 on the step's logits. The
-    copy is kept while the model's parameters are unchanged as far as their version counters
-    tell; fused optimizers update parameters without bumping them, so training drops the copy
-    before each validation (`forget_derived_weights`).
+    In fp32 the copy shares the model's parameters (new module objects, no weight copied; only
+    the fused q/k/v weights are new); in bf16/fp16 its weights are cast once, as
+    fairseq-generate --fp16 and CTranslate2 do, rather than autocasting every op, which spares
+    re-casting the weights (the (V, D) output projection included) at every step: with
+    autocast, bf16 greedy decoding was slower than fp32 (BENCHMARKS.md). Log-softmax and the
+    search run in fp32 on the step's logits. `in_place`: convert `model` itself (a model loaded
+    only to decode), sparing the copy. A `SearchEngine` is returned as it is.
     """
-    precision = resolve_decode_precision(precision, device)
-    if precision == "fp32" or not isinstance(model, torch.nn.Module):
+    if not isinstance(model, torch.nn.Module):
         return model
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    key = (dtype, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    cached = _CAST_COPIES.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    precision = resolve_decode_precision(precision, device)
+    if precision == "fp32":
+        shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+        form = model if in_place else copy.deepcopy(model, shared)  # new modules, the same tensors
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        form = model if in_place else _copy_without_grads(model)
+        form.to(dtype).requires_grad_(False)
+    form.eval()
+    for module in form.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.fuse_qkv()
+    return form  # type: ignore[return-value]
+
+
+def _copy_without_grads(model: torch.nn.Module) -> torch.nn.Module:
     grads = [p.grad for p in model.parameters()]
     for p in model.parameters():
         p.grad = None  # not copied
     try:
-        cast = copy.deepcopy(model)
+        return copy.deepcopy(model)
     finally:
         for p, grad in zip(model.parameters(), grads, strict=True):
             p.grad = grad
-    cast.to(dtype).eval().requires_grad_(False)
-    _CAST_COPIES[model] = (key, cast)
-    return cast  # type: ignore[return-value]
 
 
 @runtime_checkable
@@ -132,8 +131,9 @@ def search(
     Sequences are sorted by length so that a batch holds similar lengths; a batch's cost
     is its padded size (sentences x longest source), at most `cfg.batch_tokens` unless a
     single sentence is longer. An empty sequence gets no hypotheses and no model call.
-    `on_batch(n)` is called after each batch with its number of sentences. A `SearchEngine`
-    decodes on its own device (`device` is not used) with its own batching.
+    `on_batch(n)` is called after each batch with its number of sentences. `model` is the
+    caller's `decoding_form` (any torch model decodes, but unfused and at its own precision).
+    A `SearchEngine` decodes on its own device (`device` is not used) with its own batching.
     """
     out: list[list[Hypothesis]] = [[] for _ in src_seqs]
     todo = [i for i, s in enumerate(src_seqs) if s]
@@ -145,7 +145,6 @@ def search(
     # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
     budget = max(cfg.batch_tokens // cfg.nbest, 1) if cfg.sampling else cfg.batch_tokens
     batches = make_batches(lengths, batch_tokens=budget, max_sentences=None, seed=0, epoch=0, shuffle=False)
-    model = decoding_model(model, device, cfg.precision)
     with torch.inference_mode():
         for batch in batches:
             index = [todo[j] for j in batch.tolist()]
@@ -162,6 +161,6 @@ def translate_ids(
 ) -> list[list[int]]:
     """Best target ids (no bos/eos) for each source id sequence (already ending in eos), in order.
 
-    Used by validation during training; `model` should be in eval mode.
+    Used by validation during training; `model` is its `decoding_form`.
     """
     return [hyps[0].tokens if hyps else [] for hyps in search(model, src_seqs, decode_cfg, device=device)]

@@ -35,7 +35,7 @@ from nmt.decode import ct2
 from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
 from nmt.decode.beam import Hypothesis
 from nmt.decode.load import LoadedModel, load_model
-from nmt.decode.search import SearchEngine, search
+from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
@@ -101,6 +101,8 @@ def load_for_decoding(
     )
     device = resolve_device(decode_cfg.device)
     loaded.model.to(device)  # type: ignore[union-attr]
+    # loaded only to decode: converted in place, once, and decoded by every search of this load
+    loaded.model = decoding_form(loaded.model, device, decode_cfg.precision, in_place=True)
     return loaded, decode_cfg, device
 
 

@@ -102,7 +102,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
-        self._fused: tuple[tuple, Tensor, Tensor] | None = None  # see `project_qkv`
+        # q/k/v weight and bias concatenated, set on a decoding copy only (`fuse_qkv`)
+        self.fused_qkv: tuple[Tensor, Tensor] | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
         """(B, L, D) -> (B, H, L, Dh)."""
@@ -112,23 +113,23 @@ class MultiHeadAttention(nn.Module):
         """Keys and values (B, H, L, Dh) for inputs (B, L, D); cached by the decoder."""
         return KVCache(self._heads(self.k_proj(key_value)), self._heads(self.v_proj(key_value)))
 
-    def forget_fused(self) -> None:
-        """Drop the concatenated q/k/v weight (rebuilt at the next `project_qkv`)."""
-        self._fused = None
+    def fuse_qkv(self) -> None:
+        """Concatenate the q/k/v projections into one weight, so that `project_qkv` is one matmul.
+
+        A snapshot of the weights as they are now, for a model copy that only decodes (made by
+        `nmt.decode.search.decoding_form`, once per validation or load, after any cast or move):
+        nothing updates it when the projections change, and nothing else sets it.
+        """
+        with torch.no_grad():
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            self.fused_qkv = (torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, KVCache]:
-        """Queries (B, H, L, Dh) and keys/values of self-attention inputs `x` (B, L, D), in one matmul.
-
-        The concatenated weight is built once and rebuilt when a projection's weight or bias
-        changes as far as their version counters tell (a move to another device or dtype, a
-        foreach optimizer step); fused optimizers do not bump them: `forget_fused` after those.
-        """
-        params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-        biases = (self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in (*params, *biases))
-        if self._fused is None or self._fused[0] != key:
-            self._fused = (key, torch.cat(params), torch.cat(biases))
-        qkv = F.linear(x, self._fused[1], self._fused[2])
+        """Queries (B, H, L, Dh) and keys/values of self-attention inputs `x` (B, L, D): one matmul
+        with the fused weight of a decoding copy (`fuse_qkv`), else three."""
+        if self.fused_qkv is None:
+            return self._heads(self.q_proj(x)), self.project_kv(x)
+        qkv = F.linear(x, *self.fused_qkv)
         q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
         return q, KVCache(k, v)
 

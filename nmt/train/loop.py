@@ -32,13 +32,13 @@ from nmt.errors import NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
+from nmt.precision import Precision, auto_note, bound_onednn_cache, emulated_bf16, resolve_precision
 from nmt.tokens import PAD_ID
 from nmt.train.checkpoints import check_same_prepared, link_checkpoint, prune_numbered, read_resumable
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
-from nmt.train.precision import Precision, auto_note, bound_onednn_cache, emulated_bf16, resolve_precision
 from nmt.train.report import draw_curves, write_metrics
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import TrainResult, TrainState

@@ -33,12 +33,12 @@ from nmt.config import ExperimentConfig
 from nmt.data.batching import collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
 from nmt.data.vocab import Vocab
-from nmt.decode.search import forget_derived_weights, translate_ids
+from nmt.decode.search import decoding_form, translate_ids
 from nmt.metrics import bleu
+from nmt.precision import Precision
 from nmt.tokens import EOS_ID, PAD_ID
 from nmt.train.distributed import Dist
 from nmt.train.loss import label_smoothed_nll
-from nmt.train.precision import Precision
 from nmt.train.state import TrainState
 
 
@@ -153,11 +153,11 @@ def decode_bleu(
     assert len(refs) == len(ds), f"{len(refs)} references for {len(ds)} prepared {ds.split} examples"
     dist = dist or Dist()
     model.eval()
-    forget_derived_weights(model)  # the fused AdamW changed the weights without bumping their versions
+    form = decoding_form(model, device, cfg.decode.precision)  # built now, from the weights as they are now
     mine = shard_by_length(ds.src_lens.tolist(), dist)
     sources = (ds[i][0].tolist() for i in mine)
     src = [ids + [EOS_ID] if ids else [] for ids in sources]  # [] = empty source: no model call
-    shares = dist.gather_object((mine, translate_ids(model, src, cfg.decode, device=device)))
+    shares = dist.gather_object((mine, translate_ids(form, src, cfg.decode, device=device)))
     if shares is None:
         return None
     hyp_ids: list[list[int]] = [[] for _ in range(len(ds))]

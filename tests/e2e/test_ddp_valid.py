@@ -28,7 +28,7 @@ from nmt.experiment import Experiment
 from nmt.train import validate as validate_module
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loop import train
-from nmt.train.precision import Precision
+from nmt.precision import Precision
 from nmt.train.validate import Validation, shard_by_length, validate
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 

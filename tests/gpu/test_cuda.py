@@ -13,7 +13,7 @@ from nmt.data.prepare import prepare
 from nmt.model import build_model
 from nmt.train.loop import train
 from nmt.train.loss import label_smoothed_nll
-from nmt.train.precision import Precision, resolve_precision
+from nmt.precision import Precision, resolve_precision
 from tests.corpora import toy_config
 
 pytestmark = pytest.mark.cuda

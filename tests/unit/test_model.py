@@ -226,20 +226,25 @@ def test_grouped_attention_needs_a_non_causal_query() -> None:
         attn.attend(torch.randn(4, 1, 16), kv, causal=True, group=2)
 
 
-def test_fused_qkv_projection_follows_weight_updates() -> None:
-    """The concatenated q/k/v weight is a cache: an in-place update of any projection (an
-    optimizer step) must show in the next decoding step, checked against the full forward."""
+def test_fused_qkv_projection_of_a_decoding_form_equals_the_full_forward() -> None:
+    """The decoding form's one-matmul q/k/v projection, built after an in-place update of the
+    projections (an optimizer step), gives the full forward's logits; the training model itself
+    never holds a fused weight, so nothing in it can go stale."""
+    from nmt.decode.search import decoding_form
+    from nmt.model.attention import MultiHeadAttention
+
     model = tiny()
     src_ids, src_pad, tgt_in = padded_batch()
     with torch.no_grad():
-        before = incremental_logits(model, src_ids, src_pad, tgt_in[:, :3])
         for layer in model.decoder:
             layer.self_attn.k_proj.weight.mul_(1.5)
             layer.self_attn.v_proj.bias.add_(0.1)
-        after = incremental_logits(model, src_ids, src_pad, tgt_in[:, :3])
+        form = decoding_form(model, torch.device("cpu"), "fp32")
+        fused = incremental_logits(form, src_ids, src_pad, tgt_in[:, :3])
         expected = model(src_ids, src_pad, tgt_in[:, :3])
-    assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+    assert not any(m.fused_qkv is not None for m in model.modules() if isinstance(m, MultiHeadAttention))
+    assert any(m.fused_qkv is not None for m in form.modules() if isinstance(m, MultiHeadAttention))
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("share", ["all", "decoder", "none"])

@@ -186,16 +186,17 @@ def test_bf16_beam_search_runs_on_a_cast_copy_and_scores_like_fp32(cell: str) ->
 
     from nmt.config import DecodeConfig
     from nmt.decode.beam import length_penalty
-    from nmt.decode.search import search
+    from nmt.decode.search import decoding_form, search
 
     model = rnn(cell=cell, attention="luong_general", input_feeding=True)
     src, pad, _ = batch()
     seqs = [row[~p].tolist() for row, p in zip(src, pad, strict=True)]
     cfg = DecodeConfig(beam=3, nbest=1, max_len_a=0.0, max_len_b=4, precision="bf16")
     cfg = dataclasses.replace(cfg, alpha=1.0)
-    hyps = search(model, seqs, cfg, device=torch.device("cpu"))
+    cpu = torch.device("cpu")
+    hyps = search(decoding_form(model, cpu, cfg.precision), seqs, cfg, device=cpu)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    fp32_hyps = search(model, seqs, dataclasses.replace(cfg, precision="fp32"), device=torch.device("cpu"))
+    fp32_hyps = search(decoding_form(model, cpu, "fp32"), seqs, dataclasses.replace(cfg, precision="fp32"), device=cpu)
     assert [h[0].score for h in hyps] != [h[0].score for h in fp32_hyps]  # bf16 really ran
     for seq, (best,) in zip(seqs, hyps, strict=True):
         ids = torch.tensor([[BOS_ID, *best.tokens]])

@@ -35,7 +35,7 @@ def test_resume_onto_a_new_vocabulary_is_refused(tmp_path: Path) -> None:
     more = load_config(config, FAST + STEPS + ["train.max_steps=4"])
     assert not prepare(more).up_to_date
     assert load_vocab(exp.data_dir).src_model != old_vocab.src_model
-    with pytest.raises(CheckpointError, match=r"trained with vocabulary \w{12} but the prepared data .* vocabulary \w{12}"):
+    with pytest.raises(CheckpointError, match=r"trained with vocabulary \w{12} but the prepared data .* \w{12}"):
         train(more)
     with pytest.raises(CheckpointError, match="--restart"):
         train(more, new_data=True)  # the data flag never allows another vocabulary

@@ -187,7 +187,7 @@ def test_stop_reasons(tmp_path: Path, overrides: list[str], reason: str) -> None
 
 def test_train_precision_auto_follows_the_injected_capability() -> None:
     from nmt.errors import NmtError
-    from nmt.train.precision import auto_note, emulated_bf16, resolve_precision
+    from nmt.precision import auto_note, emulated_bf16, resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cpu, native_bf16=True) == "bf16"

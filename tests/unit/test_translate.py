@@ -188,7 +188,10 @@ def fp32_score(model: torch.nn.Module, src: list[int], ids: tuple[int, ...]) -> 
 def test_precision_bf16_agrees_with_fp32(loaded: LoadedModel, tiny_checkpoint: TinyCheckpoint) -> None:
     lines = (tiny_checkpoint.corpus / "valid.src").read_text().splitlines()[:40]
     fp32 = _texts(loaded, lines, FAST)
-    bf16 = _texts(loaded, lines, dataclasses.replace(FAST, precision="bf16"))
+    from nmt.decode.search import decoding_form
+
+    cast = dataclasses.replace(loaded, model=decoding_form(loaded.model, torch.device("cpu"), "bf16"))
+    bf16 = _texts(cast, lines, dataclasses.replace(FAST, precision="bf16"))
     assert [t[0].score for t in bf16] != [t[0].score for t in fp32]  # bf16 really ran
     assert sum(a[0].ids == b[0].ids for a, b in zip(fp32, bf16, strict=True)) >= 0.9 * len(lines)
     # each bf16 hypothesis scored as fp32 scores it (measured: within 0.002 of -0.75..-1.0 scores)
@@ -196,8 +199,8 @@ def test_precision_bf16_agrees_with_fp32(loaded: LoadedModel, tiny_checkpoint: T
         assert best.score == pytest.approx(fp32_score(loaded.model, src, best.ids), abs=0.02)
 
 
-def test_half_precision_decodes_with_a_cast_copy_kept_until_the_weights_change() -> None:
-    from nmt.decode.search import decoding_model
+def test_decoding_form_is_built_by_the_caller_and_caches_nothing() -> None:
+    from nmt.decode.search import decoding_form
     from nmt.model.transformer import Transformer
 
     cpu = torch.device("cpu")
@@ -205,21 +208,23 @@ def test_half_precision_decodes_with_a_cast_copy_kept_until_the_weights_change()
         src_vocab_size=11, tgt_vocab_size=11, d_model=8, n_heads=2, ffn_dim=16, enc_layers=1, dec_layers=1, dropout=0.0
     )
     model.out_proj.weight.grad = torch.ones_like(model.out_proj.weight)
-    assert decoding_model(model, cpu, "fp32") is model
-    cast = decoding_model(model, cpu, "bf16")
+    fp32 = decoding_form(model, cpu, "fp32")
+    assert fp32 is not model and fp32.out_proj.weight is model.out_proj.weight  # new modules, shared weights
+    cast = decoding_form(model, cpu, "bf16")
     assert cast is not model and {p.dtype for p in cast.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original is untouched
     assert model.out_proj.weight.grad is not None and cast.out_proj.weight.grad is None
-    assert decoding_model(model, cpu, "bf16") is cast  # reused while nothing changed
+    assert decoding_form(model, cpu, "bf16") is not cast  # nothing is kept between calls
     with torch.no_grad():
         model.out_proj.weight.add_(1.0)  # an optimizer step between two validations
-    recast = decoding_model(model, cpu, "bf16")
-    assert recast is not cast
+    recast = decoding_form(model, cpu, "bf16")
     torch.testing.assert_close(recast.out_proj.weight.float(), model.out_proj.weight, atol=0.05, rtol=0.01)
+    assert decoding_form(model, cpu, "bf16", in_place=True) is model  # a model loaded only to decode
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and not model.training
 
 
 def test_decode_precision_auto_follows_the_cpu() -> None:
-    from nmt.device import resolve_decode_precision
+    from nmt.precision import resolve_decode_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_decode_precision("auto", cpu, native_bf16=True) == "bf16"

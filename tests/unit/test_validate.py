@@ -49,53 +49,56 @@ def test_validation_bleu_equals_evaluate_on_the_valid_split(tmp_path: Path) -> N
 
 
 def test_validation_decodes_the_weights_a_fused_optimizer_just_wrote() -> None:
-    """The fused AdamW (CPU and CUDA) updates parameters without bumping their version counters,
-    so the cached bf16 copy used for decoding looks current; validation must drop it first
-    (without `forget_derived_weights`, validation BLEU stayed at its first value for a whole run)."""
+    """The fused AdamW (CPU and CUDA) updates parameters without bumping their version counters: a
+    cast copy cached on them looked current and validation BLEU once stayed at its first value for a
+    whole run. Validation now builds its decoding form from the weights as they are at each call."""
     import torch
 
     from nmt.config import ModelConfig, TrainConfig
-    from nmt.decode.search import decoding_model, forget_derived_weights
+    from nmt.decode.search import decoding_form
     from nmt.model import build_model
     from nmt.train.optim import build_optimizer
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(preset="tiny", max_len=32), src_vocab_size=30, tgt_vocab_size=30)
     cpu = torch.device("cpu")
-    stale = decoding_model(model, cpu, "bf16")
+    stale = decoding_form(model, cpu, "bf16")
     optimizer = build_optimizer(list(model.parameters()), TrainConfig(lr=0.1), device=cpu)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
-    forget_derived_weights(model)
-    fresh = decoding_model(model, cpu, "bf16")
+    fresh = decoding_form(model, cpu, "bf16")
     assert fresh is not stale
     for cast, param in zip(fresh.parameters(), model.parameters(), strict=True):
         assert torch.equal(cast, param.detach().to(torch.bfloat16))
 
 
 def test_fp32_decoding_uses_the_weights_a_fused_optimizer_just_wrote() -> None:
-    """The same in fp32: the attention layers' concatenated q/k/v weight is rebuilt after `forget_derived_weights`."""
+    """The same in fp32: the form shares the parameters, and its fused q/k/v weight is built from
+    the weights as they are when the form is made (checked against the unfused projections)."""
     import torch
 
     from nmt.config import ModelConfig, TrainConfig
-    from nmt.decode.search import forget_derived_weights
+    from nmt.decode.search import decoding_form
     from nmt.model import build_model
     from nmt.model.attention import MultiHeadAttention
     from nmt.train.optim import build_optimizer
 
     torch.manual_seed(0)
+    cpu = torch.device("cpu")
     model = build_model(ModelConfig(preset="tiny", max_len=32), src_vocab_size=30, tgt_vocab_size=30).eval()
-    attn = next(m for m in model.modules() if isinstance(m, MultiHeadAttention))
-    x = torch.randn(2, 5, attn.q_proj.in_features)
-    with torch.no_grad():
-        attn.project_qkv(x)  # builds the concatenated weight
-    optimizer = build_optimizer(list(model.parameters()), TrainConfig(lr=0.1), device=torch.device("cpu"))
+    x = torch.randn(2, 5, 64)
+    decoding_form(model, cpu, "fp32")  # a form made before the step is not what the next validation uses
+    optimizer = build_optimizer(list(model.parameters()), TrainConfig(lr=0.1), device=cpu)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
-    forget_derived_weights(model)
+    form = decoding_form(model, cpu, "fp32")
+    assert all(a is b for a, b in zip(form.parameters(), model.parameters(), strict=True))  # no weight copied
+    pairs = [(m, f) for m, f in zip(model.modules(), form.modules(), strict=True) if isinstance(m, MultiHeadAttention)]
+    assert pairs and all(m.fused_qkv is None and f.fused_qkv is not None for m, f in pairs)
     with torch.no_grad():
-        q, kv = attn.project_qkv(x)
-        torch.testing.assert_close(q, attn._heads(attn.q_proj(x)))
-        torch.testing.assert_close(kv.v, attn._heads(attn.v_proj(x)))
+        for attn, fused in pairs:
+            q, kv = fused.project_qkv(x)
+            torch.testing.assert_close(q, attn._heads(attn.q_proj(x)))
+            torch.testing.assert_close(kv.v, attn._heads(attn.v_proj(x)))
