@@ -13,7 +13,7 @@ MULTI30K ?= configs/multi30k_de_en.yaml
 TRAIN_ARGS ?=
 WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K)
 
-.PHONY: install demo test test-fast lint multi30k bench clean
+.PHONY: install lt-venv demo test test-fast lint multi30k bench clean
 
 # Packages are not byte-compiled at install (all of torch, sympy and networkx would take
 # ~25 s); one warm-up import then caches bytecode for exactly what nmt imports, so every
@@ -36,10 +36,27 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 install: $(VENV)/.installed-dev
 
+# The LibreTranslate test venv: the real LibreTranslate server and the Argos Translate client it installs
+# (argos-translate-lt), from the package registry and nothing else, for the tests that run them against
+# nmt's exports and server (tests/lt_server.py finds it here). Not byte-compiled at install (~10 s);
+# the warm-up import caches bytecode for what the tests run.
+LT_VENV ?= .venv-lt
+LT_SPEC ?= libretranslate==1.9.6
+$(LT_VENV)/.installed:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
+	test -x $(LT_VENV)/bin/python || $(PYTHON) -m venv $(LT_VENV)
+	$(LT_VENV)/bin/python -m pip install -q --no-compile "$(LT_SPEC)"
+	warm=$$(mktemp -d) && XDG_DATA_HOME=$$warm XDG_CONFIG_HOME=$$warm XDG_CACHE_HOME=$$warm ARGOS_PACKAGES_DIR=$$warm/p \
+	  PYTHONDONTWRITEBYTECODE= $(LT_VENV)/bin/python -c "import argostranslate.translate, libretranslate.main, libretranslate.app" \
+	  && rm -rf $$warm
+	echo "$(LT_SPEC)" > $@
+
+lt-venv: $(LT_VENV)/.installed
+
 demo: $(VENV)/.installed
 	bash scripts/demo.sh
 
-test: install
+test: install lt-venv
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -124,3 +124,48 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
     exp.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, exp.best_checkpoint)
     return TinyCheckpoint(exp.best_checkpoint, config, tmp / "corpus", max_len)
+
+
+# ---------------------------------------------------------------- Argos Translate / LibreTranslate
+# The real client and server, from the LibreTranslate test venv that `make lt-venv` builds
+# (tests/lt_server.py); each fixture is made once per session.
+
+from collections.abc import Iterator  # noqa: E402
+
+from tests.lt_server import (  # noqa: E402
+    ArgosHome,
+    ArgosPackage,
+    LibreTranslateServer,
+    install_package,
+    lt_python,
+    make_argos_home,
+    trained_package,
+)
+
+
+@pytest.fixture(scope="session")
+def lt_venv() -> Path:
+    """The LibreTranslate test venv's python; skips the test (fails under CI) when it is not built."""
+    return lt_python()
+
+
+@pytest.fixture(scope="session")
+def argos_package(tmp_path_factory: pytest.TempPathFactory) -> ArgosPackage:
+    """A trained de->en model (number words) and its `nmt export --argos` package."""
+    return trained_package(tmp_path_factory.mktemp("argos_package"))
+
+
+@pytest.fixture(scope="session")
+def lt_home(lt_venv: Path, argos_package: ArgosPackage, tmp_path_factory: pytest.TempPathFactory) -> ArgosHome:
+    """Argos Translate's directories in a temp dir, with `argos_package` installed by the real client."""
+    home = make_argos_home(tmp_path_factory.mktemp("argos_home"))
+    install_package(home, argos_package.package)
+    return home
+
+
+@pytest.fixture(scope="session")
+def lt_server(lt_home: ArgosHome) -> Iterator[LibreTranslateServer]:
+    """The real `libretranslate` on 127.0.0.1 serving `argos_package`, started offline, greedy (ARGOS_BEAM_SIZE=1)."""
+    server = LibreTranslateServer(lt_home, env={"ARGOS_BEAM_SIZE": "1"})
+    yield server
+    server.stop()

@@ -404,7 +404,17 @@ def export(
     to_name: Annotated[str | None, typer.Option("--to-name", help="With --argos: target language name.")] = None,
     sbd_model: Annotated[
         Path | None,
-        typer.Option("--sbd-model", help="With --argos: a Stanza sentence splitter directory.", show_default=False),
+        typer.Option(
+            "--sbd-model",
+            help="With --argos: a MiniSBD model FILE.onnx to split sentences (default: each line one sentence).",
+            show_default=False,
+        ),
+    ] = None,
+    stanza_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--stanza-model", help="With --argos: a Stanza directory, for argostranslate <= 1.10.", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt\\[ct2]'[/bold]).
@@ -417,8 +427,10 @@ def export(
     from nmt.errors import NmtError
 
     if output is not None and argos is None:
-        if from_name is not None or to_name is not None or sbd_model is not None:
-            raise NmtError("--from-name, --to-name and --sbd-model go with --argos FILE, not with -o DIR")
+        if any(x is not None for x in (from_name, to_name, sbd_model, stanza_model)):
+            raise NmtError(
+                "--from-name, --to-name, --sbd-model and --stanza-model go with --argos FILE, not with -o DIR"
+            )
         from nmt.export.ct2 import export_checkpoint
 
         r = export_checkpoint(checkpoint, output, quantization=quantization, force=force)
@@ -443,6 +455,7 @@ def export(
         to_name=to_name,
         quantization=quantization,
         sbd_model=sbd_model,
+        stanza_model=stanza_model,
         force=force,
     )
     console.print(

@@ -1,26 +1,37 @@
 """`export --argos`: a checkpoint -> an Argos Translate package (.argosmodel) for Argos Translate and LibreTranslate.
 
-A package is a zip archive holding one directory, laid out as argostranslate 1.9.6 reads it
-(`package.py`: `install_from_path` unzips into the packages directory, `Package.__init__` reads
-`metadata.json` and `sentencepiece.model`; `translate.py`: `PackageTranslation.hypotheses` opens
-`ctranslate2.Translator(package / "model")`, `apply_packaged_translation` splits sentences with
-`stanza.Pipeline(lang=from_code, dir=package / "stanza")`) and as argos-train (`argostrain/train.py`)
-writes the packages of Argos's own index:
+A package is a zip archive holding one directory, laid out as the Argos Translate clients read it
+and as argos-train (`argostrain/train.py`) writes the packages of Argos's own index:
 
     translate-<src>_<tgt>-nmt-1_0/
         metadata.json        package_version, argos_version, from/to code and name, type, links
         model/               the CTranslate2 model: a whole `nmt export` directory (`nmt translate .../model` works)
         sentencepiece.model  the joint SentencePiece model, for both sides
         README.md
-        stanza/              with `sbd_model` only: Stanza's sentence splitter for the source language
+        minisbd/<name>.onnx  the sentence splitter: paragraph.onnx (each line one sentence), or `sbd_model`
+        stanza/              with `stanza_model` only: Stanza's sentence splitter for the source language
+
+The clients (`package.py`: `install_from_path` unzips into the packages directory, `Package.__init__`
+reads `metadata.json` and `sentencepiece.model`; `translate.py`: `PackageTranslation.hypotheses` opens
+`ctranslate2.Translator(package / "model")` and splits the text at line breaks, then
+`apply_packaged_translation` splits each line into sentences):
+- argos-translate-lt 1.12 (LibreTranslate's fork; `pip install libretranslate` installs it) and
+  argostranslate >= 1.11 split with MiniSBD (`sbd.py`, `MiniSBDSentencizer`): the first
+  `minisbd/*.onnx` of the package, else a model downloaded for the source language on first use,
+  which fails offline (URLError, and LibreTranslate answers 500). Every package therefore carries
+  `paragraph.onnx` (package data built by scripts/build_minisbd_model.py), which keeps each line as
+  one sentence, as `nmt translate` translates it; Stanza is used only with ARGOS_CHUNK_TYPE=STANZA.
+- argostranslate <= 1.10 reads no MiniSBD model: it splits with Stanza (`stanza.Pipeline(lang=from_code,
+  dir=package / "stanza")`, downloading the model into the package on first use unless it carries one;
+  1.10 uses spaCy instead when the package has no `stanza/`).
 
 Argos encodes each sentence into pieces with `sentencepiece.model` (`encode(out_type=str)`),
-translates them with `translate_batch` and joins the output pieces ("▁" -> " "). The export's
-CTranslate2 config adds the source eos itself and starts the decoder with bos (`nmt.export.spec`),
-so the model sees exactly the ids `nmt translate` feeds it, and with the same search settings the
-output is `nmt translate DIR`'s. Argos searches with its own settings, though: beam 4, CTranslate2's
-length penalty 0.2, at most 256 output tokens, pad and bos not suppressed, and an unknown output piece
-replaced by a source piece (nmt writes " ⁇ ").
+translates them with `translate_batch` and decodes the output pieces (argos-translate-lt: SentencePiece's
+`decode_pieces`, then "_" -> " "). The export's CTranslate2 config adds the source eos itself and starts
+the decoder with bos (`nmt.export.spec`), so the model sees exactly the ids `nmt translate` feeds it, and
+with the same search settings the output is `nmt translate DIR`'s. Argos searches with its own settings,
+though: beam 4 (ARGOS_BEAM_SIZE), CTranslate2's length penalty 0.2, at most 256 output tokens, pad and bos
+not suppressed, and an unknown output piece replaced by a source piece (nmt writes " ⁇ ").
 
 argos-train names the directory translate-<src>_<tgt>-<version>; "nmt" in ours keeps an install
 from unpacking over (and mixing files with) a package of Argos's index for the same pair. The
@@ -38,6 +49,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from nmt import __version__
@@ -50,9 +62,11 @@ from nmt.export.ct2 import check_quantization, export_checkpoint
 
 SUFFIX = ".argosmodel"
 PACKAGE_VERSION = "1.0"  # Argos compares it with its index's when asked to update a package
-ARGOS_VERSION = "1.9"  # the argostranslate whose reading of packages this layout follows
+ARGOS_VERSION = "1.9"  # the oldest argostranslate that reads this layout (<= 1.10 read stanza/, later minisbd/)
 ARGOS_MAX_OUTPUT = 256  # tokens: CTranslate2's default max_decoding_length, which Argos keeps
-METADATA, SPM, MODEL_DIR, SBD_DIR, README = "metadata.json", "sentencepiece.model", "model", "stanza", "README.md"
+METADATA, SPM, MODEL_DIR, README = "metadata.json", "sentencepiece.model", "model", "README.md"
+SBD_DIR, STANZA_DIR = "minisbd", "stanza"  # sentence splitters: MiniSBD's model file, Stanza's directory
+PARAGRAPH_SBD = "paragraph.onnx"  # package data of nmt.export: the MiniSBD model that keeps a line whole
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # part of the package's directory name
 
 
@@ -97,16 +111,35 @@ def _check_name(name: str, option: str) -> str:
     return name.strip()
 
 
-def _check_sbd(sbd_model: Path, lang: str) -> Path:
-    """A directory as `stanza.download(lang, dir=DIR, processors="tokenize")` writes it, or NmtError."""
-    tokenize = sbd_model / lang / "tokenize"
-    if not (sbd_model / "resources.json").is_file() or not any(tokenize.glob("*.pt")):
+def _check_sbd(sbd_model: Path) -> Path:
+    """A MiniSBD model file (.onnx), or NmtError; a directory gets the paragraph on which client reads what."""
+    if sbd_model.is_dir():
         raise NmtError(
-            f"{sbd_model}: not a Stanza sentence-splitting model for {lang!r} "
-            f"(Argos Translate 1.9 reads resources.json and {lang}/tokenize/*.pt from the package's {SBD_DIR}/)",
-            hint=f"python -c \"import stanza; stanza.download('{lang}', dir='{sbd_model}', processors='tokenize')\"",
+            f"--sbd-model {sbd_model}: is a directory, but --sbd-model takes a MiniSBD model file (.onnx), the "
+            f"sentence splitter that argos-translate-lt (the Argos Translate client LibreTranslate installs) and "
+            f"argostranslate 1.11 or later read from a package's {SBD_DIR}/; a Stanza directory is read by "
+            "argostranslate 1.10 and earlier, and by the newer clients only with ARGOS_CHUNK_TYPE=STANZA",
+            hint=f"for a Stanza directory use --stanza-model {sbd_model}; without --sbd-model the package "
+            f"carries {PARAGRAPH_SBD}, which keeps each line as one sentence as nmt translate does",
+        )
+    if sbd_model.suffix != ".onnx" or not sbd_model.is_file():
+        raise NmtError(
+            f"--sbd-model {sbd_model}: not a MiniSBD model file (a .onnx file that exists)",
+            hint="e.g. one of the models of https://github.com/LibreTranslate/MiniSBD/releases",
         )
     return sbd_model
+
+
+def _check_stanza(stanza_model: Path, lang: str) -> Path:
+    """A directory as `stanza.download(lang, dir=DIR, processors="tokenize")` writes it, or NmtError."""
+    tokenize = stanza_model / lang / "tokenize"
+    if not (stanza_model / "resources.json").is_file() or not any(tokenize.glob("*.pt")):
+        raise NmtError(
+            f"{stanza_model}: not a Stanza sentence-splitting model for {lang!r} "
+            f"(argostranslate <= 1.10 reads resources.json and {lang}/tokenize/*.pt from the package's {STANZA_DIR}/)",
+            hint=f"python -c \"import stanza; stanza.download('{lang}', dir='{stanza_model}', processors='tokenize')\"",
+        )
+    return stanza_model
 
 
 def _checkpoint_config(checkpoint: Path) -> ExperimentConfig:
@@ -134,12 +167,18 @@ def _checkpoint_config(checkpoint: Path) -> ExperimentConfig:
     return cfg
 
 
-def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantization: str) -> str:
+def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantization: str, sbd_name: str) -> str:
+    splitter = (
+        "keeps each line as one sentence, as `nmt translate` does"
+        if sbd_name == PARAGRAPH_SBD
+        else "was given to `nmt export --sbd-model`"
+    )
     return (
         f"# {from_name} -> {to_name}\n\n"
         f"Exported by nmt {__version__} (`nmt export --argos`) from `{checkpoint.name}` at step {step:,}, "
         f"CTranslate2 weights {quantization}.\n\n"
-        f"`{MODEL_DIR}/` is also an nmt export: `nmt translate {MODEL_DIR}` decodes with nmt's search settings.\n"
+        f"`{MODEL_DIR}/` is also an nmt export: `nmt translate {MODEL_DIR}` decodes with nmt's search settings.\n\n"
+        f"`{SBD_DIR}/{sbd_name}`, the sentence splitter of argos-translate-lt (LibreTranslate's client), {splitter}.\n"
     )
 
 
@@ -162,6 +201,7 @@ def export_argos(
     to_name: str,
     quantization: str = "none",
     sbd_model: Path | None = None,
+    stanza_model: Path | None = None,
     force: bool = False,
 ) -> ArgosResult:
     """Write `checkpoint` as an Argos Translate package file `package` (see the module docstring).
@@ -170,13 +210,15 @@ def export_argos(
         from_name, to_name: the language names Argos Translate and LibreTranslate show (the codes are
             the checkpoint's data.src_lang and data.tgt_lang).
         quantization: as `export_checkpoint`'s (Argos's own packages are int8).
-        sbd_model: a Stanza model directory (resources.json, <src_lang>/tokenize/*.pt) shipped as the
-            package's sentence splitter; without it Argos Translate downloads one on first use.
+        sbd_model: a MiniSBD model file (.onnx) shipped as the package's sentence splitter instead of
+            paragraph.onnx (which keeps each line as one sentence).
+        stanza_model: a Stanza model directory (resources.json, <src_lang>/tokenize/*.pt) for
+            argostranslate <= 1.10 (without it, those clients download one on first use).
         force: replace an existing package file.
 
     Raises:
         ConfigError: unknown quantization. CheckpointError: corrupt or recurrent checkpoint.
-        NmtError: ctranslate2 missing; separate vocabularies; a bad name, file name or sbd_model;
+        NmtError: ctranslate2 missing; separate vocabularies; a bad name, file name, sbd_model or stanza_model;
             `package` exists (without force) or is not a package.
     """
     start = time.perf_counter()
@@ -187,7 +229,9 @@ def export_argos(
     _check_package(package, force=force)
     cfg = _checkpoint_config(checkpoint)
     from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
-    sbd = _check_sbd(Path(sbd_model), from_code) if sbd_model is not None else None
+    sbd = _check_sbd(Path(sbd_model)) if sbd_model is not None else None
+    stanza = _check_stanza(Path(stanza_model), from_code) if stanza_model is not None else None
+    sbd_name = sbd.name if sbd is not None else PARAGRAPH_SBD
     root_name = f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
     metadata = {
         "package_version": PACKAGE_VERSION,
@@ -206,10 +250,15 @@ def export_argos(
         root.mkdir()
         exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
         shutil.copyfile(root / MODEL_DIR / SPM_JOINT, root / SPM)
+        (root / SBD_DIR).mkdir()
         if sbd is not None:
-            shutil.copytree(sbd, root / SBD_DIR)
+            shutil.copyfile(sbd, root / SBD_DIR / sbd_name)
+        else:
+            (root / SBD_DIR / sbd_name).write_bytes(resources.files(__package__).joinpath(PARAGRAPH_SBD).read_bytes())
+        if stanza is not None:
+            shutil.copytree(stanza, root / STANZA_DIR)
         (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
-        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization)
+        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
         (root / README).write_text(readme, encoding="utf-8")
         _write_zip(root, tmp / package.name)
         os.replace(tmp / package.name, package)

@@ -1,9 +1,10 @@
-"""Argos Translate packages: the layout argostranslate 1.9.6 reads, `nmt translate`'s translations, clear errors.
+"""Argos Translate packages: the layout the clients read, `nmt translate`'s translations, clear errors.
 
-argostranslate is not a dependency (its own pins pull in stanza and torch versions), so the
-consumer test replays the calls argostranslate 1.9.6 makes on an installed package, each next to
-the place in its source it comes from. Where argostranslate is installed, a second test installs
-the package with it and translates through its own function.
+Argos Translate is not a dependency of nmt, so the consumer test replays the calls that
+argos-translate-lt 1.12.1 (the client `pip install libretranslate==1.9.6` installs) makes on an
+installed package, each next to the place in its source it comes from. `test_with_argostranslate`
+checks that replay against the real client, run offline from the LibreTranslate test venv
+(`make lt-venv`, tests/lt_server.py); tests/e2e/test_libretranslate.py runs the real server too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import zipfile
+from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 
 import ctranslate2
 import pytest
@@ -28,9 +29,12 @@ from nmt.export import argos
 from nmt.export.argos import ArgosResult, export_argos
 from nmt.model import build_model
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from tests.conftest import ROOT as REPO
 from tests.conftest import run_nmt
 from tests.corpora import reverse_pairs, toy_vocabs
+from tests.lt_server import ArgosHome, client_translate, install_package, make_argos_home, run_lt
 
+PARAGRAPH_ONNX = resources.files("nmt.export").joinpath("paragraph.onnx")
 PAIRS = reverse_pairs(300, seed=7)
 LINES = [p[0] for p in reverse_pairs(12, seed=11)]
 ROOT = "translate-de_en-nmt-1_0"
@@ -78,9 +82,22 @@ def stanza_dir(path: Path, lang: str = "de") -> Path:
 def package(vocabs: dict[bool, Vocab], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ArgosResult]:
     tmp = tmp_path_factory.mktemp("argos")
     ckpt = write_checkpoint(tmp / "model.pt", vocabs[True])
-    sbd = stanza_dir(tmp / "stanza")
-    result = export_argos(ckpt, tmp / "out" / "de_en.argosmodel", from_name="German", to_name="English", sbd_model=sbd)
+    stanza = stanza_dir(tmp / "stanza")
+    result = export_argos(
+        ckpt, tmp / "out" / "de_en.argosmodel", from_name="German", to_name="English", stanza_model=stanza
+    )
     return ckpt, result
+
+
+def test_minisbd_model_is_what_its_script_builds() -> None:
+    """nmt/export/paragraph.onnx is scripts/build_minisbd_model.py's output, byte for byte."""
+    pytest.importorskip("onnx")
+    spec = importlib.util.spec_from_file_location("build_minisbd_model", REPO / "scripts" / "build_minisbd_model.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = PARAGRAPH_ONNX.read_bytes()
+    assert script.model_bytes() == shipped and len(shipped) < 1024
 
 
 def test_package_layout(package: tuple[Path, ArgosResult], vocabs: dict[bool, Vocab]) -> None:
@@ -91,9 +108,13 @@ def test_package_layout(package: tuple[Path, ArgosResult], vocabs: dict[bool, Vo
         names = zf.namelist()
         assert {name.split("/")[0] for name in names} == {ROOT}  # one top-level directory
         files = {name.removeprefix(f"{ROOT}/") for name in names if not name.endswith("/")}
-        expected = {"metadata.json", "sentencepiece.model", "README.md", "stanza/resources.json"}
-        expected |= {"stanza/de/tokenize/gsd.pt", *(f"model/{n}" for n in ("model.bin", "config.json", "nmt.json"))}
+        expected = {"metadata.json", "sentencepiece.model", "README.md", "minisbd/paragraph.onnx"}
+        expected |= {"stanza/resources.json", "stanza/de/tokenize/gsd.pt"}
+        expected |= {f"model/{n}" for n in ("model.bin", "config.json", "nmt.json")}
         assert expected <= files, expected - files
+        # the client opens the first minisbd/*.onnx: ours, the one there
+        assert [f for f in files if f.startswith("minisbd/")] == ["minisbd/paragraph.onnx"]
+        assert zf.read(f"{ROOT}/minisbd/paragraph.onnx") == PARAGRAPH_ONNX.read_bytes()
         assert json.loads(zf.read(f"{ROOT}/metadata.json")) == {
             "package_version": "1.0",
             "argos_version": "1.9",
@@ -113,22 +134,25 @@ def test_package_layout(package: tuple[Path, ArgosResult], vocabs: dict[bool, Vo
 
 
 def argos_translate(packages: Path, lines: list[str], *, beam_size: int) -> tuple[dict, list[str]]:
-    """Install a package and translate one sentence per line as argostranslate 1.9.6 does."""
+    """Translate each line (no line breaks) with an installed package as argos-translate-lt 1.12.1 does."""
     # package.py, get_installed_packages: every directory in the packages directory is a Package
     (pkg,) = [p for p in packages.iterdir() if p.is_dir()]
     # package.py, Package.__init__: metadata.json, then SentencePieceTokenizer(package_path / "sentencepiece.model")
     metadata = json.loads((pkg / "metadata.json").read_text())
     sp = sentencepiece.SentencePieceProcessor(model_file=str(pkg / "sentencepiece.model"))
-    # translate.py, PackageTranslation.hypotheses: ctranslate2.Translator(str(package_path / "model"), device=...)
+    # translate.py, PackageTranslation.hypotheses: ctranslate2.Translator(str(package_path / "model"), device=...),
+    # then apply_packaged_translation per line: sbd.py's MiniSBDSentencizer with the package's minisbd/paragraph.onnx
+    # keeps the line as one sentence (without surrounding whitespace) ...
     translator = ctranslate2.Translator(str(pkg / "model"), device="cpu")
-    # translate.py, apply_packaged_translation: tokenizer.py's SentencePieceTokenizer.encode per sentence ...
-    tokenized = [sp.encode(line, out_type=str) for line in lines]
-    # ... then this call (its beam_size is max(num_hypotheses, 4)) ...
+    # ... tokenizer.py's SentencePieceTokenizer.encode per sentence ...
+    tokenized = [sp.encode(line.strip(), out_type=str) for line in lines]
+    # ... then this call (its beam_size is max(num_hypotheses, settings.beam_size): ARGOS_BEAM_SIZE, default 4) ...
     results = translator.translate_batch(
         tokenized,
         target_prefix=None,
         replace_unknowns=True,
         max_batch_size=32,
+        batch_type="tokens",
         beam_size=beam_size,
         num_hypotheses=1,
         length_penalty=0.2,
@@ -136,8 +160,8 @@ def argos_translate(packages: Path, lines: list[str], *, beam_size: int) -> tupl
     )
     texts = []
     for result in results:
-        # ... SentencePieceTokenizer.decode: "".join(tokens).replace("▁", " "), then one leading space dropped
-        value = "".join(result.hypotheses[0]).replace("▁", " ")
+        # ... SentencePieceTokenizer.decode: decode_pieces, then "▁" and "_" -> " ", then one leading space dropped
+        value = sp.decode_pieces(result.hypotheses[0]).replace("▁", " ").replace("_", " ")
         texts.append(value[1:] if value.startswith(" ") else value)
     return metadata, texts
 
@@ -160,39 +184,35 @@ def test_argos_consumer_gets_nmt_translations(package: tuple[Path, ArgosResult],
     assert all(0 < row.tokens < cfg.max_len_b for row in rows) and len({row.tokens for row in rows}) > 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("argostranslate") is None, reason="argostranslate is not installed")
-def test_with_argostranslate(
-    package: tuple[Path, ArgosResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("ARGOS_PACKAGES_DIR", "XDG_DATA_HOME", "XDG_CACHE_HOME"):  # read when argostranslate is imported
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    from argostranslate import package as argos_package
-    from argostranslate import settings
-    from argostranslate import translate as argos_translation
+def test_with_argostranslate(package: tuple[Path, ArgosResult], lt_venv: Path, tmp_path: Path) -> None:
+    """The real client (argos-translate-lt, from the LibreTranslate test venv) installs the package and, with the
+    network gone, splits with its minisbd/paragraph.onnx and translates as the replay above, at its default beam
+    (4) and greedy (ARGOS_BEAM_SIZE=1). A package without a MiniSBD model fails here: the client downloads one."""
+    home = make_argos_home(tmp_path)
+    install_package(home, package[1].package)
+    metadata = run_lt_packages(home)
+    assert metadata == [[ROOT, "de", "German", "en", "English", sentencepiece_pieces(home, LINES[0])]]
+    for beam_size in (4, 1):
+        got = client_translate(home, LINES, beam_size=beam_size)
+        assert got["splitter"] == ["MiniSBDSentencizer", str(home.packages / ROOT / "minisbd" / "paragraph.onnx")]
+        expected = argos_translate(home.packages, LINES, beam_size=beam_size)[1]
+        assert got["lines"] == expected and got["text"] == "\n".join(expected)
 
-    packages = tmp_path / "packages"
-    packages.mkdir()
-    monkeypatch.setattr(settings, "package_data_dir", packages)  # where argostranslate was imported before
-    monkeypatch.setattr(settings, "package_dirs", [packages])
-    argos_package.install_from_path(package[1].package)
-    (pkg,) = argos_package.get_installed_packages()
-    assert (pkg.from_code, pkg.from_name, pkg.to_code, pkg.to_name) == ("de", "German", "en", "English")
-    assert pkg.tokenizer.encode(LINES[0]) == sentencepiece.SentencePieceProcessor(
-        model_file=str(pkg.package_path / "sentencepiece.model")
-    ).encode(LINES[0], out_type=str)
 
-    class OneSentence:  # Stanza's splitter (the package's model is fake): the line is one sentence
-        def __init__(self, **kwargs: object) -> None:
-            assert Path(str(kwargs["dir"])) == pkg.package_path / "stanza"
+def run_lt_packages(home: ArgosHome) -> list[list[object]]:
+    """The installed packages as the client reads them: directory, codes, names, the pieces of LINES[0]."""
+    code = f"""
+import json
+from argostranslate import package
+print(json.dumps([[p.package_path.name, p.from_code, p.from_name, p.to_code, p.to_name,
+                   p.tokenizer.encode({LINES[0]!r})] for p in package.get_installed_packages()]))
+"""
+    return json.loads(run_lt(code, home))
 
-        def __call__(self, text: str) -> SimpleNamespace:
-            return SimpleNamespace(sentences=[SimpleNamespace(text=text)])
 
-    monkeypatch.setattr(argos_translation.stanza, "Pipeline", OneSentence)
-    monkeypatch.setattr(settings, "stanza_available", True)
-    translator = ctranslate2.Translator(str(pkg.package_path / "model"), device="cpu")
-    got = [argos_translation.apply_packaged_translation(pkg, line, translator, 1)[0].value for line in LINES]
-    assert got == argos_translate(packages, LINES, beam_size=4)[1]  # the replay above is Argos's
+def sentencepiece_pieces(home: ArgosHome, line: str) -> list[str]:
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(home.packages / ROOT / "sentencepiece.model"))
+    return spm.encode(line, out_type=str)
 
 
 # ---------------------------------------------------------------- errors
@@ -249,12 +269,35 @@ def test_existing_package_and_bad_targets(
     with pytest.raises(NmtError, match="is a directory"):
         export_argos(ckpt, tmp_path / "dir.argosmodel", **names, force=True)
     with pytest.raises(NmtError, match="not a Stanza sentence-splitting model for 'de'") as err:
-        export_argos(ckpt, tmp_path / "sbd.argosmodel", **names, sbd_model=stanza_dir(tmp_path / "st", lang="en"))
+        export_argos(ckpt, tmp_path / "sbd.argosmodel", **names, stanza_model=stanza_dir(tmp_path / "st", lang="en"))
     assert "stanza.download('de'" in str(err.value)
     with pytest.raises(NmtError, match="--from-name"):
         export_argos(ckpt, tmp_path / "name.argosmodel", from_name=" ", to_name="English")
     left = ["de_en.argosmodel", "dir.argosmodel", "notes.argosmodel", "st"]
     assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_sbd_model(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
+    """--sbd-model FILE.onnx replaces paragraph.onnx; a directory (Stanza's, as --sbd-model once took) is a
+    one-paragraph error that names the clients that read each kind; a file that is not .onnx is refused."""
+    ckpt, names = package[0], dict(from_name="German", to_name="English")
+    model = tmp_path / "de.onnx"
+    model.write_bytes(b"a MiniSBD model")  # copied as it is: the client reads it
+    result = export_argos(ckpt, tmp_path / "out" / "a.argosmodel", **names, sbd_model=model)
+    with zipfile.ZipFile(result.package) as zf:
+        assert [n for n in zf.namelist() if "/minisbd/" in n] == [f"{ROOT}/minisbd/", f"{ROOT}/minisbd/de.onnx"]
+        assert zf.read(f"{ROOT}/minisbd/de.onnx") == b"a MiniSBD model"
+        assert "`minisbd/de.onnx`" in zf.read(f"{ROOT}/README.md").decode()
+    stanza = stanza_dir(tmp_path / "stanza")
+    with pytest.raises(NmtError, match="is a directory, but --sbd-model takes a MiniSBD model file") as err:
+        export_argos(ckpt, tmp_path / "out" / "b.argosmodel", **names, sbd_model=stanza)
+    assert "\n" not in err.value.message and "argos-translate-lt" in err.value.message
+    assert "argostranslate 1.10 and earlier" in err.value.message and f"--stanza-model {stanza}" in str(err.value.hint)
+    with pytest.raises(NmtError, match="not a MiniSBD model file"):
+        export_argos(ckpt, tmp_path / "out" / "c.argosmodel", **names, sbd_model=stanza / "resources.json")
+    with pytest.raises(NmtError, match="not a MiniSBD model file"):
+        export_argos(ckpt, tmp_path / "out" / "c.argosmodel", **names, sbd_model=tmp_path / "missing.onnx")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.argosmodel"]
 
 
 def test_cli(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
@@ -264,7 +307,12 @@ def test_cli(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
     for args in ([], ["-o", str(tmp_path / "dir"), "--argos", str(out)]):
         done = run_nmt("export", ckpt, *args, "--from-name", "German", "--to-name", "English")
         assert done.returncode == 2 and "give one of -o DIR" in done.stderr and "Traceback" not in done.stderr
-    done = run_nmt("export", ckpt, "--argos", str(out), "--from-name", "German", "--to-name", "English", "-q", "int8")
+    names = ["--from-name", "German", "--to-name", "English"]
+    done = run_nmt("export", ckpt, "-o", str(tmp_path / "dir"), "--stanza-model", str(tmp_path))
+    assert done.returncode == 2 and "go with --argos FILE" in done.stderr and "Traceback" not in done.stderr
+    done = run_nmt("export", ckpt, "--argos", str(out), *names, "--sbd-model", str(tmp_path))
+    assert done.returncode == 2 and "--stanza-model" in done.stderr and "Traceback" not in done.stderr
+    done = run_nmt("export", ckpt, "--argos", str(out), *names, "-q", "int8")
     assert done.returncode == 0, done.stderr
     with zipfile.ZipFile(out) as zf:
         assert json.loads(zf.read(f"{ROOT}/model/nmt.json"))["quantization"] == "int8"
