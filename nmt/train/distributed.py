@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
-import json
 import math
 import os
 import socket
@@ -28,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from nmt.config import ExperimentConfig, diff_configs
+from nmt.data.prepared import node_fingerprint
 from nmt.errors import ConfigError, DataError, NmtError
 
 # For tests only: "RANK:SECONDS" adds SECONDS to that rank's training clock, so that ranks
@@ -132,12 +131,12 @@ class Dist:
     def check_same_data(self, manifest: dict[str, Any] | None, data_dir: Path) -> None:
         """DataError on every rank when any rank's prepared data differ from rank 0's; no-op in one process.
 
-        Compares `data_fingerprint`s of each rank's manifest (None: no prepared data) in one
+        Compares `nmt.data.prepared.node_fingerprint`s of each rank's manifest (None: no prepared data) in one
         all-gather, so every rank raises the same error instead of one waiting in a collective.
         """
         if not self.enabled:
             return
-        mine = DataOnRank(data_fingerprint(manifest) if manifest is not None else None, socket.gethostname(), data_dir)
+        mine = DataOnRank(node_fingerprint(manifest) if manifest is not None else None, socket.gethostname(), data_dir)
         ranks = self.all_gather_object(mine)
         differing = [f"rank {rank} has {r}" for rank, r in enumerate(ranks) if r.fingerprint != ranks[0].fingerprint]
         if differing:
@@ -247,20 +246,6 @@ class DataOnRank:
     def __str__(self) -> str:
         what = f"fingerprint {self.fingerprint[:12]}" if self.fingerprint else "no prepared data"
         return f"{what} ({self.data_dir} on {self.host})"
-
-
-def data_fingerprint(manifest: dict[str, Any]) -> str:
-    """sha256 of a prepared-data manifest without the input file paths (`inputs.<split>.src/.tgt`).
-
-    Nodes may keep the corpus at different paths; everything else (input sha256s, config
-    hash, vocab sizes and model hash, counts, whatever fields the manifest gains) must match.
-    """
-    inputs = {
-        name: {k: v for k, v in spec.items() if k not in ("src", "tgt")} if isinstance(spec, dict) else spec
-        for name, spec in (manifest.get("inputs") or {}).items()
-    }
-    blob = json.dumps({**manifest, "inputs": inputs}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def shared_settings(cfg: Any) -> Any:
