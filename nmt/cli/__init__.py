@@ -237,21 +237,58 @@ def serve(
         int, typer.Option("--char-limit", help="Most characters per request (all of q); -1 = no limit.")
     ] = 5000,
     batch_limit: Annotated[int, typer.Option("--batch-limit", help="Most strings in a q list; -1 = no limit.")] = 128,
+    line_limit: Annotated[
+        int, typer.Option("--line-limit", help="Most lines per request (all of q, split at line breaks); -1 = none.")
+    ] = 500,
     max_wait_ms: Annotated[
         float, typer.Option("--max-wait-ms", min=0.0, help="How long a batch waits for more requests to join it.")
     ] = 5.0,
     queue_size: Annotated[
         int, typer.Option("--queue-size", min=1, help="Requests that may wait for the decoder; more get 429.")
     ] = 256,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys-file", help="Keys a request must carry as api_key, one a line (# comments).", show_default=False
+        ),
+    ] = None,
+    req_limit: Annotated[
+        int, typer.Option("--req-limit", help="Translate requests per minute per key (or client address); -1 = any.")
+    ] = -1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies whose X-Forwarded-For names the client (IPs, or *).",
+            show_default=False,
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Open connections; more get 503. Default: 1000, or what ulimit -n allows.",
+            show_default=False,
+        ),
+    ] = None,
+    read_timeout: Annotated[
+        float,
+        typer.Option("--read-timeout", min=0.01, help="Seconds a client has to send a request's head, and its body."),
+    ] = 30.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option("--shutdown-timeout", min=0.0, help="Seconds SIGTERM waits for requests in flight.")
+    ] = 20.0,
     set_: DecodeSetOption = None,
     *,
     decode_set: list[str],
 ) -> None:
     """Serve models over LibreTranslate's HTTP API (needs [bold]pip install 'nmt\\[serve]'[/bold]).
 
-    [bold]POST /translate[/bold] (q, source, target, format, alternatives), [bold]GET /languages[/bold],
+    [bold]POST /translate[/bold] (q, source, target, format, alternatives, api_key), [bold]GET /languages[/bold],
     [bold]GET /health[/bold], [bold]GET /metrics[/bold]. Requests are decoded together in batches of up to
-    --batch-tokens source tokens; SIGTERM answers what was received, then exits 0.
+    --batch-tokens source tokens, long ones in slices; SIGTERM answers what was received (up to
+    --shutdown-timeout), then exits 0; a second SIGTERM or Ctrl-C exits at once.
     """
     from nmt.serve import serve as run_serve
 
@@ -262,9 +299,16 @@ def serve(
         overrides=decode_set,
         char_limit=char_limit,
         batch_limit=batch_limit,
+        line_limit=line_limit,
         max_queue=queue_size,
         max_wait_ms=max_wait_ms,
         batch_tokens=None,  # decode.batch_tokens of the models (--batch-tokens sets it for all)
+        api_keys_file=api_keys_file,
+        req_limit=req_limit,
+        forwarded_allow_ips=forwarded_allow_ips,
+        max_connections=max_connections,
+        read_timeout_s=read_timeout,
+        shutdown_timeout_s=shutdown_timeout,
     )
 
 

@@ -64,6 +64,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Forced(BaseException):
+    """Raised in the main thread by a second SIGTERM/SIGINT: stop without waiting."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig = sig
+
+
 def serve(
     models: Sequence[Path],
     *,
@@ -72,47 +79,79 @@ def serve(
     overrides: Sequence[str] = (),
     char_limit: int,
     batch_limit: int,
+    line_limit: int,
     max_queue: int,
     max_wait_ms: float,
     batch_tokens: int | None,
+    api_keys_file: Path | None = None,
+    req_limit: int = -1,
+    forwarded_allow_ips: str | None = None,
+    max_connections: int | None = None,
+    read_timeout_s: float = 30.0,
+    shutdown_timeout_s: float = 20.0,
 ) -> None:
-    """Load `models`, bind `host:port` and serve until SIGTERM/SIGINT."""
+    """Load `models`, bind `host:port` and serve until SIGTERM/SIGINT (a second one: at once)."""
     require_serve_extra()
-    import uvicorn
 
-    from nmt.serve.api import Limits, build_app
+    from nmt.serve.access import Access, read_api_keys
+    from nmt.serve.api import build_app
+    from nmt.serve.connections import ConnectionLimits, NmtServer, fit_open_files, uvicorn_config
     from nmt.serve.models import load_pairs
+    from nmt.serve.protocol import Limits
 
     if not models:
         raise NmtError("give at least one model (a checkpoint .pt or an `nmt export` directory)")
+    access = Access(read_api_keys(api_keys_file) if api_keys_file is not None else None, req_limit)
     pairs = load_pairs(models, overrides=overrides)
     budget = batch_tokens if batch_tokens is not None else max(pair.decode.batch_tokens for pair in pairs.values())
-    limits = Limits(char_limit, batch_limit, max_queue, max_wait_ms, budget)
+    limits = Limits(char_limit, batch_limit, line_limit, max_queue, max_wait_ms, budget, read_timeout_s)
     sock = bind(host, port)
-    app, batcher = build_app(pairs, limits)
+    cap, backlog = fit_open_files(max_connections)
+    connections = ConnectionLimits(cap, backlog, read_timeout_s, shutdown_timeout_s, forwarded_allow_ips)
+    app, batcher = build_app(pairs, limits, access=access)
     for pair in pairs.values():
         engine = "CTranslate2" if pair.path.is_dir() else f"torch {pair.device.type}"
         info(f"{pair.source}->{pair.target}: {pair.path} ({engine}, beam {pair.decode.beam})")
+    keys = f"{len(access.api_keys)} API keys" if access.api_keys else "no API keys"
     info(
         f"listening on http://{host}:{port} (LibreTranslate API: POST /translate, GET /languages; /health, /metrics); "
-        f"batches of up to {budget} source tokens, waiting up to {max_wait_ms:g} ms"
+        f"batches of up to {budget} source tokens, waiting up to {max_wait_ms:g} ms; {keys}; "
+        f"at most {cap} connections, {read_timeout_s:g} s to send a request"
     )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=None)
-    server = uvicorn.Server(config)
+    server = NmtServer(uvicorn_config(app, connections, app.state.metrics))
     # uvicorn in a thread (it installs no signal handlers there), the decoder loop in this one
     http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nmt-serve-http", daemon=True)
 
-    def stop(sig: int, frame: Any) -> None:  # stop accepting; uvicorn then waits for the requests in flight
-        server.should_exit = True
+    def stop(sig: int, frame: Any) -> None:
+        if server.should_exit:  # the second signal: no more waiting
+            server.force_exit = True
+            raise _Forced(sig)
+        server.should_exit = True  # stop accepting; uvicorn then waits for the requests in flight
+        info(
+            f"stopping: answering the requests received (up to {shutdown_timeout_s:g} s; "
+            f"{signal.Signals(sig).name} again stops at once)"
+        )
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         http.start()
         batcher.run(alive=http.is_alive)  # returns when the app's shutdown closes it (or uvicorn died)
         http.join()
+    except _Forced as forced:
+        name, unanswered = signal.Signals(forced.sig).name, len(server.server_state.tasks)
+        raise NmtError(
+            f"stopped at a second signal ({name}): {unanswered} requests in flight were not answered",
+            exit_code=128 + forced.sig,
+        ) from None
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
     if not server.started:
         raise NmtError(f"the HTTP server on {host}:{port} did not start (see the messages above)")
-    info("stopped: every request received was answered")
+    if cut := app.state.metrics.cut_at_shutdown:
+        info(
+            f"stopped at the shutdown timeout ({shutdown_timeout_s:g} s): "
+            f"{cut} request{'s' * (cut != 1)} in flight answered 503"
+        )
+    else:
+        info("stopped: every request received was answered")

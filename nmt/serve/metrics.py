@@ -1,6 +1,7 @@
 """Request, latency and batch counters, rendered in the Prometheus text format (`GET /metrics`).
 
-Written by the event loop (requests) and the worker thread (batches), hence the lock.
+Written by the event loop (requests, connections) and the worker thread (batches), hence the
+lock. Labels are paths and status codes only: never a key, a client address or an unknown path.
 No client library: the format is a few lines of text (version 0.0.4).
 """
 
@@ -57,6 +58,18 @@ class Metrics:
         self.truncated_lines = 0
         self.dropped = 0
         self.failed = 0
+        self.refused_connections = 0  # over --max-connections
+        self.idle_closed = 0  # connections closed for sending no complete request head in time
+        self.cut_at_shutdown = 0  # requests answered 503 at the shutdown timeout
+
+    def connection(self, *, refused: bool = False, idle_closed: bool = False) -> None:
+        with self._lock:
+            self.refused_connections += refused
+            self.idle_closed += idle_closed
+
+    def cut_short(self) -> None:
+        with self._lock:
+            self.cut_at_shutdown += 1
 
     def request(self, path: str, status: int, seconds: float | None = None) -> None:
         with self._lock:
@@ -74,7 +87,7 @@ class Metrics:
                 self.batch_requests.observe(report.requests)
                 self.batch_sentences.observe(report.sentences)
                 self.batch_seconds.observe(report.seconds)
-            self.sentences += report.sentences
+            self.sentences += report.translated  # lines of failed or dropped jobs are not translations
             self.src_tokens += report.src_tokens
             self.dropped += report.dropped
             self.failed += report.failed
@@ -82,7 +95,8 @@ class Metrics:
     def render(self, *, queue_depth: int) -> str:
         with self._lock:
             lines = [
-                "# HELP nmt_serve_requests_total HTTP requests answered, by path and status code.",
+                "# HELP nmt_serve_requests_total HTTP requests answered, by path (other: unknown paths) and status "
+                "code (499: the client left first).",
                 "# TYPE nmt_serve_requests_total counter",
             ]
             lines += [
@@ -97,12 +111,18 @@ class Metrics:
                 ("nmt_serve_sentences_total", "Lines translated.", self.sentences),
                 ("nmt_serve_source_tokens_total", "Source tokens decoded.", self.src_tokens),
                 ("nmt_serve_truncated_lines_total", "Lines cut to the model's maximum length.", self.truncated_lines),
-                ("nmt_serve_dropped_requests_total", "Requests whose client left while queued.", self.dropped),
+                ("nmt_serve_dropped_requests_total", "Requests whose client left before their answer.", self.dropped),
                 ("nmt_serve_failed_requests_total", "Requests answered 500 by a failed batch.", self.failed),
+                ("nmt_serve_refused_connections_total", "Connections refused at the cap.", self.refused_connections),
+                (
+                    "nmt_serve_idle_connections_closed_total",
+                    "Connections closed for no complete request head within the read timeout.",
+                    self.idle_closed,
+                ),
             ):
                 lines += [f"# HELP {name} {help}", f"# TYPE {name} counter", f"{name} {value}"]
             lines += [
-                "# HELP nmt_serve_queue_depth Requests waiting for the decoder.",
+                "# HELP nmt_serve_queue_depth Requests waiting for the decoder (long ones under way included).",
                 "# TYPE nmt_serve_queue_depth gauge",
                 f"nmt_serve_queue_depth {queue_depth}",
             ]

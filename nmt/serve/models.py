@@ -62,9 +62,20 @@ def load_pairs(paths: Sequence[Path], *, overrides: Sequence[str] = ()) -> dict[
     return pairs
 
 
+def language_codes(pairs: dict[tuple[str, str], Pair]) -> set[str]:
+    """Every language a loaded model reads or writes."""
+    return {code for pair in pairs for code in pair}
+
+
 def languages(pairs: dict[tuple[str, str], Pair]) -> list[dict[str, object]]:
-    """LibreTranslate's `GET /languages`: each source language with the targets it can go to."""
-    targets: dict[str, list[str]] = {}
-    for source, target in sorted(pairs):
-        targets.setdefault(source, []).append(target)
-    return [{"code": code, "name": LANGUAGE_NAMES.get(code, code), "targets": t} for code, t in targets.items()]
+    """LibreTranslate's `GET /languages`: every language a model reads or writes, each with the
+    targets a request can name now: the direct pairs, and the language itself (a same-language
+    request is answered with its text, as LibreTranslate does). No pivoting through a third language."""
+    return [
+        {
+            "code": code,
+            "name": LANGUAGE_NAMES.get(code, code),
+            "targets": sorted({code} | {target for source, target in pairs if source == code}),
+        }
+        for code in sorted(language_codes(pairs))
+    ]

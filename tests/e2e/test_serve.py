@@ -89,7 +89,10 @@ def test_libretranslatepy_form_client(server: Server, reference: dict[str, list[
     for line, expected in zip(LINES, reference["best"], strict=True):
         if line:  # LibreTranslate answers an empty q with 400 (see test_bad_input)
             assert client.translate(line, source="src", target="tgt") == expected
-    assert client.languages() == [{"code": "src", "name": "src", "targets": ["tgt"]}]
+    assert client.languages() == [  # each language a model reads or writes; each is its own target too
+        {"code": "src", "name": "src", "targets": ["src", "tgt"]},
+        {"code": "tgt", "name": "tgt", "targets": ["tgt"]},
+    ]
 
 
 def test_libretranslate_aio_client_list_and_alternatives(server: Server, reference: dict[str, list[str]]) -> None:
@@ -100,7 +103,7 @@ def test_libretranslate_aio_client_list_and_alternatives(server: Server, referen
         alt = client.translate(LINES[1], source="src", target="tgt", alternatives=2)
         assert alt.translated_text == reference["nbest"][1][0]
         assert alt.alternatives == reference["nbest"][1][1:]
-        assert [lang.code for lang in client.languages()] == ["src"]
+        assert [(lang.code, lang.targets) for lang in client.languages()] == [("src", ["src", "tgt"]), ("tgt", ["tgt"])]
 
 
 def test_json_body_keeps_the_lines_of_a_text(server: Server, reference: dict[str, list[str]]) -> None:
@@ -205,7 +208,9 @@ def test_overload_answers_429_and_the_server_keeps_serving(tiny_checkpoint: Tiny
 
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(tiny_checkpoint: TinyCheckpoint) -> None:
     # one request per batch, and a wide beam: a queue builds up
-    srv = Server(tiny_checkpoint.path, args=("--batch-tokens", "1", "--beam", "48", "--max-len-b", "60"))
+    # a shutdown timeout far above the drain's few seconds: every request must be answered, however busy the CI
+    args = ("--batch-tokens", "1", "--beam", "48", "--max-len-b", "60", "--shutdown-timeout", "300")
+    srv = Server(tiny_checkpoint.path, args=args)
     lines = [f"{i} 2 3 4 5 6 7 8 9" for i in range(16)]
 
     def ask(line: str) -> int:

@@ -63,8 +63,8 @@ def test_jobs_share_batches_within_the_token_budget_and_get_their_own_lines(pair
     # scores as decoded alone, up to float rounding in another batch composition
     assert [job[0][0].score for job in got] == pytest.approx([row[0].score for row in alone], abs=1e-5)
     assert sum(r.requests for r in reports) == len(src)
-    for r in reports:  # a batch goes past the budget only when its first job alone does
-        assert r.src_tokens <= 12 or r.requests == 1
+    for r in reports:  # past the budget only by the one line a long job always gets (src[4] is one)
+        assert r.src_tokens <= 12 + len(src[4])
     assert any(r.requests > 1 for r in reports)
 
 
@@ -94,7 +94,7 @@ class Exploding:
 
 def test_a_failing_group_answers_its_jobs_with_the_error_and_the_worker_goes_on(pair: Pair) -> None:
     src, _ = source_ids(pair.loaded, LINES)
-    bad = src[1][0]
+    bad = src[1][1]  # a piece of this line only (src[1][0], the word boundary, is in every line)
     exploding = dataclasses.replace(
         pair, loaded=dataclasses.replace(pair.loaded, model=Exploding(pair.loaded.model, bad))
     )
@@ -107,7 +107,7 @@ def test_a_failing_group_answers_its_jobs_with_the_error_and_the_worker_goes_on(
     run(batcher, jobs, collect)
     assert isinstance(collect.results[0], RuntimeError)
     assert all(isinstance(collect.results[i + 1], list) for i in range(len(clean)))
-    assert [r.failed for r in reports] == [1] + [0] * len(clean)
+    assert clean and [r.failed for r in reports] == [1] + [0] * len(clean)
 
 
 def test_jobs_of_clients_that_left_are_dropped_from_their_batch(pair: Pair) -> None:
@@ -153,3 +153,60 @@ def test_serve_without_its_extra_says_how_to_install_it(monkeypatch: pytest.Monk
     with pytest.raises(NmtError, match="needs uvicorn") as exc:
         require_serve_extra()
     assert exc.value.hint == "pip install 'nmt[serve]'"
+
+
+def test_a_long_job_is_decoded_in_slices_and_a_short_one_overtakes_it(pair: Pair) -> None:
+    src, _ = source_ids(pair.loaded, LINES)
+    long_src = [s for s in src if s] * 10  # 40 lines, about 20 times the token budget
+    alone = to_translations(
+        pair.loaded.vocab, long_src, search(pair.loaded.model, long_src, pair.decode, device=pair.device), nbest=1
+    )
+    reports: list[BatchReport] = []
+    batcher = Batcher(max_queue=100, max_wait_s=0.0, batch_tokens=12, on_batch=reports.append)
+    order: list[str] = []
+    results: dict[str, object] = {}
+    finished = threading.Event()
+
+    def done(name: str):
+        def record(result: object) -> None:
+            order.append(name)
+            results[name] = result
+            if len(order) == 2:
+                finished.set()
+
+        return record
+
+    batcher.submit(Job(pair, long_src, 1, done("long")))
+    batcher.start()
+    deadline = time.monotonic() + 30
+    while not reports and time.monotonic() < deadline:  # the long job is under way
+        time.sleep(0.001)
+    batcher.submit(Job(pair, [src[0]], 1, done("short")))
+    assert finished.wait(60)
+    batcher.close(timeout=60)
+    assert order == ["short", "long"]
+    long = results["long"]
+    assert [[(t.text, t.ids) for t in row] for row in long] == [[(t.text, t.ids) for t in row] for row in alone]
+    assert all(r.src_tokens <= 12 or r.sentences == 1 for r in reports)  # slices keep to the budget
+
+
+def test_lines_of_a_failed_job_are_not_counted_as_translated(pair: Pair) -> None:
+    from nmt.serve.metrics import Metrics
+
+    src, _ = source_ids(pair.loaded, LINES)
+    bad = src[1][1]  # a piece of this line only (src[1][0], the word boundary, is in every line)
+    exploding = dataclasses.replace(
+        pair, loaded=dataclasses.replace(pair.loaded, model=Exploding(pair.loaded.model, bad))
+    )
+    metrics = Metrics()
+    batcher = Batcher(max_queue=100, max_wait_s=0.05, batch_tokens=1000, on_batch=metrics.batch)
+    collect = Collect()
+    clean = [s for s in src if s and bad not in s]
+    jobs = [Job(exploding, [src[1], src[1]], 2, collect.done_for(0))]  # nbest 2: a group of its own, which fails
+    jobs += [Job(exploding, [s], 1, collect.done_for(i + 1)) for i, s in enumerate(clean)]
+    run(batcher, jobs, collect)
+    assert isinstance(collect.results[0], RuntimeError)
+    text = metrics.render(queue_depth=0)
+    translated = next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("nmt_serve_sentences_total "))
+    failed = next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("nmt_serve_failed_requests_total "))
+    assert clean and translated == len(clean) and failed == 1
