@@ -14,7 +14,7 @@ A checkpoint is a dict saved with `torch.save` that loads with `weights_only=Tru
 It is self-contained: `nmt translate ckpt.pt` needs nothing else. Writes are atomic
 (temp file, fsync, rename), so a crash mid-write leaves the previous file intact.
 This module is a leaf: building the model from a checkpoint is `nmt.decode.load`'s job,
-deciding which checkpoints to keep is `nmt.train.checkpoints`'.
+deciding which checkpoints to keep is `nmt.train.saving`'s.
 """
 
 from __future__ import annotations

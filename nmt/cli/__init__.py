@@ -531,20 +531,17 @@ def average(
     """
     from nmt.checkpoint import save_checkpoint
     from nmt.errors import NmtError
-    from nmt.train.checkpoints import average_checkpoints, numbered_checkpoints
+    from nmt.train.saving import average_checkpoints, average_last
 
     paths = list(checkpoints or [])
     if last is not None:
-        if len(paths) != 1 or not paths[0].is_dir():
+        if len(paths) != 1:
             raise NmtError("--last N needs exactly one experiment directory argument")
-        exp_dir = paths[0]
-        paths = numbered_checkpoints(exp_dir / "checkpoints")[-last:]
-        if not paths:
-            raise NmtError(f"{exp_dir / 'checkpoints'}: no step_*.pt checkpoints to average")
-        output = output or exp_dir / "checkpoints" / "averaged.pt"
-    if not paths or output is None:
+        paths, output = average_last(paths[0], last, output)
+    elif not paths or output is None:
         raise NmtError("give checkpoints and -o OUT, or --last N EXPDIR")
-    save_checkpoint(output, average_checkpoints(paths))
+    else:
+        save_checkpoint(output, average_checkpoints(paths))
     console.print(f"averaged {len(paths)} checkpoints -> {output}: " + ", ".join(p.name for p in paths))
 
 

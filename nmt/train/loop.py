@@ -1,32 +1,30 @@
 """`nmt train`: the one training loop, readable top to bottom.
 
-Order of operations per optimizer step: forward under autocast, scaled backward for each
-of `accum_steps` batches (loss normalised by the step's total target tokens across all
-ranks), unscale, clip, scaler step (skipped on non-finite gradients), lr update, then
-the log / validate / save / stop checks. Loss and token counters stay on the device and
-are read only at log intervals. Every early stop (signal, time budget, patience) is
-agreed by all ranks after the same step (`Dist.agree_max`), so no rank waits alone in a
-collective.
+`set_up` builds everything once (or resumes): the process group, the checked prepared data,
+the model, the optimizer and the run's `Saver`. Then, per optimizer step: forward under
+autocast, scaled backward for each of `accum_steps` batches (loss normalised by the step's
+total target tokens across all ranks), unscale, clip, scaler step (skipped on non-finite
+gradients), lr update, then the log / validate / save / stop checks. Loss and token counters
+stay on the device and are read only at log intervals. Every early stop (signal, time
+budget, patience) is agreed by all ranks after the same step (`Dist.agree_max`), so no rank
+waits alone in a collective.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from rich.markup import escape
 
-from nmt.checkpoint import build_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
 from nmt.data.prepared import TrainingData, open_for_training, read_manifest
-from nmt.data.vocab import Vocab
 from nmt.device import resolve_device
 from nmt.errors import NmtError, TrainingStopped
 from nmt.experiment import Experiment
@@ -34,73 +32,34 @@ from nmt.metrics import check_tokenizer
 from nmt.model import build_model
 from nmt.precision import Precision, auto_note, bound_onednn_cache, emulated_bf16, resolve_precision
 from nmt.tokens import PAD_ID
-from nmt.train.checkpoints import check_same_prepared, link_checkpoint, prune_numbered, read_resumable
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.report import draw_curves, write_metrics
+from nmt.train.saving import Saver
 from nmt.train.signals import StopCode, StopFlag, local_stop
-from nmt.train.state import TrainResult, TrainState
+from nmt.train.state import Counters, TrainResult, TrainState
 from nmt.train.validate import update_best, validate
 
 
 @dataclass
-class Counters:
-    """Device-side training counters, read (one host sync) only at log time and before saves."""
+class Run:
+    """What the loop and its validations use, built once by `set_up`."""
 
-    loss: torch.Tensor  # summed label-smoothed loss since the last log
-    nll: torch.Tensor  # summed NLL since the last log
-    consecutive_nonfinite: torch.Tensor  # current run of non-finite steps; survives log intervals
-    nonfinite: torch.Tensor  # non-finite steps not yet added to TrainState.nonfinite_steps
-    tokens: int = 0  # target tokens since the last log (known on the host)
-
-    @classmethod
-    def zeros(cls, device: torch.device, *, consecutive_nonfinite: int = 0) -> Counters:
-        z = lambda: torch.zeros((), device=device)  # noqa: E731
-        return cls(z(), z(), torch.full((), float(consecutive_nonfinite), device=device), z())
-
-    def count_step(self, grad_norm: torch.Tensor) -> None:
-        """After an optimizer step: extend or reset the run of non-finite steps (no host sync)."""
-        bad = ~torch.isfinite(grad_norm)
-        self.consecutive_nonfinite.copy_((self.consecutive_nonfinite + 1) * bad)
-        self.nonfinite += bad
-
-    def read(self, dist: Dist, state: TrainState) -> tuple[float, float, float]:
-        """Summed (loss, nll, tokens) over all ranks since the last log; moves the non-finite counts
-        into `state`. Host sync: one per call."""
-        sums = dist.all_reduce_sum(torch.stack([self.loss, self.nll, self.loss.new_tensor(float(self.tokens))]))
-        loss, nll, tokens, *nonfinite = torch.cat([sums, self._nonfinite()]).tolist()  # host sync
-        self._move_nonfinite(state, *nonfinite)
-        return loss, nll, tokens
-
-    def sync_state(self, state: TrainState) -> None:
-        """Move the non-finite counts into `state`, e.g. before a checkpoint."""
-        self._move_nonfinite(state, *self._nonfinite().tolist())  # host sync: only when saving
-
-    def _nonfinite(self) -> torch.Tensor:
-        return torch.stack([self.consecutive_nonfinite, self.nonfinite])
-
-    def _move_nonfinite(self, state: TrainState, run: float, new: float) -> None:
-        state.consecutive_nonfinite, state.nonfinite_steps = int(run), state.nonfinite_steps + int(new)
-        self.nonfinite.zero_()
-
-    def reset_interval(self) -> None:
-        """Start a new log interval; the run of non-finite steps carries on."""
-        self.loss.zero_()
-        self.nll.zero_()
-        self.tokens = 0
+    cfg: ExperimentConfig
+    exp: Experiment
+    dist: Dist
+    device: torch.device
+    precision: Precision
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    data: TrainingData
+    saver: Saver
 
 
-def train(
-    cfg: ExperimentConfig, *, restart: bool = False, new_data: bool = False, final_validation: bool = True
-) -> TrainResult:
-    """Train (or resume) the experiment described by `cfg`.
-
-    `new_data`: a resume may continue on prepared data other than the checkpoint's (same
-    vocabulary), starting the current epoch over. `final_validation=False` skips the
-    validation + checkpoint after the last step (benchmarks).
-    """
+def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run, TrainState]:
+    """Everything the loop needs, checked before any step; the state resumed from last.pt unless `restart`."""
     exp = Experiment.from_config(cfg)
     check_tokenizer(cfg.data.tgt_lang, where="data.tgt_lang")  # validation BLEU needs it: say so now
     device = resolve_device(cfg.train.device)
@@ -116,35 +75,34 @@ def train(
     dist.check_same_data(read_manifest(exp.data_dir), exp.data_dir)  # before loading: a node without data fails on all
     dist.check_same_config(cfg)  # all settings but paths: else ranks hang, crash or diverge later
     data = load_datasets(cfg, exp)
-    vocab, train_ds, valid_ds, refs, prepared = data.vocab, data.train, data.valid, data.valid_refs, data.fingerprints
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size).to(device)
-    check_lengths(cfg, train_ds, valid_ds)
+    model = build_model(cfg.model, src_vocab_size=data.vocab.src_size, tgt_vocab_size=data.vocab.tgt_size)
+    model.to(device)
+    check_lengths(cfg, data.train, data.valid)
     optimizer = build_optimizer(list(model.parameters()), cfg.train, device=device)
+    saver = Saver(exp, cfg, model, optimizer, precision, data)
     state = TrainState()
     # only rank 0's node needs the experiment dir: it decides, reads and broadcasts the checkpoint
-    ckpt = dist.from_main(lambda: None if restart else read_resumable(exp.last_checkpoint, cfg))
+    ckpt = dist.from_main(lambda: None if restart else saver.read_resumable())
     if ckpt is not None:
-        vocab_models = (vocab.src_model, vocab.tgt_model)
-        changed = check_same_prepared(
-            ckpt,
-            exp.last_checkpoint,
-            vocab_models=vocab_models,
-            prepared=prepared,
-            data_dir=exp.data_dir,
-            new_data=new_data,
-        )
-        state = resume(ckpt, exp, cfg, model, optimizer, precision)
-        if changed:  # the epoch's batches were cut from other data: start this epoch over on the new data
-            state.groups_done = 0
-        if dist.is_main:
-            info(
-                f"resuming from {exp.last_checkpoint} at step {state.step:,} (epoch {state.epoch})"
-                f"{' on new prepared data (--new-data), the epoch starting over' if changed else ''}; "
-                "--restart starts over"
-            )
+        state = saver.resume(ckpt, new_data=new_data, announce=dist.is_main)
     elif dist.is_main:
         exp.write_config(cfg)
+    return Run(cfg, exp, dist, device, precision, model, optimizer, data, saver), state
+
+
+def train(
+    cfg: ExperimentConfig, *, restart: bool = False, new_data: bool = False, final_validation: bool = True
+) -> TrainResult:
+    """Train (or resume) the experiment described by `cfg`.
+
+    `new_data`: a resume may continue on prepared data other than the checkpoint's (same
+    vocabulary), starting the current epoch over. `final_validation=False` skips the
+    validation + checkpoint after the last step (benchmarks).
+    """
+    run, state = set_up(cfg, restart=restart, new_data=new_data)
+    dist, device, precision, model, optimizer = run.dist, run.device, run.precision, run.model, run.optimizer
+    exp, train_ds = run.exp, run.data.train
     ddp_model = dist.wrap(model, device)
     step_model, pad_multiple, graphs0 = ddp_model, 1, 0  # what the training step calls (compiled or not)
     if resolve_compile(cfg.train.compile, device):
@@ -161,6 +119,7 @@ def train(
             f"{f' ({auto_note(device)})' if cfg.train.precision == 'auto' else ''}, "
             f"{'compiled' if step_model is not ddp_model else 'eager'}, {dist.world_size} process(es)"
         )
+
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
     result = TrainResult(state, stopped_by=reached_limit(state, cfg), params=n_params)
@@ -223,13 +182,11 @@ def train(
                     t_log = time.monotonic()
                 if state.step % cfg.train.valid_every == 0:
                     counters.sync_state(state)
-                    result.last_valid = validate_and_save(
-                        cfg, exp, model, optimizer, precision, vocab, prepared, valid_ds, refs, state, dist, device
-                    )
+                    result.last_valid = validate_and_save(run, state)
                 elif state.step % (cfg.train.save_every or cfg.train.valid_every) == 0:
                     counters.sync_state(state)
                     if dist.is_main:
-                        save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared)
+                        run.saver.save_last(state)
                 stop = local_stop(
                     flag,
                     elapsed_s=state.elapsed_s,
@@ -248,11 +205,9 @@ def train(
         counters.sync_state(state)
         if result.stopped_by == "signal":
             if dist.is_main:
-                save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared)
+                run.saver.save_last(state)
         elif state.last_valid_step != state.step and final_validation:
-            result.last_valid = validate_and_save(
-                cfg, exp, model, optimizer, precision, vocab, prepared, valid_ds, refs, state, dist, device
-            )
+            result.last_valid = validate_and_save(run, state)
         if step_model is not ddp_model and dist.is_main:
             result.graphs_compiled = graphs_compiled() - graphs0
             info(f"torch.compile: {result.graphs_compiled} graph(s) compiled (first compile + recompiles)")
@@ -298,64 +253,6 @@ def check_lengths(cfg: ExperimentConfig, *datasets: TokenDataset) -> None:
             )
 
 
-def resume(
-    ckpt: dict[str, Any],
-    exp: Experiment,
-    cfg: ExperimentConfig,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-) -> TrainState:
-    """Restore weights, optimizer, scaler and RNG states from `ckpt` (checked by `read_resumable`)."""
-    model.load_state_dict(ckpt["model"])
-    ts = ckpt["train_state"]
-    optimizer.load_state_dict(ts["optimizer"])
-    precision.scaler.load_state_dict(ts["scaler"])
-    trained = ts.get("precision")  # absent in checkpoints written before it was recorded
-    if trained is not None and trained != precision.name:
-        info(
-            f"{exp.last_checkpoint} was trained in {trained}; this run continues in {precision.name} "
-            f"(train.precision: {cfg.train.precision} resolves so on this machine)"
-        )
-    set_rng_state(ts["rng"])
-    return TrainState(**ts["loop"])
-
-
-def train_state(optimizer: torch.optim.Optimizer, precision: Precision, state: TrainState) -> dict[str, Any]:
-    return {
-        "optimizer": optimizer.state_dict(),
-        "scaler": precision.scaler.state_dict(),
-        "precision": precision.name,
-        "rng": rng_state(),
-        "loop": asdict(state),
-    }
-
-
-def save_last(
-    exp: Experiment,
-    cfg: ExperimentConfig,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    vocab: Vocab,
-    state: TrainState,
-    prepared: dict[str, str],
-    *,
-    path: Path | None = None,
-) -> None:
-    """Write a resumable checkpoint to `path` (default: checkpoints/last.pt)."""
-    checkpoint = build_checkpoint(
-        model_state=model.state_dict(),
-        cfg=cfg,
-        vocab_models=(vocab.src_model, vocab.tgt_model),
-        step=state.step,
-        epoch=state.epoch,
-        train_state=train_state(optimizer, precision, state),
-        prepared=prepared,
-    )
-    save_checkpoint(path or exp.last_checkpoint, checkpoint)
-
-
 def log_record(
     counters: Counters, state: TrainState, dist: Dist, optimizer: torch.optim.Optimizer, interval_s: float
 ) -> dict[str, Any]:
@@ -377,35 +274,20 @@ def log_record(
     }
 
 
-def validate_and_save(
-    cfg: ExperimentConfig,
-    exp: Experiment,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    vocab: Vocab,
-    prepared: dict[str, str],
-    valid_ds: TokenDataset,
-    refs: list[str],
-    state: TrainState,
-    dist: Dist,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Validate; write step_N.pt and point last.pt (and best.pt when improved) at it; prune old ones."""
-    valid = validate(model, valid_ds, refs, vocab, cfg, device=device, precision=precision, dist=dist)
+def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
+    """Validate (every rank); record the metrics, and on rank 0 save the checkpoints (`Saver.save_validated`)."""
+    cfg, data, dist = run.cfg, run.data, run.dist
+    valid = validate(
+        run.model, data.valid, data.valid_refs, data.vocab, cfg, device=run.device, precision=run.precision, dist=dist
+    )
     improved = update_best(state, valid.metric(cfg.train.best_metric))
     record = valid.record(state, improved=improved)
-    write_metrics(exp, record, is_main=dist.is_main)
-    draw_curves(exp, is_main=dist.is_main)
+    write_metrics(run.exp, record, is_main=dist.is_main)
+    draw_curves(run.exp, is_main=dist.is_main)
     if dist.is_main:
         info(
             f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}, BLEU {valid.bleu:.2f}"
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
-        path = exp.checkpoint_dir / f"step_{state.step}.pt"
-        save_last(exp, cfg, model, optimizer, precision, vocab, state, prepared, path=path)
-        link_checkpoint(path, exp.last_checkpoint)
-        if improved:
-            link_checkpoint(path, exp.best_checkpoint)
-        prune_numbered(exp.checkpoint_dir, keep=cfg.train.keep_last)
+        run.saver.save_validated(state, improved=improved)
     return record

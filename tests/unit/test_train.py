@@ -15,8 +15,8 @@ from nmt.data.prepared import MANIFEST
 from nmt.decode.load import load_model
 from nmt.errors import CheckpointError, ConfigError, DataError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
-from nmt.train.checkpoints import average_checkpoints
 from nmt.train.loop import TrainResult, train
+from nmt.train.saving import average_checkpoints
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
 
 

@@ -1,7 +1,10 @@
-"""An experiment's checkpoint files: best/last links, keep-last-N, resume checks, averaging.
+"""A training run's checkpoints, in one module: what a resumable checkpoint holds of the run
+(weights, optimizer, scaler, RNG and loop state, the prepared data's fingerprints), saving it
+(`last.pt`; `step_N.pt` at validations, with `last.pt` and `best.pt` hard links to it, no
+second write; keep-last-N), resuming (the config and data checks), and averaging.
 
-The format, reading and writing are `nmt.checkpoint`. `best.pt` and `last.pt` written at
-a validation are hard links to that step's file (no second write).
+The file format itself (build, atomic write, read) is `nmt.checkpoint`, a leaf. `Saver` is
+built once at set-up with everything a save or a resume needs, so the loop passes a state.
 """
 
 from __future__ import annotations
@@ -10,16 +13,28 @@ import contextlib
 import hashlib
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nmt.checkpoint import checkpoint_config, read_checkpoint
+from nmt.checkpoint import (
+    build_checkpoint,
+    checkpoint_config,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from nmt.config import ExperimentConfig, config_to_dict, diff_configs
-from nmt.console import warn
-from nmt.errors import CheckpointError
+from nmt.console import info, warn
+from nmt.data.prepared import TrainingData
+from nmt.errors import CheckpointError, NmtError
+from nmt.experiment import Experiment
 from nmt.fileio import atomic_open
+from nmt.precision import Precision
+from nmt.train.state import TrainState
 
 # Keys that may change between a run and its resumption; anything else must match.
 RESUMABLE = (
@@ -37,6 +52,86 @@ RESUMABLE = (
     "train.device",
     "data.splits.",
 )
+
+
+@dataclass
+class Saver:
+    """Saves and restores one run's checkpoints; built once at set-up."""
+
+    exp: Experiment
+    cfg: ExperimentConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    data: TrainingData
+
+    def read_resumable(self) -> dict[str, Any] | None:
+        """`checkpoints/last.pt` checked for resuming under this config; None when absent."""
+        return read_resumable(self.exp.last_checkpoint, self.cfg)
+
+    def resume(self, ckpt: dict[str, Any], *, new_data: bool, announce: bool) -> TrainState:
+        """Restore weights, optimizer, scaler and RNG states from `ckpt` (read by `read_resumable`),
+        after checking it trained on these prepared data (`check_same_prepared`)."""
+        path, vocab = self.exp.last_checkpoint, self.data.vocab
+        changed = check_same_prepared(
+            ckpt,
+            path,
+            vocab_models=(vocab.src_model, vocab.tgt_model),
+            prepared=self.data.fingerprints,
+            data_dir=self.exp.data_dir,
+            new_data=new_data,
+        )
+        self.model.load_state_dict(ckpt["model"])
+        ts = ckpt["train_state"]
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.precision.scaler.load_state_dict(ts["scaler"])
+        set_rng_state(ts["rng"])
+        state = TrainState(**ts["loop"])
+        if changed:  # the epoch's batches were cut from other data: start this epoch over on the new data
+            state.groups_done = 0
+        if announce:
+            trained, now = ts.get("precision"), self.precision.name  # absent in checkpoints of older nmt
+            if trained is not None and trained != now:
+                info(
+                    f"{path} was trained in {trained}; this run continues in {now} "
+                    f"(train.precision: {self.cfg.train.precision} resolves so on this machine)"
+                )
+            info(
+                f"resuming from {path} at step {state.step:,} (epoch {state.epoch})"
+                f"{' on new prepared data (--new-data), the epoch starting over' if changed else ''}; "
+                "--restart starts over"
+            )
+        return state
+
+    def save_last(self, state: TrainState, *, path: Path | None = None) -> None:
+        """Write a resumable checkpoint to `path` (default: checkpoints/last.pt)."""
+        vocab = self.data.vocab
+        train_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "precision": self.precision.name,
+            "rng": rng_state(),
+            "loop": asdict(state),
+        }
+        checkpoint = build_checkpoint(
+            model_state=self.model.state_dict(),
+            cfg=self.cfg,
+            vocab_models=(vocab.src_model, vocab.tgt_model),
+            step=state.step,
+            epoch=state.epoch,
+            train_state=train_state,
+            prepared=self.data.fingerprints,
+        )
+        save_checkpoint(path or self.exp.last_checkpoint, checkpoint)
+
+    def save_validated(self, state: TrainState, *, improved: bool) -> None:
+        """After a validation: write step_N.pt, point last.pt (and best.pt when improved) at it, prune."""
+        path = self.exp.checkpoint_dir / f"step_{state.step}.pt"
+        self.save_last(state, path=path)
+        link_checkpoint(path, self.exp.last_checkpoint)
+        if improved:
+            link_checkpoint(path, self.exp.best_checkpoint)
+        prune_numbered(self.exp.checkpoint_dir, keep=self.cfg.train.keep_last)
 
 
 def link_checkpoint(source: Path, target: Path) -> None:
@@ -164,3 +259,16 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
         k: (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v for k, v in total.items()
     }
     return {**first, "model": averaged, "train_state": None, "averaged_from": [str(p) for p in paths]}
+
+
+def average_last(exp_dir: Path, last: int, output: Path | None = None) -> tuple[list[Path], Path]:
+    """Average the newest `last` step_N.pt of an experiment dir into `output` (default:
+    checkpoints/averaged.pt); returns the checkpoints averaged and the output."""
+    if not exp_dir.is_dir():
+        raise NmtError(f"{exp_dir}: not an experiment directory", hint="nmt average --last N EXPDIR")
+    paths = numbered_checkpoints(exp_dir / "checkpoints")[-last:]
+    if not paths:
+        raise NmtError(f"{exp_dir / 'checkpoints'}: no step_*.pt checkpoints to average")
+    output = output or exp_dir / "checkpoints" / "averaged.pt"
+    save_checkpoint(output, average_checkpoints(paths))
+    return paths, output
