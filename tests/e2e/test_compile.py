@@ -19,6 +19,8 @@ from nmt.train.compiled import resolve_compile
 from nmt.train.loop import train
 from tests.corpora import FAST, toy_config
 
+pytestmark = pytest.mark.slow  # inductor compiles C++ kernels: `make test-fast` skips them
+
 STEPS = 6
 EXACT = FAST + [
     "model.dropout=0.0",  # inductor draws dropout masks from its own generator: compare without dropout

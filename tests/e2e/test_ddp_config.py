@@ -28,6 +28,8 @@ from nmt.train.distributed import TIMEOUT_ENV, Dist, collective_timeout
 from tests.corpora import toy_config
 from tests.e2e.test_multinode import COMMON, free_port, launch_two_nodes, squeeze, with_data
 
+pytestmark = pytest.mark.slow  # torchrun launchers (subprocesses): `make test-fast` skips them
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -23,7 +23,10 @@ from nmt.data.prepare import prepare
 from nmt.train.distributed import CLOCK_SKEW_ENV
 from tests.corpora import FAST, toy_config
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc"),
+    pytest.mark.slow,  # torchrun launchers (subprocesses): `make test-fast` skips them
+]
 
 COMMON = FAST + ["train.max_steps=100000", "train.log_every=2", "train.valid_every=100000", "train.precision=fp32"]
 

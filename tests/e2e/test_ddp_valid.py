@@ -25,12 +25,14 @@ from nmt.data.prepare import prepare
 from nmt.data.prepared import load_references, load_vocab
 from nmt.decode.load import load_model
 from nmt.experiment import Experiment
+from nmt.precision import Precision
 from nmt.train import validate as validate_module
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loop import train
-from nmt.precision import Precision
 from nmt.train.validate import Validation, shard_by_length, validate
 from tests.corpora import FAST, reverse_pairs, toy_config, write_split
+
+pytestmark = pytest.mark.slow  # torchrun (subprocesses): `make test-fast` skips them
 
 TRAIN = FAST + [
     "train.max_steps=200",

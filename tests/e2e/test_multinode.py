@@ -36,6 +36,8 @@ from nmt.model import build_model
 from nmt.train.loop import train
 from tests.corpora import FAST, toy_config
 
+pytestmark = pytest.mark.slow  # torchrun launchers (subprocesses): `make test-fast` skips them
+
 COMMON = FAST + [
     "model.dropout=0",  # ranks draw other dropout masks than one process would
     "train.warmup_steps=0",

@@ -21,6 +21,8 @@ from nmt.experiment import Experiment
 from tests.conftest import run_nmt
 from tests.corpora import reverse_pairs, write_split
 
+pytestmark = pytest.mark.slow  # subprocess prepares, killed and resumed: `make test-fast` skips them
+
 LINES = 3_000_000
 
 

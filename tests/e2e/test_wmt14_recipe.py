@@ -19,6 +19,8 @@ from nmt.train.optim import lr_at
 from tests.conftest import ROOT, run_nmt
 from tests.corpora import FAST, write_split
 
+pytestmark = pytest.mark.slow  # the recipe's own commands in subprocesses: `make test-fast` skips them
+
 CONFIG = ROOT / "configs" / "wmt14_en_de.yaml"
 SCRIPT = ROOT / "scripts" / "get_wmt14_en_de.sh"
 

@@ -11,9 +11,9 @@ from nmt.checkpoint import read_checkpoint
 from nmt.config import ModelConfig, load_config
 from nmt.data.prepare import prepare
 from nmt.model import build_model
+from nmt.precision import Precision, resolve_precision
 from nmt.train.loop import train
 from nmt.train.loss import label_smoothed_nll
-from nmt.precision import Precision, resolve_precision
 from tests.corpora import toy_config
 
 pytestmark = pytest.mark.cuda
