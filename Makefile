@@ -38,18 +38,22 @@ install: $(VENV)/.installed-dev
 
 # The LibreTranslate test venv: the real LibreTranslate server and the Argos Translate client it installs
 # (argos-translate-lt), from the package registry and nothing else, for the tests that run them against
-# nmt's exports and server (tests/lt_server.py finds it here). Not byte-compiled at install (~10 s);
-# the warm-up import caches bytecode for what the tests run.
+# nmt's exports and server (tests/lt_server.py finds it here). The stamp holds the spec, so a re-run is
+# a no-op and a changed LT_SPEC reinstalls. Not byte-compiled at install; the warm-up import caches
+# bytecode for what the tests run (client, server, waitress), as for .venv above.
 LT_VENV ?= .venv-lt
 LT_SPEC ?= libretranslate==1.9.6
-$(LT_VENV)/.installed:
+LT_WARM_UP := import argostranslate.translate, argostranslate.package, libretranslate.main, libretranslate.app, waitress
+$(LT_VENV)/.installed: $(if $(filter $(LT_SPEC),$(shell cat $(LT_VENV)/.installed 2>/dev/null)),,lt-spec-changed)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or make PYTHON=python3)"; exit 1; }
 	test -x $(LT_VENV)/bin/python || $(PYTHON) -m venv $(LT_VENV)
 	$(LT_VENV)/bin/python -m pip install -q --no-compile "$(LT_SPEC)"
 	warm=$$(mktemp -d) && XDG_DATA_HOME=$$warm XDG_CONFIG_HOME=$$warm XDG_CACHE_HOME=$$warm ARGOS_PACKAGES_DIR=$$warm/p \
-	  PYTHONDONTWRITEBYTECODE= $(LT_VENV)/bin/python -c "import argostranslate.translate, libretranslate.main, libretranslate.app" \
-	  && rm -rf $$warm
+	  PYTHONDONTWRITEBYTECODE= PYTHONWARNINGS=ignore $(LT_VENV)/bin/python -c "$(LT_WARM_UP)" && rm -rf $$warm
 	echo "$(LT_SPEC)" > $@
+
+.PHONY: lt-spec-changed
+lt-spec-changed: ;
 
 lt-venv: $(LT_VENV)/.installed
 

@@ -43,6 +43,12 @@ _getaddrinfo, socket.getaddrinfo = socket.getaddrinfo, _offline
 """
 
 
+# Every HTTP(S) request of the client and the server goes to a closed port and fails at once, so they
+# run as offline on a machine with network too (where LibreTranslate would otherwise download Argos's
+# package for the pair at start-up, and an old package's client a MiniSBD model).
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
 def lt_python() -> Path:
     """The LibreTranslate test venv's python; skips (fails under CI) when the venv is not built."""
     python = LT_VENV / "bin" / "python"
@@ -70,6 +76,8 @@ def make_argos_home(root: Path) -> ArgosHome:
         path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: str(v) for k, v in dirs.items()}, "ARGOS_PACKAGES_DIR": str(packages)}
     env.update(OMP_NUM_THREADS="1", ARGOS_INTRA_THREADS="1", PYTHONWARNINGS="ignore")
+    env.update({name: DEAD_PROXY for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    env.update(no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
     return ArgosHome(root, env, packages)
 
 
