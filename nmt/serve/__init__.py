@@ -1,12 +1,15 @@
 """`nmt serve`: models behind LibreTranslate's HTTP API, with dynamic batching.
 
 Layout: `models` loads the checkpoints/exports (one language pair each), `batcher` holds
-the bounded queue and the decoder thread, `api` the Starlette routes, `metrics` the
-Prometheus counters; this module binds the port and runs uvicorn. Starlette, uvicorn and
-python-multipart are the optional extra `nmt[serve]`.
+the bounded queue and the decoder thread, `protocol` reads requests and holds the limits,
+`access` the API keys and the per-minute limit, `api` the Starlette routes, `metrics` the
+Prometheus counters, `connections` uvicorn's connection cap and deadlines; this module binds
+the port and runs uvicorn. Starlette, uvicorn and python-multipart are the optional extra
+`nmt[serve]`.
 
 SIGTERM or Ctrl-C: the server stops accepting connections, answers every request already
-received (queued ones included), then exits 0.
+received (queued ones included) for up to `--shutdown-timeout` seconds, answers what is
+left 503, then exits 0. A second SIGTERM or Ctrl-C exits at once (128 + the signal).
 """
 
 from __future__ import annotations
@@ -92,22 +95,37 @@ def serve(
 ) -> None:
     """Load `models`, bind `host:port` and serve until SIGTERM/SIGINT (a second one: at once)."""
     require_serve_extra()
-
     from nmt.serve.access import Access, read_api_keys
-    from nmt.serve.api import build_app
-    from nmt.serve.connections import ConnectionLimits, NmtServer, fit_open_files, uvicorn_config
-    from nmt.serve.models import load_pairs
-    from nmt.serve.protocol import Limits
 
     if not models:
         raise NmtError("give at least one model (a checkpoint .pt or an `nmt export` directory)")
     access = Access(read_api_keys(api_keys_file) if api_keys_file is not None else None, req_limit)
+
+    from nmt.serve.api import build_app  # torch, after the checks that need none
+    from nmt.serve.connections import ConnectionLimits, NmtServer, fit_open_files, uvicorn_config
+    from nmt.serve.models import load_pairs
+    from nmt.serve.protocol import Limits
+
     pairs = load_pairs(models, overrides=overrides)
     budget = batch_tokens if batch_tokens is not None else max(pair.decode.batch_tokens for pair in pairs.values())
-    limits = Limits(char_limit, batch_limit, line_limit, max_queue, max_wait_ms, budget, read_timeout_s)
+    limits = Limits(
+        char_limit=char_limit,
+        batch_limit=batch_limit,
+        line_limit=line_limit,
+        max_queue=max_queue,
+        max_wait_ms=max_wait_ms,
+        batch_tokens=budget,
+        body_timeout_s=read_timeout_s,
+    )
     sock = bind(host, port)
     cap, backlog = fit_open_files(max_connections)
-    connections = ConnectionLimits(cap, backlog, read_timeout_s, shutdown_timeout_s, forwarded_allow_ips)
+    connections = ConnectionLimits(
+        max_connections=cap,
+        backlog=backlog,
+        head_timeout_s=read_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
     app, batcher = build_app(pairs, limits, access=access)
     for pair in pairs.values():
         engine = "CTranslate2" if pair.path.is_dir() else f"torch {pair.device.type}"

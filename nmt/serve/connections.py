@@ -106,9 +106,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics) -> type[H11Prot
         def _expire(self, armed_for: Any) -> None:
             self._deadline = None
             if self.cycle is not armed_for or self.transport.is_closing():
-                return
-            if armed_for is not None and not armed_for.response_complete:
-                return  # a request under way: its body has the app's deadline
+                return  # a request head arrived in time (its body has the app's deadline), or closed already
             metrics.connection(idle_closed=True)
             if self._started_head:
                 self.transport.write(too_slow)

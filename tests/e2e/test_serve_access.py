@@ -121,12 +121,10 @@ def test_req_limit_counts_per_socket_peer_unless_a_proxy_is_named(pairs: dict[tu
         proxied.stop()
 
 
-def test_an_unreadable_or_empty_keys_file_stops_the_start_up(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) -> None:
-    from tests.conftest import run_nmt
+def test_an_unreadable_keys_file_stops_the_start_up(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) -> None:
+    from tests.conftest import run_nmt  # (an empty file: test_serve_api's test of read_api_keys)
 
-    empty = tmp_path / "keys.txt"
-    empty.write_text("# no keys yet\n")
-    for path, says in ((tmp_path / "missing.txt", "cannot read"), (empty, "no API keys")):
-        r = run_nmt("serve", str(tiny_checkpoint.path), "--port", "0", "--api-keys-file", str(path), timeout=120)
-        out = " ".join((r.stdout + r.stderr).split())
-        assert r.returncode == 2 and says in out and "Traceback" not in out, out
+    missing = tmp_path / "keys.txt"
+    r = run_nmt("serve", str(tiny_checkpoint.path), "--port", "0", "--api-keys-file", str(missing), timeout=120)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 2 and f"{missing}: cannot read the API keys file" in out and "Traceback" not in out, out
