@@ -110,6 +110,7 @@ class Batcher:
         self._carry: Job | None = None  # the job that did not fit into the last batch
         self._started: deque[Job] = deque()  # long jobs under way, decoded a slice per batch
         self._cost_s: dict[str, float] = {}  # pair key -> seconds per source token, smoothed
+        self._warm: set[str] = set()  # pair keys decoded at least once
         self._stopped = threading.Event()
 
     def start(self) -> threading.Thread:
@@ -245,10 +246,11 @@ class Batcher:
                 continue
             group_tokens = sum(len(s) for s in src)
             decoded_tokens += group_tokens
-            if group_tokens:
+            if group_tokens and pair.key in self._warm:  # a model's first batch pays its warm-up: not timed
                 measured = (time.monotonic() - group_start) / group_tokens
                 old = self._cost_s.get(pair.key)
                 self._cost_s[pair.key] = measured if old is None else (old + measured) / 2
+            self._warm.add(pair.key)
             offset = 0
             for job, a, b in group:
                 job.results += translations[offset : offset + b - a]
