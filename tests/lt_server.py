@@ -6,7 +6,7 @@ client it installs (argos-translate-lt, MiniSBD, CTranslate2, onnxruntime). NMT_
 another one. Tests skip with the reason when it is missing, except under CI (CI set), where they fail.
 
 Everything runs as a subprocess of that venv's python with Argos Translate's directories
-(XDG_DATA_HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, ARGOS_PACKAGES_DIR, HOME) in a temp dir, so
+(XDG_DATA_HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, ARGOS_PACKAGES_DIR, HOME, TMPDIR) in a temp dir, so
 nothing reads or writes the user's. The fixtures in tests/conftest.py build one package, install
 it once, and start one server per session; `trained_package` makes the package they use.
 """
@@ -70,7 +70,8 @@ class ArgosHome:
 
 
 def make_argos_home(root: Path) -> ArgosHome:
-    dirs = {name: root / name.lower() for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "HOME")}
+    names = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "HOME", "TMPDIR")  # TMPDIR: the server's uploads
+    dirs = {name: root / name.lower() for name in names}
     packages = dirs["XDG_DATA_HOME"] / "argos-translate" / "packages"
     for path in (*dirs.values(), packages):
         path.mkdir(parents=True, exist_ok=True)
