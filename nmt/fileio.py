@@ -56,10 +56,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(dir_fd)
-        os.close(dir_fd)
+    fsync_dir(path.parent)  # make the rename itself durable
 
 
 def open_binary(path: str | Path) -> IO[bytes]:
@@ -171,6 +168,68 @@ def count_lines(path: str | Path) -> int:
     return scan_text(path).lines
 
 
+@contextlib.contextmanager
+def atomic_directory(
+    target: Path,
+    *,
+    behind_link: bool = False,
+    owned_dir: Callable[[Path], bool] = lambda _: False,
+    replace_link: bool = False,
+) -> Iterator[Path]:
+    """Write a whole directory atomically: yield an empty staging directory beside `target`; when
+    the block ends normally every file under it is fsynced and it takes `target`'s place in one
+    rename, so `target` is always the old directory or the new one, never a part of either. On
+    an exception (or a kill) the staging directory is removed (by the next `remove_unlinked`).
+
+    `behind_link`: `target` is a symbolic link swapped to the new directory (`swap_in`, with its
+    `owned_dir` and `replace_link`); else `target` is a directory replaced whole (`replace_directory`).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(target)
+    try:
+        yield staging
+        fsync_tree(staging)
+        if behind_link:
+            swap_in(staging, target, owned_dir=owned_dir, replace_link=replace_link)
+        else:
+            replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when it was swapped in
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (and `root`)."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(root)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Rename the complete directory `new` to `target`; a directory already there is moved aside
+    first and removed after. `target` holds the old directory or the new one in full, except
+    for the microseconds between the two renames; a failed rename puts the old one back."""
+    old = None
+    if target.is_dir() and any(target.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old / target.name)
+    elif target.is_dir():
+        target.rmdir()
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old / target.name, target)
+            old.rmdir()
+        raise
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def staging_dir(link: Path) -> Path:
     """A new, empty staging directory beside `link` for `swap_in` (`.<name>.<8 random>.tmp`)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{link.name}.", suffix=".tmp", dir=link.parent))
@@ -234,7 +293,7 @@ def swap_in(
         old = tmp_link  # now the old directory
     else:
         os.replace(tmp_link, link)
-    _fsync_dir(link.parent)
+    fsync_dir(link.parent)
     if old is not None and old.resolve() != final.resolve():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -294,7 +353,8 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of `directory` (a rename into it) durable; best effort where unsupported."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:

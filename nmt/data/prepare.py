@@ -29,7 +29,6 @@ import errno
 import hashlib
 import itertools
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +54,11 @@ from nmt.data.vocab import Vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
 from nmt.fileio import (
+    atomic_directory,
     exclusive_lock,
     foreign_link,
     foreign_link_error,
     remove_unlinked,
-    staging_dir,
-    swap_in,
 )
 
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
@@ -172,32 +170,34 @@ def _prepare(
     timings["spm_train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    staging = staging_dir(exp.data_dir)
+    data_dir = atomic_directory(
+        exp.data_dir, behind_link=True, owned_dir=prepared.is_dataset_dir, replace_link=replace_data_link
+    )
     try:
-        summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
-        prepared.write_vocab(staging, vocab)
-        manifest = prepared.write_manifest(
-            staging,
-            cfg_hash=cfg_hash,
-            inputs=inputs,
-            lines=line_counts,
-            vocab=vocab,
-            splits={
-                s.name: {
-                    "sentences": s.kept,
-                    "shards": s.shards,
-                    "dropped": s.dropped,
-                    "src_tokens": s.src_tokens,
-                    "tgt_tokens": s.tgt_tokens,
-                    "max_src_len": s.max_src_len,
-                    "max_tgt_len": s.max_tgt_len,
-                    "shard_records": s.shard_records,
-                }
-                for s in summaries
-            },
-            invalid_utf8_lines=invalid_lines,
-        )
-        swap_in(staging, exp.data_dir, owned_dir=prepared.is_dataset_dir, replace_link=replace_data_link)
+        with data_dir as staging:
+            summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
+            prepared.write_vocab(staging, vocab)
+            manifest = prepared.write_manifest(
+                staging,
+                cfg_hash=cfg_hash,
+                inputs=inputs,
+                lines=line_counts,
+                vocab=vocab,
+                splits={
+                    s.name: {
+                        "sentences": s.kept,
+                        "shards": s.shards,
+                        "dropped": s.dropped,
+                        "src_tokens": s.src_tokens,
+                        "tgt_tokens": s.tgt_tokens,
+                        "max_src_len": s.max_src_len,
+                        "max_tgt_len": s.max_tgt_len,
+                        "shard_records": s.shard_records,
+                    }
+                    for s in summaries
+                },
+                invalid_utf8_lines=invalid_lines,
+            )
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
@@ -207,8 +207,6 @@ def _prepare(
             f"{where}: {exc.strerror} while writing the prepared data of {exp.root}; {kept}",
             hint="free disk space (the prepared data need about 2 bytes per token), or set workdir on a larger disk",
         ) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     timings["encode"] = time.perf_counter() - t0
     exp.write_config(cfg)
     return PrepareResult(
