@@ -102,6 +102,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's weights into `model` (built from its config); CheckpointError when they differ."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the stored config ({str(exc).splitlines()[0]})") from None
+
+
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> ExperimentConfig:
     """The config stored in a checkpoint, validated like a config file."""
     try:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from nmt.checkpoint import checkpoint_config, read_checkpoint
+from nmt.checkpoint import checkpoint_config, load_weights, read_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.data.vocab import Vocab
 from nmt.decode.search import SearchEngine
-from nmt.errors import CheckpointError
 from nmt.model import Seq2SeqModel, build_model
 
 
@@ -36,9 +35,6 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> Loade
     cfg = checkpoint_config(ckpt, path)
     vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
-    try:
-        model.load_state_dict(ckpt["model"])  # type: ignore[attr-defined]
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored config ({str(exc).splitlines()[0]})") from None
+    load_weights(model, ckpt, path)  # type: ignore[arg-type]
     model.to(device).eval()  # type: ignore[attr-defined]
     return LoadedModel(model=model, vocab=vocab, cfg=cfg, step=int(ckpt.get("step", 0)), path=Path(path))

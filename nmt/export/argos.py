@@ -42,7 +42,6 @@ target file is never half-written.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -56,9 +55,10 @@ from nmt import __version__
 from nmt.checkpoint import checkpoint_config, read_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.console import warn
-from nmt.decode.ct2 import SPM_JOINT, require_ctranslate2
 from nmt.errors import NmtError
 from nmt.export.ct2 import check_quantization, export_checkpoint
+from nmt.export_format import joint_spm, require_ctranslate2
+from nmt.fileio import atomic_open
 
 SUFFIX = ".argosmodel"
 PACKAGE_VERSION = "1.0"  # Argos compares it with its index's when asked to update a package
@@ -183,14 +183,13 @@ def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantizat
 
 
 def _write_zip(root: Path, out: Path) -> None:
-    """`root` and everything under it into the zip `out`, paths relative to root's parent, then fsync."""
-    with open(out, "wb") as fh:
+    """`root` and everything under it into the zip `out`, paths relative to root's parent, written
+    atomically (`fileio.atomic_open`: a temp file beside `out`, fsynced, renamed over it)."""
+    with atomic_open(out, "wb") as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.write(root, root.name)
             for path in sorted(root.rglob("*")):
                 zf.write(path, path.relative_to(root.parent).as_posix())
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def export_argos(
@@ -244,12 +243,11 @@ def export_argos(
         "links": [],
     }
     package.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent))
-    try:
-        root = tmp / root_name
+    with tempfile.TemporaryDirectory(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent) as scratch:
+        root = Path(scratch) / root_name
         root.mkdir()
         exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
-        shutil.copyfile(root / MODEL_DIR / SPM_JOINT, root / SPM)
+        shutil.copyfile(joint_spm(root / MODEL_DIR), root / SPM)
         (root / SBD_DIR).mkdir()
         if sbd is not None:
             shutil.copyfile(sbd, root / SBD_DIR / sbd_name)
@@ -260,15 +258,7 @@ def export_argos(
         (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
         readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
         (root / README).write_text(readme, encoding="utf-8")
-        _write_zip(root, tmp / package.name)
-        os.replace(tmp / package.name, package)
-        fd = os.open(package.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _write_zip(root, package)
     if cfg.model.max_len < ARGOS_MAX_OUTPUT:
         warn(
             f"model.max_len is {cfg.model.max_len}, but Argos Translate lets an output run to {ARGOS_MAX_OUTPUT} "

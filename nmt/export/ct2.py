@@ -3,28 +3,27 @@
 The directory holds CTranslate2's own files (written by its converter API from a filled
 `TransformerSpec`, see `nmt.export.spec`), the checkpoint's SentencePiece model(s) and
 `nmt.json` (decode settings, languages, `model.*`, step, source checkpoint, versions), so
-`nmt translate DIR` and `nmt evaluate DIR` work anywhere, like a checkpoint; the format is
-read by `nmt.decode.ct2`. It is written into a temp directory next to `out_dir` and renamed
-into place, so `out_dir` is never half-written.
+`nmt translate DIR` and `nmt evaluate DIR` work anywhere, like a checkpoint; nmt's files
+are defined by `nmt.export_format` (read by the CTranslate2 engine, `nmt.decode.ct2`). The
+directory is written whole (`fileio.atomic_directory`), so `out_dir` is never half-written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt import __version__
-from nmt.config import config_to_dict
-from nmt.decode.ct2 import FORMAT, MANIFEST, SPM_JOINT, SPM_SRC, SPM_TGT, VERSION, require_ctranslate2
-from nmt.decode.load import LoadedModel, load_model
+import torch
+
+from nmt.checkpoint import checkpoint_config, load_weights, read_checkpoint
+from nmt.config import ExperimentConfig
+from nmt.data.vocab import Vocab
 from nmt.errors import CheckpointError, ConfigError, NmtError
+from nmt.export_format import MANIFEST, MODEL_BIN, require_ctranslate2, write_nmt_files
+from nmt.fileio import atomic_directory
+from nmt.model import build_model
 
 # nmt name -> CTranslate2 quantization (None: keep the float32 weights)
 QUANTIZATIONS: dict[str, str | None] = {
@@ -78,24 +77,20 @@ def _check_target(checkpoint: Path, out_dir: Path, *, force: bool) -> None:
         raise NmtError(f"{out_dir}: holds the checkpoint being exported", hint="choose another output directory")
 
 
-def _load_transformer(checkpoint: Path) -> LoadedModel:
-    """The checkpoint's model (as `nmt translate` loads it), or CheckpointError for a recurrent one."""
-    loaded = load_model(checkpoint, device="cpu")
-    if loaded.cfg.model.arch != "transformer":
+def _load_transformer(checkpoint: Path) -> tuple[torch.nn.Module, ExperimentConfig, Vocab, int]:
+    """The checkpoint's model in eval mode, config, vocabulary and step; CheckpointError for a recurrent one."""
+    ckpt = read_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, checkpoint)
+    if cfg.model.arch != "transformer":
         raise CheckpointError(
-            f"{checkpoint}: a recurrent model (model.arch: {loaded.cfg.model.arch}) cannot be exported: "
+            f"{checkpoint}: a recurrent model (model.arch: {cfg.model.arch}) cannot be exported: "
             "CTranslate2 runs Transformers only",
             hint=f"translate it with the checkpoint itself: nmt translate {checkpoint}",
         )
-    return loaded
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
+    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    load_weights(model, ckpt, checkpoint)
+    return model.eval(), cfg, vocab, int(ckpt.get("step", 0))
 
 
 def export_checkpoint(
@@ -116,8 +111,7 @@ def export_checkpoint(
     ct2_quantization = check_quantization(quantization)
     ctranslate2 = require_ctranslate2()
     _check_target(checkpoint, out_dir, force=force)
-    loaded = _load_transformer(checkpoint)
-    model, cfg, vocab, step = loaded.model, loaded.cfg, loaded.vocab, loaded.step
+    model, cfg, vocab, step = _load_transformer(checkpoint)
 
     from nmt.export.spec import NmtConverter  # imports ctranslate2, known to be installed by now
 
@@ -131,71 +125,17 @@ def export_checkpoint(
         src_pieces=src_pieces,
         tgt_pieces=tgt_pieces,
     )
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "nmt_version": __version__,
-        "ctranslate2_version": ctranslate2.__version__,
-        "checkpoint": str(checkpoint.resolve()),
-        "step": step,
-        "name": cfg.name,
-        "src_lang": cfg.data.src_lang,
-        "tgt_lang": cfg.data.tgt_lang,
-        "max_len": cfg.model.max_len,
-        "quantization": quantization,
-        "joint_vocab": vocab.joint,
-        "model": config_to_dict(cfg.model),
-        "decode": config_to_dict(cfg.decode),
-    }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        converter.convert(str(tmp), quantization=ct2_quantization, force=True)
-        if vocab.joint:
-            (tmp / SPM_JOINT).write_bytes(vocab.src_model)
-        else:
-            (tmp / SPM_SRC).write_bytes(vocab.src_model)
-            (tmp / SPM_TGT).write_bytes(vocab.tgt_model)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for file in tmp.iterdir():
-            with open(file, "rb") as fh:
-                os.fsync(fh.fileno())
-        tmp.chmod(0o777 & ~_umask())
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(out_dir) as staging:
+        converter.convert(str(staging), quantization=ct2_quantization, force=True)
+        write_nmt_files(
+            staging,
+            cfg=cfg,
+            vocab_models=(vocab.src_model, vocab.tgt_model),
+            checkpoint=checkpoint,
+            step=step,
+            quantization=quantization,
+            ctranslate2_version=ctranslate2.__version__,
+        )
     return ExportResult(
-        out_dir, checkpoint, step, quantization, (out_dir / "model.bin").stat().st_size, time.perf_counter() - start
+        out_dir, checkpoint, step, quantization, (out_dir / MODEL_BIN).stat().st_size, time.perf_counter() - start
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished `tmp` to `out_dir`; an earlier export there is moved aside first and then removed.
-
-    `out_dir` always holds either the old export or the new one in full; only between the two
-    renames (microseconds) does it not exist.
-    """
-    old = None
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-    elif out_dir.is_dir():
-        out_dir.rmdir()
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:  # put the earlier export back
-            os.replace(old / out_dir.name, out_dir)
-            old.rmdir()
-        raise
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)

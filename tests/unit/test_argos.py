@@ -25,7 +25,6 @@ from nmt.config import config_from_dict
 from nmt.data.vocab import Vocab
 from nmt.decode.translate import load_for_decoding, translate_lines
 from nmt.errors import CheckpointError, NmtError
-from nmt.export import argos
 from nmt.export.argos import ArgosResult, export_argos
 from nmt.model import build_model
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -246,12 +245,17 @@ def test_existing_package_and_bad_targets(
         export_argos(ckpt, out, **names)
     assert "--force" in str(err.value) and out.read_bytes() == before
 
-    def fail(root: Path, dest: Path) -> None:  # the disk fills up half way through the archive
-        dest.write_bytes(b"PK\x03\x04 half")
-        raise OSError("No space left on device")
+    real_write = zipfile.ZipFile.write
+    calls = {"n": 0}
+
+    def fail(self, *args, **kwargs):  # the disk fills up half way through the archive
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("No space left on device")
+        return real_write(self, *args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(argos, "_write_zip", fail)
+        m.setattr(zipfile.ZipFile, "write", fail)
         with pytest.raises(OSError, match="No space"):
             export_argos(ckpt, out, **names, force=True)
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [out.name]

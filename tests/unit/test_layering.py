@@ -11,7 +11,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "nmt"
 LEAVES = {
     "config", "errors", "fileio", "console", "experiment", "metrics", "demo", "plots", "tokens", "device", "checkpoint",
-    "precision",
+    "precision", "export_format",
 }  # fmt: skip
 STAGES = {"data", "model", "decode", "export", "train", "evaluate", "serve", "cli"}
 # stage -> stages it must not import
@@ -19,7 +19,7 @@ FORBIDDEN = {
     "data": {"model", "decode", "export", "train", "evaluate", "serve", "cli"},
     "model": {"data", "decode", "export", "train", "evaluate", "serve", "cli"},
     "decode": {"export", "train", "evaluate", "serve", "cli"},
-    "export": {"train", "evaluate", "serve", "cli"},
+    "export": {"decode", "train", "evaluate", "serve", "cli"},  # the export format is the leaf export_format
     "train": {"export", "evaluate", "serve", "cli"},
     "evaluate": {"export", "train", "serve", "cli"},
     "serve": {"export", "train", "evaluate", "cli"},
