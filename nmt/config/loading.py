@@ -55,14 +55,15 @@ def _closest(key: str, options: list[str]) -> str | None:
     return match[0] if match else None
 
 
+def _bad(where: str, key: str, expected: str, value: Any) -> ConfigError:
+    """The error for a value of the wrong kind: names the key, what it takes and the value found."""
+    return ConfigError(f"{where}: {key}: expected {expected}, got {value!r}")
+
+
 def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
     """Convert a YAML or --set value to the field type `tp`, or raise ConfigError."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {key}: expected {expected}, got {value!r}")
-
     if meta.get("resolved") and _is_null(value):
         return None  # filled in by the section's __post_init__
 
@@ -72,60 +73,77 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], key, where, meta)
     if origin is Literal:
-        if isinstance(value, str) and any(isinstance(a, bool) for a in args) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"  # --set train.compile=true (YAML gives a bool already)
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        names = [str(a).lower() if isinstance(a, bool) else str(a) for a in args]
-        hint = _closest(str(value), names)
-        choices = ", ".join(names)
-        msg = f"{where}: {key}: invalid value {value!r}; expected one of {choices}"
-        raise ConfigError(msg + (f"; did you mean {hint}?" if hint else ""))
+        return _convert_literal(value, args, key, where)
     if dataclasses.is_dataclass(tp):
         if tp is SplitSpec and isinstance(value, str):
             value = {"prefix": value}
         if not isinstance(value, dict):
-            raise bad("a mapping")
+            raise _bad(where, key, "a mapping", value)
         return _build(tp, value, key, where)
     if origin is dict:
         if not isinstance(value, dict):
-            raise bad("a mapping")
+            raise _bad(where, key, "a mapping", value)
         # `--set data.splits.NAME=null` removes an entry
         return {str(k): _convert(v, args[1], f"{key}.{k}", where, meta) for k, v in value.items() if not _is_null(v)}
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, (list, tuple)):
-            raise bad(f"a list of {len(args)}")
-        if origin is tuple and len(value) != len(args):
-            raise bad(f"a list of {len(args)}")
-        item_types = args if origin is tuple else [args[0]] * len(value)
-        return tuple(_convert(v, t, key, where, meta) for v, t in zip(value, item_types))
+        return _convert_sequence(value, origin, args, key, where, meta)
+    return _convert_scalar(value, tp, key, where, meta)
+
+
+def _convert_literal(value: Any, args: tuple[Any, ...], key: str, where: str) -> Any:
+    """One of the Literal's `args` (a --set string "true"/"false" for a bool one), or ConfigError naming the nearest."""
+    if isinstance(value, str) and any(isinstance(a, bool) for a in args) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"  # --set train.compile=true (YAML gives a bool already)
+    if any(value == a and type(value) is type(a) for a in args):
+        return value
+    names = [str(a).lower() if isinstance(a, bool) else str(a) for a in args]
+    hint = _closest(str(value), names)
+    choices = ", ".join(names)
+    msg = f"{where}: {key}: invalid value {value!r}; expected one of {choices}"
+    raise ConfigError(msg + (f"; did you mean {hint}?" if hint else ""))
+
+
+def _convert_sequence(
+    value: Any, origin: Any, args: tuple[Any, ...], key: str, where: str, meta: Any
+) -> tuple[Any, ...]:
+    """A tuple from a YAML list (or a --set string read as YAML), each item converted by its type."""
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, (list, tuple)):
+        raise _bad(where, key, f"a list of {len(args)}", value)
+    if origin is tuple and len(value) != len(args):
+        raise _bad(where, key, f"a list of {len(args)}", value)
+    item_types = args if origin is tuple else [args[0]] * len(value)
+    return tuple(_convert(v, t, key, where, meta) for v, t in zip(value, item_types))
+
+
+def _convert_scalar(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
+    """A bool, int, float or str (a path field's string expanded by `expand_path`), or ConfigError."""
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.lower() in ("true", "yes", "on", "1")
-        raise bad("true or false")
+        raise _bad(where, key, "true or false", value)
     if tp is int:
         if isinstance(value, bool):
-            raise bad("an integer")
+            raise _bad(where, key, "an integer", value)
         if isinstance(value, int):
             return value
         try:
             return int(str(value).replace("_", ""))
         except ValueError:
-            raise bad("an integer") from None
+            raise _bad(where, key, "an integer", value) from None
     if tp is float:
         if isinstance(value, bool):
-            raise bad("a number")
+            raise _bad(where, key, "a number", value)
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise bad("a number") from None
+            raise _bad(where, key, "a number", value) from None
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
-            raise bad("a string")
+            raise _bad(where, key, "a string", value)
         text = str(value)
         return expand_path(text, f"{where}: {key}") if meta.get("path") else text
     raise AssertionError(f"unsupported config type {tp}")
