@@ -192,6 +192,42 @@ def _write_zip(root: Path, out: Path) -> None:
                 zf.write(path, path.relative_to(root.parent).as_posix())
 
 
+def _metadata(from_code: str, from_name: str, to_code: str, to_name: str) -> dict[str, object]:
+    """The package's metadata.json, as argos-train writes it."""
+    return {
+        "package_version": PACKAGE_VERSION,
+        "argos_version": ARGOS_VERSION,
+        "from_code": from_code,
+        "from_name": from_name,
+        "to_code": to_code,
+        "to_name": to_name,
+        "type": "translate",
+        "links": [],
+    }
+
+
+def _write_splitters(root: Path, sbd: Path | None, sbd_name: str, stanza: Path | None) -> None:
+    """The sentence splitters into the package directory `root`: the MiniSBD model `sbd` (else
+    paragraph.onnx) as minisbd/`sbd_name`, and the Stanza directory `stanza` when given."""
+    (root / SBD_DIR).mkdir()
+    if sbd is not None:
+        shutil.copyfile(sbd, root / SBD_DIR / sbd_name)
+    else:
+        (root / SBD_DIR / sbd_name).write_bytes(resources.files(__package__).joinpath(PARAGRAPH_SBD).read_bytes())
+    if stanza is not None:
+        shutil.copytree(stanza, root / STANZA_DIR)
+
+
+def _warn_max_len(max_len: int) -> None:
+    """Warn when the model's positions end before Argos's longest output."""
+    if max_len < ARGOS_MAX_OUTPUT:
+        warn(
+            f"model.max_len is {max_len}, but Argos Translate lets an output run to {ARGOS_MAX_OUTPUT} "
+            f"tokens: an output longer than {max_len - 1} tokens fails there (CTranslate2 has no "
+            "position encodings past the model's)"
+        )
+
+
 def export_argos(
     checkpoint: Path,
     package: Path,
@@ -232,39 +268,19 @@ def export_argos(
     stanza = _check_stanza(Path(stanza_model), from_code) if stanza_model is not None else None
     sbd_name = sbd.name if sbd is not None else PARAGRAPH_SBD
     root_name = f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
-    metadata = {
-        "package_version": PACKAGE_VERSION,
-        "argos_version": ARGOS_VERSION,
-        "from_code": from_code,
-        "from_name": from_name,
-        "to_code": to_code,
-        "to_name": to_name,
-        "type": "translate",
-        "links": [],
-    }
+    metadata = _metadata(from_code, from_name, to_code, to_name)
     package.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent) as scratch:
         root = Path(scratch) / root_name
         root.mkdir()
         exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
         shutil.copyfile(joint_spm(root / MODEL_DIR), root / SPM)
-        (root / SBD_DIR).mkdir()
-        if sbd is not None:
-            shutil.copyfile(sbd, root / SBD_DIR / sbd_name)
-        else:
-            (root / SBD_DIR / sbd_name).write_bytes(resources.files(__package__).joinpath(PARAGRAPH_SBD).read_bytes())
-        if stanza is not None:
-            shutil.copytree(stanza, root / STANZA_DIR)
+        _write_splitters(root, sbd, sbd_name, stanza)
         (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
         readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
         (root / README).write_text(readme, encoding="utf-8")
         _write_zip(root, package)
-    if cfg.model.max_len < ARGOS_MAX_OUTPUT:
-        warn(
-            f"model.max_len is {cfg.model.max_len}, but Argos Translate lets an output run to {ARGOS_MAX_OUTPUT} "
-            f"tokens: an output longer than {cfg.model.max_len - 1} tokens fails there (CTranslate2 has no "
-            "position encodings past the model's)"
-        )
+    _warn_max_len(cfg.model.max_len)
     return ArgosResult(
         package=package,
         root=root_name,
