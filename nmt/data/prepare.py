@@ -152,9 +152,7 @@ def _prepare(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     replace = cfg.data.on_invalid_utf8 == "replace"
-    scans = {f.name: scan_split(f, replace_invalid=replace) for f in files}
-    line_counts = {name: lines for name, (lines, _) in scans.items()}
-    invalid_lines = sum(bad for _, bad in scans.values())
+    line_counts, invalid_lines = _scan(files, replace=replace)
     timings["scan"] = time.perf_counter() - t0
     train = next(f for f in files if f.name == "train")
 
@@ -183,34 +181,51 @@ def _prepare(
                 inputs=inputs,
                 lines=line_counts,
                 vocab=vocab,
-                splits={
-                    s.name: {
-                        "sentences": s.kept,
-                        "shards": s.shards,
-                        "dropped": s.dropped,
-                        "src_tokens": s.src_tokens,
-                        "tgt_tokens": s.tgt_tokens,
-                        "max_src_len": s.max_src_len,
-                        "max_tgt_len": s.max_tgt_len,
-                        "shard_records": s.shard_records,
-                    }
-                    for s in summaries
-                },
+                splits=_manifest_splits(summaries),
                 invalid_utf8_lines=invalid_lines,
             )
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
-        where = f"{exc.filename}" if exc.filename else str(exp.root)
-        kept = "the previous prepared data are untouched" if exp.data_dir.exists() else "nothing was kept"
-        raise DataError(
-            f"{where}: {exc.strerror} while writing the prepared data of {exp.root}; {kept}",
-            hint="free disk space (the prepared data need about 2 bytes per token), or set workdir on a larger disk",
-        ) from None
+        raise _disk_full_error(exc, exp) from None
     timings["encode"] = time.perf_counter() - t0
     exp.write_config(cfg)
     return PrepareResult(
         up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=invalid_lines, timings=timings
+    )
+
+
+def _scan(files: list[SplitFiles], *, replace: bool) -> tuple[dict[str, int], int]:
+    """Line count of every split, and the number of lines with invalid UTF-8 (one pass per file)."""
+    scans = {f.name: scan_split(f, replace_invalid=replace) for f in files}
+    line_counts = {name: lines for name, (lines, _) in scans.items()}
+    return line_counts, sum(bad for _, bad in scans.values())
+
+
+def _manifest_splits(summaries: list[SplitSummary]) -> dict[str, dict[str, Any]]:
+    """The manifest's entry for each split."""
+    return {
+        s.name: {
+            "sentences": s.kept,
+            "shards": s.shards,
+            "dropped": s.dropped,
+            "src_tokens": s.src_tokens,
+            "tgt_tokens": s.tgt_tokens,
+            "max_src_len": s.max_src_len,
+            "max_tgt_len": s.max_tgt_len,
+            "shard_records": s.shard_records,
+        }
+        for s in summaries
+    }
+
+
+def _disk_full_error(exc: OSError, exp: Experiment) -> DataError:
+    """The DataError for a full disk (or quota) while writing the prepared data, saying what was kept."""
+    where = f"{exc.filename}" if exc.filename else str(exp.root)
+    kept = "the previous prepared data are untouched" if exp.data_dir.exists() else "nothing was kept"
+    return DataError(
+        f"{where}: {exc.strerror} while writing the prepared data of {exp.root}; {kept}",
+        hint="free disk space (the prepared data need about 2 bytes per token), or set workdir on a larger disk",
     )
 
 
@@ -298,10 +313,23 @@ def _encode_split(
             f"split 'train': every pair was dropped by cleaning ({clean.dropped})",
             hint="check data.max_len / data.max_ratio and that source and target files are the right ones",
         )
+    return _split_summary(files.name, n_lines, clean, shards, writer.records, src_hist, tgt_hist)
+
+
+def _split_summary(
+    name: str,
+    n_lines: int,
+    clean: CleanStats,
+    shards: int,
+    shard_records: list[dict[str, int]],
+    src_hist: _Lengths,
+    tgt_hist: _Lengths,
+) -> SplitSummary:
+    """What `_encode_split` wrote: counts, dropped pairs, and token and length statistics per side."""
     src_tokens, src_mean, src_p95, src_max = src_hist.summary()
     tgt_tokens, tgt_mean, tgt_p95, tgt_max = tgt_hist.summary()
     return SplitSummary(
-        name=files.name,
+        name=name,
         lines=n_lines,
         kept=clean.kept,
         shards=shards,
@@ -314,5 +342,5 @@ def _encode_split(
         tgt_len_p95=tgt_p95,
         max_src_len=src_max,
         max_tgt_len=tgt_max,
-        shard_records=writer.records,
+        shard_records=shard_records,
     )
