@@ -241,17 +241,8 @@ def translate(
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
-    if attention_dir is not None and isinstance(loaded.model, SearchEngine):
-        raise NmtError(
-            f"{checkpoint}: --attention-dir needs the checkpoint (.pt): an exported CTranslate2 model "
-            "does not give attention weights",
-            hint="draw the heatmaps with the checkpoint the export came from",
-        )
     if attention_dir is not None:  # fail before translating, not after
-        from nmt.plots import require_matplotlib
-
-        require_matplotlib()
-        check_attention(loaded.model, device=device)
+        _check_heatmaps(checkpoint, loaded, device=device)
     stats, read_stats = TranslateStats(), DecodeStats()
     interactive = input is None and sys.stdin.isatty()  # answer each typed line at once
     first = FirstLines(attention_lines if attention_dir is not None else 0)  # kept for the heatmaps
@@ -277,13 +268,33 @@ def translate(
     elapsed_s = time.perf_counter() - start
     warn_repairs(stats, max_len=loaded.model.max_len)
     if output is not None:
-        info(
-            f"translated {stats.lines:,} lines in {elapsed_s:.1f} s ({stats.lines / max(elapsed_s, 1e-9):,.1f} "
-            f"lines/s) on {device.type} -> {output}"
-        )
+        _report_speed(stats, elapsed_s, device=device, output=output)
     if attention_dir is not None:
         write_heatmaps(loaded, source_ids(loaded, first.lines)[0], first.best, attention_dir, device=device)
     return TranslateResult(stats, decode_cfg, device.type, elapsed_s, output)
+
+
+def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.device) -> None:
+    """NmtError unless attention heatmaps can be drawn: a checkpoint (not an export), matplotlib installed,
+    and a model that gives attention weights (`check_attention`)."""
+    if isinstance(loaded.model, SearchEngine):
+        raise NmtError(
+            f"{checkpoint}: --attention-dir needs the checkpoint (.pt): an exported CTranslate2 model "
+            "does not give attention weights",
+            hint="draw the heatmaps with the checkpoint the export came from",
+        )
+    from nmt.plots import require_matplotlib
+
+    require_matplotlib()
+    check_attention(loaded.model, device=device)
+
+
+def _report_speed(stats: TranslateStats, elapsed_s: float, *, device: torch.device, output: Path) -> None:
+    """One line on stderr: lines translated, time, lines per second, device and output file."""
+    info(
+        f"translated {stats.lines:,} lines in {elapsed_s:.1f} s ({stats.lines / max(elapsed_s, 1e-9):,.1f} "
+        f"lines/s) on {device.type} -> {output}"
+    )
 
 
 def best_translations(
