@@ -352,22 +352,19 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
     store = FinishedStore.empty(batch, beam, device)
     trace = BeamTrace.empty(steps, batch, beam, device)
-    history = None  # (n, K, T) tokens of the open beams, for n-gram blocking only
-    if cfg.no_repeat_ngram > 0:
-        history = torch.zeros((batch, beam, steps), dtype=torch.long, device=device)
+    # (n, K, T) tokens of the open beams, for n-gram blocking only
+    history = torch.zeros((batch, beam, steps), dtype=torch.long, device=device) if cfg.no_repeat_ngram > 0 else None
     last = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
 
     for step in range(steps):
         n = alive.numel()
         logits, state = model.decode_step(last, memory, state)
-        vocab = logits.size(-1)
         logits = logits.float()
         # in place (the module docstring says why); safe, as each row is reduced before it is written
-        logp = torch.log_softmax(logits, dim=-1, out=logits).view(n, beam, vocab)
+        logp = torch.log_softmax(logits, dim=-1, out=logits).view(n, beam, -1)  # (n, K, V)
         repeats = None
-        if history is not None:
-            repeats = repeated_ngram_ids(history[:, :, :step].flatten(0, 1), n=cfg.no_repeat_ngram)
-            repeats = repeats.view(n, beam, -1)
+        if history is not None:  # (n, K, M) ids that would complete an n-gram already generated
+            repeats = repeated_ngram_ids(history[:, :, :step].flatten(0, 1), n=cfg.no_repeat_ngram).view(n, beam, -1)
         limits = max_out if step >= first_limit else None  # none reached yet: skip that pass over logp
         forbid_tokens_(logp, step=step, min_len=cfg.min_len, max_out=limits, banned=repeats)
 
