@@ -1,0 +1,189 @@
+"""`nmt translate` and `nmt evaluate`: each parses its options (the decode flags from one table,
+`DECODE_FLAGS`), calls one stage function and renders the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nmt.cli.app import app
+from nmt.cli.options import SAMPLING_FLAGS, SEARCH_FLAGS, DecodeSetOption, SetOption, guarded, with_decode_flags
+
+Model = Annotated[
+    Path, typer.Argument(help="Checkpoint (.pt) or `nmt export` directory; needs nothing else.", show_default=False)
+]
+Input = Annotated[
+    Path | None,
+    typer.Option("-i", "--input", help="Text to translate (plain or .gz); default stdin.", show_default=False),
+]
+Output = Annotated[
+    Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
+]
+Scores = Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")]
+AttentionDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--attention-dir", help="Write an attention heatmap PNG per line (line_000001.png, ...) to this folder."
+    ),
+]
+AttentionLines = Annotated[
+    int | None,
+    typer.Option("--attention-lines", min=1, metavar="N", help="Heatmaps for the first N lines (default 10)."),
+]
+Target = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Checkpoint (.pt), `nmt export` directory or experiment config (.yaml/.yml); omit with --hyp.",
+        show_default=False,
+    ),
+]
+Src = Annotated[
+    Path | None,
+    typer.Option("--src", help="Source text: translated with a checkpoint; with --hyp, measured for --by-length."),
+]
+Ref = Annotated[list[str] | None, typer.Option("--ref", help="Reference translations; repeat for several.")]
+Hyp = Annotated[
+    list[Path] | None,
+    typer.Option("--hyp", help="Score these translations; no model needed. Repeat to compare systems."),
+]
+Label = Annotated[
+    list[str] | None,
+    typer.Option("--label", metavar="NAME", help="Name of each system in tables, JSON and --plot; one per --hyp."),
+]
+Split = Annotated[str | None, typer.Option("--split", help="Split of the config to score, e.g. test.")]
+CheckpointName = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="NAME",
+        help="With a config: checkpoints/NAME.pt instead of best.pt (e.g. last, averaged).",
+    ),
+]
+HypOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Where to write the hypotheses; default next to the checkpoint as <stem>.<split or src>.hyp."
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Write one JSON document to stdout.")]
+FailUnder = Annotated[
+    float | None,
+    typer.Option(
+        "--fail-under", metavar="BLEU", help="Exit with status 1 when BLEU is below this (any system, with several)."
+    ),
+]
+ByLength = Annotated[
+    bool, typer.Option("--by-length", help="Also BLEU and chrF per source-length bucket (needs the source).")
+]
+Buckets = Annotated[
+    str | None,
+    typer.Option(
+        "--buckets", metavar="N,N,...", help="Bucket boundaries in source words; 10,20,30 (default) = 0-9 .. 30+."
+    ),
+]
+Plot = Annotated[
+    Path | None,
+    typer.Option("--plot", help="Draw BLEU by source length of every system to this PNG (implies --by-length)."),
+]
+TgtLang = Annotated[
+    str | None,
+    typer.Option(
+        "--tgt-lang",
+        metavar="LANG",
+        help="Language of the translations: zh, ja, ko pick sacreBLEU's tokenizer (as sacrebleu -l); "
+        "default the checkpoint's data.tgt_lang.",
+    ),
+]
+
+
+@app.command()
+@guarded
+@with_decode_flags(*SEARCH_FLAGS, *SAMPLING_FLAGS)
+def translate(
+    checkpoint: Model,
+    input: Input = None,
+    output: Output = None,
+    scores: Scores = False,
+    attention_dir: AttentionDir = None,
+    attention_lines: AttentionLines = None,
+    set_: DecodeSetOption = None,
+    *,
+    decode_set: list[str],
+) -> None:
+    """Translate text line by line: exactly one output line per input line (K with --nbest K).
+
+    Decode settings default to those stored in the checkpoint; flags and [bold]--set decode.*[/bold] override them.
+    """
+    from nmt.decode.translate import translate as run_translate
+    from nmt.errors import NmtError
+
+    if attention_lines is not None and attention_dir is None:
+        raise NmtError("--attention-lines needs --attention-dir DIR (where the heatmaps go)")
+    run_translate(
+        checkpoint,
+        input=input,
+        output=output,
+        overrides=decode_set,
+        scores=scores,
+        attention_dir=attention_dir,
+        attention_lines=attention_lines or 10,
+    )
+
+
+@app.command()
+@guarded
+@with_decode_flags(*SEARCH_FLAGS)
+def evaluate(
+    target: Target = None,
+    src: Src = None,
+    ref: Ref = None,
+    hyp: Hyp = None,
+    label: Label = None,
+    split: Split = None,
+    checkpoint: CheckpointName = None,
+    out: HypOut = None,
+    as_json: Json = False,
+    fail_under: FailUnder = None,
+    by_length: ByLength = False,
+    buckets: Buckets = None,
+    plot: Plot = None,
+    tgt_lang: TgtLang = None,
+    set_: SetOption = None,
+    *,
+    decode_set: list[str],
+) -> None:
+    """Score with sacreBLEU (BLEU, chrF, chrF++, TER and their signatures).
+
+    [bold]nmt evaluate CHECKPOINT --src F --ref F[/bold] translates and scores;
+    [bold]nmt evaluate CONFIG --split test[/bold] uses the experiment's best checkpoint;
+    [bold]nmt evaluate --hyp F [--hyp G ...] --ref F[/bold] scores existing translations
+    (add [bold]--src F[/bold] for [bold]--by-length[/bold] / [bold]--plot[/bold]).
+    """
+    from nmt.evaluate.report import evaluate as run_evaluate
+    from nmt.evaluate.report import length_boundaries
+    from nmt.evaluate.results import draw_plot, gate, render
+
+    if plot is not None:
+        from nmt.plots import require_matplotlib
+
+        require_matplotlib()  # before translating, not after
+    reports = run_evaluate(
+        target,
+        src=src,
+        refs=[Path(r) for r in ref or []],
+        hyps=hyp or [],
+        labels=label or [],
+        split=split,
+        checkpoint_name=checkpoint,
+        out=out,
+        overrides=decode_set,
+        fail_under=fail_under,
+        boundaries=length_boundaries(buckets, enabled=by_length or plot is not None),
+        tgt_lang=tgt_lang,
+    )
+    if plot is not None:
+        draw_plot(reports, plot)
+    render(reports, as_json=as_json, plot=plot)
+    gate(reports)

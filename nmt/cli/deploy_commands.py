@@ -1,0 +1,178 @@
+"""`nmt export` and `nmt serve`: each parses its options, calls one stage function and renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nmt.cli.app import app
+from nmt.cli.options import SEARCH_FLAGS, DecodeSetOption, guarded, with_decode_flags
+from nmt.console import console
+
+ExportFrom = Annotated[Path, typer.Argument(help="Checkpoint (.pt) of a Transformer.", show_default=False)]
+ExportTo = Annotated[
+    Path | None, typer.Option("-o", "--output", help="The CTranslate2 model directory to write.", show_default=False)
+]
+Quantization = Annotated[
+    str,
+    typer.Option(
+        "--quantization", "-q", help="none | int8 | int8_float32 | int8_bfloat16 | bfloat16 | float16 (weights)."
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Replace an earlier export or package.")]
+Argos = Annotated[
+    Path | None,
+    typer.Option("--argos", help="Write an Argos Translate package FILE.argosmodel instead of -o.", show_default=False),
+]
+FromName = Annotated[str | None, typer.Option("--from-name", help="With --argos: source language name, e.g. German.")]
+ToName = Annotated[str | None, typer.Option("--to-name", help="With --argos: target language name.")]
+SbdModel = Annotated[
+    Path | None,
+    typer.Option(
+        "--sbd-model",
+        help="With --argos: a MiniSBD model FILE.onnx to split sentences (default: each line one sentence).",
+        show_default=False,
+    ),
+]
+StanzaModel = Annotated[
+    Path | None,
+    typer.Option(
+        "--stanza-model", help="With --argos: a Stanza directory, for argostranslate <= 1.10.", show_default=False
+    ),
+]
+Models = Annotated[
+    list[Path],
+    typer.Argument(help="Checkpoints (.pt) or `nmt export` directories, one per language pair.", show_default=False),
+]
+Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+Port = Annotated[int, typer.Option("--port", help="Port to listen on.")]
+CharLimit = Annotated[int, typer.Option("--char-limit", help="Most characters per request (all of q); -1 = no limit.")]
+BatchLimit = Annotated[int, typer.Option("--batch-limit", help="Most strings in a q list; -1 = no limit.")]
+LineLimit = Annotated[
+    int, typer.Option("--line-limit", help="Most lines per request (all of q, split at line breaks); -1 = none.")
+]
+MaxWaitMs = Annotated[
+    float, typer.Option("--max-wait-ms", min=0.0, help="How long a batch waits for more requests to join it.")
+]
+QueueSize = Annotated[
+    int, typer.Option("--queue-size", min=1, help="Requests that may wait for the decoder; more get 429.")
+]
+ApiKeysFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-keys-file", help="Keys a request must carry as api_key, one a line (# comments).", show_default=False
+    ),
+]
+ReqLimit = Annotated[
+    int, typer.Option("--req-limit", help="Translate requests per minute per key (or client address); -1 = any.")
+]
+ForwardedAllowIps = Annotated[
+    str | None,
+    typer.Option(
+        "--forwarded-allow-ips", help="Proxies whose X-Forwarded-For names the client (IPs, or *).", show_default=False
+    ),
+]
+MaxConnections = Annotated[
+    int | None,
+    typer.Option(
+        "--max-connections",
+        min=1,
+        help="Open connections; more get 503. Default: 1000, or what ulimit -n allows.",
+        show_default=False,
+    ),
+]
+ReadTimeout = Annotated[
+    float, typer.Option("--read-timeout", min=0.01, help="Seconds a client has to send a request's head, and its body.")
+]
+ShutdownTimeout = Annotated[
+    float, typer.Option("--shutdown-timeout", min=0.0, help="Seconds SIGTERM waits for requests in flight.")
+]
+
+
+@app.command()
+@guarded
+def export(
+    checkpoint: ExportFrom,
+    output: ExportTo = None,
+    quantization: Quantization = "none",
+    force: Force = False,
+    argos: Argos = None,
+    from_name: FromName = None,
+    to_name: ToName = None,
+    sbd_model: SbdModel = None,
+    stanza_model: StanzaModel = None,
+) -> None:
+    """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt\\[ct2]'[/bold]).
+
+    The directory is self-contained like a checkpoint (weights, SentencePiece models, decode settings):
+    [bold]nmt translate DIR[/bold] and [bold]nmt evaluate DIR --src F --ref F[/bold] then run on CTranslate2.
+    [bold]--argos FILE.argosmodel --from-name German --to-name English[/bold] writes an Argos Translate package
+    (for LibreTranslate) holding that directory instead; the language codes are the checkpoint's.
+    """
+    from nmt.export import export_command
+
+    written = export_command(
+        checkpoint,
+        output=output,
+        argos=argos,
+        quantization=quantization,
+        force=force,
+        from_name=from_name,
+        to_name=to_name,
+        sbd_model=sbd_model,
+        stanza_model=stanza_model,
+    )
+    console.print(written)
+
+
+@app.command()
+@guarded
+@with_decode_flags(*SEARCH_FLAGS)
+def serve(
+    models: Models,
+    host: Host = "127.0.0.1",
+    port: Port = 5000,
+    char_limit: CharLimit = 5000,
+    batch_limit: BatchLimit = 128,
+    line_limit: LineLimit = 500,
+    max_wait_ms: MaxWaitMs = 5.0,
+    queue_size: QueueSize = 256,
+    api_keys_file: ApiKeysFile = None,
+    req_limit: ReqLimit = -1,
+    forwarded_allow_ips: ForwardedAllowIps = None,
+    max_connections: MaxConnections = None,
+    read_timeout: ReadTimeout = 30.0,
+    shutdown_timeout: ShutdownTimeout = 20.0,
+    set_: DecodeSetOption = None,
+    *,
+    decode_set: list[str],
+) -> None:
+    """Serve models over LibreTranslate's HTTP API (needs [bold]pip install 'nmt\\[serve]'[/bold]).
+
+    [bold]POST /translate[/bold] (q, source, target, format, alternatives, api_key), [bold]GET /languages[/bold],
+    [bold]GET /health[/bold], [bold]GET /metrics[/bold]. Requests are decoded together in batches of up to
+    --batch-tokens source tokens, long ones in slices; SIGTERM answers what was received (up to
+    --shutdown-timeout), then exits 0; a second SIGTERM or Ctrl-C exits at once.
+    """
+    from nmt.serve import serve as run_serve
+
+    run_serve(
+        models,
+        host=host,
+        port=port,
+        overrides=decode_set,
+        char_limit=char_limit,
+        batch_limit=batch_limit,
+        line_limit=line_limit,
+        max_queue=queue_size,
+        max_wait_ms=max_wait_ms,
+        batch_tokens=None,  # decode.batch_tokens of the models (--batch-tokens sets it for all)
+        api_keys_file=api_keys_file,
+        req_limit=req_limit,
+        forwarded_allow_ips=forwarded_allow_ips,
+        max_connections=max_connections,
+        read_timeout_s=read_timeout,
+        shutdown_timeout_s=shutdown_timeout,
+    )
