@@ -182,6 +182,41 @@ def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantizat
     )
 
 
+def _root_name(from_code: str, to_code: str) -> str:
+    """The package's one directory (see the module docstring for the "nmt" in it)."""
+    return f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
+
+
+def _write_package(
+    package: Path,
+    checkpoint: Path,
+    cfg: ExperimentConfig,
+    *,
+    from_name: str,
+    to_name: str,
+    quantization: str,
+    sbd: Path | None,
+    stanza: Path | None,
+) -> int:
+    """Build the package's directory in a temp directory beside `package`, then zip it into `package`
+    (atomically, `_write_zip`); returns the checkpoint's step."""
+    from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
+    sbd_name = sbd.name if sbd is not None else PARAGRAPH_SBD
+    metadata = _metadata(from_code, from_name, to_code, to_name)
+    package.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent) as scratch:
+        root = Path(scratch) / _root_name(from_code, to_code)
+        root.mkdir()
+        exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
+        shutil.copyfile(joint_spm(root / MODEL_DIR), root / SPM)
+        _write_splitters(root, sbd, sbd_name, stanza)
+        (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
+        (root / README).write_text(readme, encoding="utf-8")
+        _write_zip(root, package)
+    return exported.step
+
+
 def _write_zip(root: Path, out: Path) -> None:
     """`root` and everything under it into the zip `out`, paths relative to root's parent, written
     atomically (`fileio.atomic_open`: a temp file beside `out`, fsynced, renamed over it)."""
@@ -266,26 +301,22 @@ def export_argos(
     from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
     sbd = _check_sbd(Path(sbd_model)) if sbd_model is not None else None
     stanza = _check_stanza(Path(stanza_model), from_code) if stanza_model is not None else None
-    sbd_name = sbd.name if sbd is not None else PARAGRAPH_SBD
-    root_name = f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
-    metadata = _metadata(from_code, from_name, to_code, to_name)
-    package.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent) as scratch:
-        root = Path(scratch) / root_name
-        root.mkdir()
-        exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
-        shutil.copyfile(joint_spm(root / MODEL_DIR), root / SPM)
-        _write_splitters(root, sbd, sbd_name, stanza)
-        (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
-        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
-        (root / README).write_text(readme, encoding="utf-8")
-        _write_zip(root, package)
+    step = _write_package(
+        package,
+        checkpoint,
+        cfg,
+        from_name=from_name,
+        to_name=to_name,
+        quantization=quantization,
+        sbd=sbd,
+        stanza=stanza,
+    )
     _warn_max_len(cfg.model.max_len)
     return ArgosResult(
         package=package,
-        root=root_name,
+        root=_root_name(from_code, to_code),
         checkpoint=checkpoint,
-        step=exported.step,
+        step=step,
         from_code=from_code,
         to_code=to_code,
         quantization=quantization,
