@@ -87,7 +87,7 @@ def train(
         raise typer.Exit(launch(config, devices=devices, overrides=set_ or [], restart=restart, new_data=new_data))
     from nmt.config import load_config
     from nmt.train.loop import train as run_train
-    from nmt.train.report import summarize
+    from nmt.train.run_log import summarize
 
     cfg = load_config(config, overrides=set_ or [])
     result = run_train(cfg, restart=restart, new_data=new_data)

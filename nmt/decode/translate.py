@@ -32,8 +32,8 @@ from nmt.config import DecodeConfig, apply_decode_overrides
 from nmt.console import info, progress, warn
 from nmt.data.vocab import Vocab
 from nmt.decode import ct2
-from nmt.decode.attention import FirstLines, check_attention, write_heatmaps
 from nmt.decode.beam import Hypothesis
+from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
@@ -236,7 +236,7 @@ def translate(
         overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
         scores: write `score<TAB>text` lines.
         attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
-            `nmt.decode.attention`); the translations are the same with or without.
+            `nmt.decode.heatmaps`); the translations are the same with or without.
     """
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")

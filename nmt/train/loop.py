@@ -36,7 +36,7 @@ from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, g
 from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
-from nmt.train.report import draw_curves, write_metrics
+from nmt.train.run_log import draw_curves, write_metrics
 from nmt.train.saving import Saver
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import Counters, TrainResult, TrainState

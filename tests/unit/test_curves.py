@@ -1,4 +1,4 @@
-"""Training curves: nmt.plots.training_curves from metrics.jsonl records, and report.draw_curves during training."""
+"""Training curves: nmt.plots.training_curves from metrics.jsonl records, and run_log.draw_curves during training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from nmt import plots
 from nmt.experiment import Experiment
-from nmt.train import report
+from nmt.train import run_log
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -109,7 +109,7 @@ def test_resumed_runs_keep_the_last_record_per_step_and_non_finite_points_are_sk
 
 @pytest.fixture
 def exp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Experiment:
-    monkeypatch.setattr(report, "_CURVES_WARNED", set())  # each test starts as a fresh process
+    monkeypatch.setattr(run_log, "_CURVES_WARNED", set())  # each test starts as a fresh process
     exp = Experiment(tmp_path / "exp")
     exp.root.mkdir()
     lines = [json.dumps(r) for r in _records(100) + [_train(110, math.nan)]]  # NaN is written as `NaN`
@@ -119,13 +119,13 @@ def exp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Experiment:
 
 def test_draw_curves_reads_metrics_jsonl_and_writes_curves_png(exp: Experiment, capsys) -> None:
     assert exp.curves_path == exp.root / "curves.png"
-    report.draw_curves(exp, is_main=True)
+    run_log.draw_curves(exp, is_main=True)
     assert _read_png(exp.curves_path).var() > 0
     assert capsys.readouterr().err == ""
 
 
 def test_only_the_main_process_draws(exp: Experiment, capsys) -> None:
-    report.draw_curves(exp, is_main=False)
+    run_log.draw_curves(exp, is_main=False)
     assert not exp.curves_path.exists() and capsys.readouterr().err == ""
 
 
@@ -135,8 +135,8 @@ def test_without_matplotlib_draw_curves_warns_once_and_writes_nothing(
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.setitem(sys.modules, name, None)  # `import matplotlib...` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    report.draw_curves(exp, is_main=True)
-    report.draw_curves(exp, is_main=True)
+    run_log.draw_curves(exp, is_main=True)
+    run_log.draw_curves(exp, is_main=True)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1, err
     assert "matplotlib is not installed" in err and "curves.png" in err and "pip install 'nmt[plot]'" in err
@@ -150,8 +150,8 @@ def test_a_drawing_error_warns_once_and_does_not_stop_training(
         raise OSError("disk [full]")
 
     monkeypatch.setattr(plots, "training_curves", broken)
-    report.draw_curves(exp, is_main=True)
-    report.draw_curves(exp, is_main=True)
+    run_log.draw_curves(exp, is_main=True)
+    run_log.draw_curves(exp, is_main=True)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "OSError: disk [full]" in err, err
     assert not exp.curves_path.exists()

@@ -10,7 +10,7 @@ import torch
 
 from nmt import plots
 from nmt.config import DecodeConfig
-from nmt.decode.attention import FirstLines, check_attention, teacher_forced_attention
+from nmt.decode.heatmaps import FirstLines, check_attention, teacher_forced_attention
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.translate import source_ids, translate_lines
 from nmt.errors import NmtError
