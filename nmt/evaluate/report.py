@@ -17,7 +17,6 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nmt.config import DecodeConfig, load_config
 from nmt.console import progress
@@ -32,9 +31,6 @@ from nmt.evaluate.results import EvalReport
 from nmt.experiment import Experiment
 from nmt.fileio import DecodeStats, atomic_open, count_lines, read_lines
 from nmt.metrics import check_tokenizer, corpus_scores
-
-if TYPE_CHECKING:
-    pass
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 USAGE = "nmt evaluate CHECKPOINT --src FILE --ref FILE | CONFIG --split NAME | --hyp FILE [--hyp FILE ...] --ref FILE"
@@ -67,6 +63,43 @@ def evaluate(
             config's or checkpoint's `data.tgt_lang`, none with `hyps`.
     """
     refs = list(refs)
+    _check_form(target, hyps=hyps, src=src, refs=refs, split=split, checkpoint_name=checkpoint_name, out=out)
+    if target is None:
+        check_tokenizer(tgt_lang, where="--tgt-lang")
+        return _score_files(
+            hyps, refs, src=src, labels=labels, fail_under=fail_under, boundaries=boundaries, tgt_lang=tgt_lang
+        )
+    if target.suffix in CONFIG_SUFFIXES:
+        assert split is not None
+        label, report = _translate_split(
+            target,
+            split,
+            checkpoint_name=checkpoint_name,
+            labels=labels,
+            overrides=overrides,
+            out=out,
+            fail_under=fail_under,
+            tgt_lang=tgt_lang,
+        )
+    else:
+        assert src is not None
+        label, report = _translate_source(
+            target, src, refs, labels=labels, overrides=overrides, out=out, fail_under=fail_under, tgt_lang=tgt_lang
+        )
+    return [_with_buckets(report, label, boundaries)]
+
+
+def _check_form(
+    target: Path | None,
+    *,
+    hyps: Sequence[Path],
+    src: Path | None,
+    refs: list[Path],
+    split: str | None,
+    checkpoint_name: str | None,
+    out: Path | None,
+) -> None:
+    """NmtError unless the options fit the form `target` picks: --hyp, a config or a checkpoint (see USAGE)."""
     if target is None and not hyps:
         raise NmtError("nothing to evaluate: give a CHECKPOINT, a CONFIG or --hyp FILE", hint=USAGE)
     if target is None:
@@ -75,51 +108,74 @@ def evaluate(
             {"--hyp": bool(hyps), "--ref": bool(refs)},
             {"--split": split, "--checkpoint": checkpoint_name, "--out": out},
         )
-        check_tokenizer(tgt_lang, where="--tgt-lang")
-        return _score_files(
-            hyps, refs, src=src, labels=labels, fail_under=fail_under, boundaries=boundaries, tgt_lang=tgt_lang
-        )
-    if hyps:
+    elif hyps:
         raise NmtError("give either a CHECKPOINT/CONFIG to translate with or --hyp translations, not both")
-    if target.suffix in CONFIG_SUFFIXES:
+    elif target.suffix in CONFIG_SUFFIXES:
         _check_options("a config", {"--split": split is not None}, {"--src": src, "--ref": refs or None})
-        assert split is not None
-        cfg = load_config(target, overrides=list(overrides))
-        if split not in cfg.data.splits:
-            raise ConfigError(f"{target}: no split {split!r} in data.splits (it has: {', '.join(cfg.data.splits)})")
-        files = resolve_split(split, cfg.data.splits[split], cfg.data)
-        name = (checkpoint_name or "best").removesuffix(".pt")
-        ckpt = Experiment.from_config(cfg).checkpoint_dir / f"{name}.pt"
-        if not ckpt.is_file():
-            raise CheckpointError(
-                f"{ckpt}: checkpoint not found",
-                hint="train first (`nmt train CONFIG`), or pick one with --checkpoint last|averaged|step_N",
-            )
-        [label] = _labels(labels, [f"{cfg.name} {name}"])
-        report = translate_and_score(
-            ckpt,
-            files.src,
-            [files.tgt],
-            base=cfg.decode,
-            out=out,
-            tag=split,
-            split=split,
-            fail_under=fail_under,
-            tgt_lang=tgt_lang or cfg.data.tgt_lang,
+    else:
+        _check_options(
+            "a checkpoint",
+            {"--src": src is not None, "--ref": bool(refs)},
+            {"--split": split, "--checkpoint": checkpoint_name},
         )
-        return [_with_buckets(report, label, boundaries)]
-    _check_options(
-        "a checkpoint",
-        {"--src": src is not None, "--ref": bool(refs)},
-        {"--split": split, "--checkpoint": checkpoint_name},
+
+
+def _translate_split(
+    config: Path,
+    split: str,
+    *,
+    checkpoint_name: str | None,
+    labels: Sequence[str],
+    overrides: Sequence[str],
+    out: Path | None,
+    fail_under: float | None,
+    tgt_lang: str | None,
+) -> tuple[str, EvalReport]:
+    """The config form: the experiment's checkpoint translates the split named in the config; (label, report)."""
+    cfg = load_config(config, overrides=list(overrides))
+    if split not in cfg.data.splits:
+        raise ConfigError(f"{config}: no split {split!r} in data.splits (it has: {', '.join(cfg.data.splits)})")
+    files = resolve_split(split, cfg.data.splits[split], cfg.data)
+    name = (checkpoint_name or "best").removesuffix(".pt")
+    ckpt = Experiment.from_config(cfg).checkpoint_dir / f"{name}.pt"
+    if not ckpt.is_file():
+        raise CheckpointError(
+            f"{ckpt}: checkpoint not found",
+            hint="train first (`nmt train CONFIG`), or pick one with --checkpoint last|averaged|step_N",
+        )
+    [label] = _labels(labels, [f"{cfg.name} {name}"])
+    report = translate_and_score(
+        ckpt,
+        files.src,
+        [files.tgt],
+        base=cfg.decode,
+        out=out,
+        tag=split,
+        split=split,
+        fail_under=fail_under,
+        tgt_lang=tgt_lang or cfg.data.tgt_lang,
     )
-    assert src is not None
-    [label] = _labels(labels, [target.stem])
+    return label, report
+
+
+def _translate_source(
+    checkpoint: Path,
+    src: Path,
+    refs: list[Path],
+    *,
+    labels: Sequence[str],
+    overrides: Sequence[str],
+    out: Path | None,
+    fail_under: float | None,
+    tgt_lang: str | None,
+) -> tuple[str, EvalReport]:
+    """The checkpoint form: the checkpoint (or export directory) translates `src`; (label, report)."""
+    [label] = _labels(labels, [checkpoint.stem])
     tag = Path(src.name.removesuffix(".gz")).stem
     report = translate_and_score(
-        target, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under, tgt_lang=tgt_lang
+        checkpoint, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under, tgt_lang=tgt_lang
     )
-    return [_with_buckets(report, label, boundaries)]
+    return label, report
 
 
 def length_boundaries(buckets: str | None, *, enabled: bool) -> tuple[int, ...] | None:
