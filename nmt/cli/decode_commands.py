@@ -161,15 +161,9 @@ def evaluate(
     [bold]nmt evaluate --hyp F [--hyp G ...] --ref F[/bold] scores existing translations
     (add [bold]--src F[/bold] for [bold]--by-length[/bold] / [bold]--plot[/bold]).
     """
-    from nmt.evaluate.report import evaluate as run_evaluate
-    from nmt.evaluate.report import length_boundaries
-    from nmt.evaluate.results import draw_plot, gate, render
+    from nmt.evaluate.command import evaluate_command
 
-    if plot is not None:
-        from nmt.plots import require_matplotlib
-
-        require_matplotlib()  # before translating, not after
-    reports = run_evaluate(
+    evaluate_command(
         target,
         src=src,
         refs=[Path(r) for r in ref or []],
@@ -180,10 +174,9 @@ def evaluate(
         out=out,
         overrides=decode_set,
         fail_under=fail_under,
-        boundaries=length_boundaries(buckets, enabled=by_length or plot is not None),
+        by_length=by_length,
+        buckets=buckets,
+        plot=plot,
+        as_json=as_json,
         tgt_lang=tgt_lang,
     )
-    if plot is not None:
-        draw_plot(reports, plot)
-    render(reports, as_json=as_json, plot=plot)
-    gate(reports)

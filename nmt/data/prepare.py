@@ -50,6 +50,7 @@ from nmt.data.corpus import (
     scan_split,
     to_text,
 )
+from nmt.data.prepared import SplitSummary
 from nmt.data.vocab import Vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
@@ -63,24 +64,6 @@ from nmt.fileio import (
 
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@dataclass
-class SplitSummary:
-    name: str
-    lines: int
-    kept: int
-    shards: int
-    dropped: dict[str, int]
-    src_tokens: int
-    tgt_tokens: int
-    src_len_mean: float
-    src_len_p95: float
-    tgt_len_mean: float
-    tgt_len_p95: float
-    max_src_len: int
-    max_tgt_len: int
-    shard_records: list[dict[str, int]] = field(default_factory=list)  # binarize.shard_record per shard
 
 
 @dataclass
@@ -181,7 +164,7 @@ def _prepare(
                 inputs=inputs,
                 lines=line_counts,
                 vocab=vocab,
-                splits=_manifest_splits(summaries),
+                splits=summaries,
                 invalid_utf8_lines=invalid_lines,
             )
     except OSError as exc:
@@ -200,23 +183,6 @@ def _scan(files: list[SplitFiles], *, replace: bool) -> tuple[dict[str, int], in
     scans = {f.name: scan_split(f, replace_invalid=replace) for f in files}
     line_counts = {name: lines for name, (lines, _) in scans.items()}
     return line_counts, sum(bad for _, bad in scans.values())
-
-
-def _manifest_splits(summaries: list[SplitSummary]) -> dict[str, dict[str, Any]]:
-    """The manifest's entry for each split."""
-    return {
-        s.name: {
-            "sentences": s.kept,
-            "shards": s.shards,
-            "dropped": s.dropped,
-            "src_tokens": s.src_tokens,
-            "tgt_tokens": s.tgt_tokens,
-            "max_src_len": s.max_src_len,
-            "max_tgt_len": s.max_tgt_len,
-            "shard_records": s.shard_records,
-        }
-        for s in summaries
-    }
 
 
 def _disk_full_error(exc: OSError, exp: Experiment) -> DataError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,26 @@ def references_path(directory: Path, split: str) -> Path:
 # ------------------------------------------------------------------ writing (nmt prepare)
 
 
+@dataclass
+class SplitSummary:
+    """What prepare made of one split (its manifest entry, and the summary table's row)."""
+
+    name: str
+    lines: int
+    kept: int
+    shards: int
+    dropped: dict[str, int]
+    src_tokens: int
+    tgt_tokens: int
+    src_len_mean: float
+    src_len_p95: float
+    tgt_len_mean: float
+    tgt_len_p95: float
+    max_src_len: int
+    max_tgt_len: int
+    shard_records: list[dict[str, int]] = field(default_factory=list)  # binarize.shard_record per shard
+
+
 def write_vocab(directory: Path, vocab: Vocab) -> None:
     if vocab.joint:
         atomic_write_bytes(directory / JOINT_SPM, vocab.src_model)
@@ -64,13 +84,12 @@ def write_manifest(
     inputs: dict[str, Any],
     lines: dict[str, int],
     vocab: Vocab,
-    splits: dict[str, dict[str, Any]],
+    splits: list[SplitSummary],
     invalid_utf8_lines: int,
 ) -> dict[str, Any]:
     """Write the manifest of a complete dataset in `directory`; returns it.
 
-    `inputs`: per split {src, tgt, src_sha256, tgt_sha256}; `splits`: per split {sentences, shards,
-    dropped, src_tokens, tgt_tokens, max_src_len, max_tgt_len, shard_records}."""
+    `inputs`: per split {src, tgt, src_sha256, tgt_sha256}."""
     manifest = {
         "version": FORMAT_VERSION,
         "nmt_version": __version__,
@@ -81,7 +100,19 @@ def write_manifest(
         "src_vocab_size": vocab.src_size,
         "tgt_vocab_size": vocab.tgt_size,
         "spm_sha256": hashlib.sha256(vocab.src_model + vocab.tgt_model).hexdigest(),
-        "splits": splits,
+        "splits": {
+            s.name: {
+                "sentences": s.kept,
+                "shards": s.shards,
+                "dropped": s.dropped,
+                "src_tokens": s.src_tokens,
+                "tgt_tokens": s.tgt_tokens,
+                "max_src_len": s.max_src_len,
+                "max_tgt_len": s.max_tgt_len,
+                "shard_records": s.shard_records,
+            }
+            for s in splits
+        },
         "invalid_utf8_lines": invalid_utf8_lines,
     }
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
