@@ -109,14 +109,9 @@ def serve(
     pairs = load_pairs(models, overrides=overrides)
     budget = batch_tokens if batch_tokens is not None else max(pair.decode.batch_tokens for pair in pairs.values())
     limits = Limits(
-        char_limit=char_limit,
-        batch_limit=batch_limit,
-        line_limit=line_limit,
-        max_queue=max_queue,
-        max_wait_ms=max_wait_ms,
-        batch_tokens=budget,
-        body_timeout_s=read_timeout_s,
-    )
+        char_limit=char_limit, batch_limit=batch_limit, line_limit=line_limit, max_queue=max_queue,
+        max_wait_ms=max_wait_ms, batch_tokens=budget, body_timeout_s=read_timeout_s,
+    )  # fmt: skip
     sock = bind(host, port)
     cap, backlog = fit_open_files(max_connections)
     connections = ConnectionLimits(
@@ -127,17 +122,37 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
     )
     app, batcher = build_app(pairs, limits, access=access)
+    _announce(pairs, f"http://{host}:{port}", limits, access, cap)
+    server = NmtServer(uvicorn_config(app, connections, app.state.metrics))
+    _run(server, sock, batcher, shutdown_timeout_s=shutdown_timeout_s)
+    if not server.started:
+        raise NmtError(f"the HTTP server on {host}:{port} did not start (see the messages above)")
+    cut = app.state.metrics.cut_at_shutdown
+    info(
+        f"stopped at the shutdown timeout ({shutdown_timeout_s:g} s): {cut} request{'s' * (cut != 1)} in flight "
+        "answered 503"
+        if cut
+        else "stopped: every request received was answered"
+    )
+
+
+def _announce(pairs: dict[tuple[str, str], Any], url: str, limits: Any, access: Any, cap: int) -> None:
+    """The start-up lines: each model with its engine, then where and how the server listens."""
+    from nmt.decode.search import SearchEngine
+
     for pair in pairs.values():
-        engine = "CTranslate2" if pair.path.is_dir() else f"torch {pair.device.type}"
+        engine = "CTranslate2" if isinstance(pair.loaded.model, SearchEngine) else f"torch {pair.device.type}"
         info(f"{pair.source}->{pair.target}: {pair.path} ({engine}, beam {pair.decode.beam})")
     keys = f"{len(access.api_keys)} API keys" if access.api_keys else "no API keys"
     info(
-        f"listening on http://{host}:{port} (LibreTranslate API: POST /translate, GET /languages; /health, /metrics); "
-        f"batches of up to {budget} source tokens, waiting up to {max_wait_ms:g} ms; {keys}; "
-        f"at most {cap} connections, {read_timeout_s:g} s to send a request"
+        f"listening on {url} (LibreTranslate API: POST /translate, GET /languages; /health, /metrics); "
+        f"batches of up to {limits.batch_tokens} source tokens, waiting up to {limits.max_wait_ms:g} ms; {keys}; "
+        f"at most {cap} connections, {limits.body_timeout_s:g} s to send a request"
     )
-    server = NmtServer(uvicorn_config(app, connections, app.state.metrics))
-    # uvicorn in a thread (it installs no signal handlers there), the decoder loop in this one
+
+
+def _run(server: Any, sock: socket.socket, batcher: Any, *, shutdown_timeout_s: float) -> None:
+    """uvicorn in a thread, the decoder loop in this one, until SIGTERM/SIGINT (a second one: at once)."""
     http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nmt-serve-http", daemon=True)
 
     def stop(sig: int, frame: Any) -> None:
@@ -164,12 +179,3 @@ def serve(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    if not server.started:
-        raise NmtError(f"the HTTP server on {host}:{port} did not start (see the messages above)")
-    if cut := app.state.metrics.cut_at_shutdown:
-        info(
-            f"stopped at the shutdown timeout ({shutdown_timeout_s:g} s): "
-            f"{cut} request{'s' * (cut != 1)} in flight answered 503"
-        )
-    else:
-        info("stopped: every request received was answered")

@@ -32,7 +32,7 @@ from nmt.console import info
 from nmt.decode.translate import source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
-from nmt.serve.metrics import Metrics
+from nmt.serve.prometheus import Metrics
 from nmt.serve.models import Pair, languages
 from nmt.serve.protocol import ApiError, Limits, TranslateRequest, parse_translate, read_params
 
@@ -106,17 +106,22 @@ def answer(req: TranslateRequest, per_text: list[list[str]]) -> dict[str, Any]:
     return body
 
 
-def build_app(
-    pairs: dict[tuple[str, str], Pair], limits: Limits, *, access: Access | None = None
-) -> tuple[Starlette, Batcher]:
-    """The app (its counters as `app.state.metrics`) and its batcher; whoever serves the app runs
-    `batcher.run()` (the app's shutdown closes the batcher once every request has been answered)."""
-    access = access or Access()
-    metrics = Metrics()
-    limiter = RateLimiter(access.req_limit) if access.req_limit >= 0 else None
+class Routes:
+    """The routes of one app and what they share: the pairs, limits, keys, counters and batcher."""
 
-    def log_batch(report: BatchReport) -> None:
-        metrics.batch(report)
+    def __init__(self, pairs: dict[tuple[str, str], Pair], limits: Limits, access: Access) -> None:
+        self.pairs, self.limits, self.access = pairs, limits, access
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(access.req_limit) if access.req_limit >= 0 else None
+        self.batcher = Batcher(
+            max_queue=limits.max_queue,
+            max_wait_s=limits.max_wait_ms / 1000,
+            batch_tokens=limits.batch_tokens,
+            on_batch=self.log_batch,
+        )
+
+    def log_batch(self, report: BatchReport) -> None:
+        self.metrics.batch(report)
         if report.requests or report.dropped:
             extra = "".join(
                 f", {n} {what}" for n, what in ((report.dropped, "dropped"), (report.failed, "failed")) if n
@@ -126,32 +131,26 @@ def build_app(
                 f"waited {report.waited_s * 1000:.0f} ms, decoded in {report.seconds * 1000:.0f} ms{extra}"
             )
 
-    batcher = Batcher(
-        max_queue=limits.max_queue,
-        max_wait_s=limits.max_wait_ms / 1000,
-        batch_tokens=limits.batch_tokens,
-        on_batch=log_batch,
-    )
-
-    def admit(request: Request, params: dict[str, Any]) -> None:
+    def admit(self, request: Request, params: dict[str, Any]) -> None:
         """The key check and the per-minute limit, in LibreTranslate's order and words."""
+        access = self.access
         refused = access.check_key(params.get("api_key"))
         if refused:
             raise ApiError(*refused)
-        if limiter is not None:
+        if self.limiter is not None:
             identity = (
                 f"key {params['api_key']}" if access.api_keys else f"address {getattr(request.client, 'host', '')}"
             )
-            wait_s = limiter.hit(identity)
+            wait_s = self.limiter.hit(identity)
             if wait_s is not None:
                 retry = str(max(1, math.ceil(wait_s)))
                 raise ApiError(429, f"Slowdown: {access.req_limit} per 1 minute", headers={"retry-after": retry})
 
-    async def translate(request: Request) -> Response:
+    async def translate(self, request: Request) -> Response:
         try:
-            params = await read_params(request, limits)
-            admit(request, params)
-            req = parse_translate(params, pairs, limits)
+            params = await read_params(request, self.limits)
+            self.admit(request, params)
+            req = parse_translate(params, self.pairs, self.limits)
         except ApiError as exc:
             if exc.status == 499:  # the client is gone: nothing can be sent, the status is for /metrics
                 return Response(status_code=499)
@@ -161,29 +160,15 @@ def build_app(
         flat = [line for text_lines in req.lines for line in text_lines]
         src, truncated = source_ids(req.pair.loaded, flat)
         if truncated:
-            metrics.truncated(truncated)
+            self.metrics.truncated(truncated)
             info(f"{truncated} lines of a request were longer than {req.pair.max_len - 1} source tokens: truncated")
         nbest = min(req.alternatives + 1, req.pair.decode.beam)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
-
-        def done(result: Result) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
-
-        job = Job(req.pair, src, nbest, done)
         try:
-            batcher.submit(job)
+            result = await self.decode(request, req.pair, src, nbest)
         except queue.Full:
             return error(429, "Slowdown: too many requests are waiting; try again later")
-        gone = asyncio.ensure_future(wait_for_disconnect(request))
-        try:
-            await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # the client left, or the shutdown timeout cancelled this request: drop it from its batch
-            gone.cancel()
-            job.cancelled = not future.done()
-        if job.cancelled:
+        if result is None:
             return Response(status_code=499)
-        result = future.result()
         if isinstance(result, BaseException):
             return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
         per_text: list[list[str]] = []  # per q string: nbest texts
@@ -194,43 +179,72 @@ def build_app(
             per_text.append(["\n".join(row[k].text for row in rows) for k in range(nbest)])
         return JSONResponse(answer(req, per_text))
 
-    async def get_languages(request: Request) -> Response:
-        return JSONResponse(languages(pairs))
+    async def decode(self, request: Request, pair: Pair, src: list[list[int]], nbest: int) -> Result | None:
+        """The lines `src` decoded by the batcher; None when the client left (or the shutdown timeout
+        cancelled the request) first, and the job is dropped from its batch. queue.Full when full."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "pairs": [pair.key for pair in pairs.values()]})
+        def done(result: Result) -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
-    async def get_metrics(request: Request) -> Response:
-        if access.api_keys is not None:
+        job = Job(pair, src, nbest, done)
+        self.batcher.submit(job)
+        gone = asyncio.ensure_future(wait_for_disconnect(request))
+        try:
+            await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the client left, or the shutdown timeout cancelled this request: drop it from its batch
+            gone.cancel()
+            job.cancelled = not future.done()
+        return None if job.cancelled else future.result()
+
+    async def get_languages(self, request: Request) -> Response:
+        return JSONResponse(languages(self.pairs))
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pairs": [pair.key for pair in self.pairs.values()]})
+
+    async def get_metrics(self, request: Request) -> Response:
+        if self.access.api_keys is not None:
             bearer = request.headers.get("authorization", "")
             key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else request.query_params.get("api_key")
-            refused = access.check_key(key)
+            refused = self.access.check_key(key)
             if refused:
                 return error(*refused)
         return PlainTextResponse(
-            metrics.render(queue_depth=batcher.depth()), media_type="text/plain; version=0.0.4; charset=utf-8"
+            self.metrics.render(queue_depth=self.batcher.depth()),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return error(status, str(detail))
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return error(status, str(detail))
+
+
+def build_app(
+    pairs: dict[tuple[str, str], Pair], limits: Limits, *, access: Access | None = None
+) -> tuple[Starlette, Batcher]:
+    """The app (its counters as `app.state.metrics`) and its batcher; whoever serves the app runs
+    `batcher.run()` (the app's shutdown closes the batcher once every request has been answered)."""
+    routes = Routes(pairs, limits, access or Access())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        await asyncio.get_running_loop().run_in_executor(None, routes.batcher.close)
 
     app = Starlette(
         routes=[
-            Route("/translate", translate, methods=["POST"]),
-            Route("/languages", get_languages, methods=["GET", "POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", get_metrics, methods=["GET"]),
+            Route("/translate", routes.translate, methods=["POST"]),
+            Route("/languages", routes.get_languages, methods=["GET", "POST"]),
+            Route("/health", routes.health, methods=["GET"]),
+            Route("/metrics", routes.get_metrics, methods=["GET"]),
         ],
-        middleware=[Middleware(Counted, metrics=metrics)],
+        middleware=[Middleware(Counted, metrics=routes.metrics)],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
-    app.state.metrics = metrics
-    return app, batcher
+    app.state.metrics = routes.metrics
+    return app, routes.batcher

@@ -31,7 +31,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nmt.console import info
-from nmt.serve.metrics import Metrics
+from nmt.serve.prometheus import Metrics
 
 MAX_CONNECTIONS = 1000  # the default cap, when the open-file limit allows it
 MAX_BACKLOG = 2048  # uvicorn's listen backlog, when the open-file limit allows it

@@ -191,7 +191,7 @@ def test_a_long_job_is_decoded_in_slices_and_a_short_one_overtakes_it(pair: Pair
 
 
 def test_lines_of_a_failed_job_are_not_counted_as_translated(pair: Pair) -> None:
-    from nmt.serve.metrics import Metrics
+    from nmt.serve.prometheus import Metrics
 
     src, _ = source_ids(pair.loaded, LINES)
     bad = src[1][1]  # a piece of this line only (src[1][0], the word boundary, is in every line)
