@@ -1,4 +1,4 @@
-"""The README's config reference, generated from the schema's fields and their comments."""
+"""The config reference in docs/configuration.md, generated from the schema's fields and their comments."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _type_name(tp: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The README's config reference table, generated from the dataclasses."""
+    """The config reference table of docs/configuration.md, generated from the dataclasses."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, tp, default, comment in field_docs():
         lines.append(f"| `{key}` | {tp.replace('|', '&#124;')} | `{default}` | {comment.replace('|', '&#124;')} |")
