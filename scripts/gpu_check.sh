@@ -9,7 +9,7 @@
 # inside GPU_CHECK_BUDGET_S (default 290 s): a step that would start after it is skipped.
 #
 #   bash scripts/make_wheelhouse.sh 3.12      # here, once: wheels + Multi30k into gpu_carry/
-#   bash scripts/gpu_check.sh                 # there, with gpu_carry carried (README: "GPU check")
+#   bash scripts/gpu_check.sh                 # there, with gpu_carry carried (docs/gpu-check.md)
 #   bash scripts/gpu_check.sh --dry-run       # anywhere: the same steps on CPU with tiny budgets
 #
 # Without CUDA (and without --dry-run) it exits at once with status 2.

@@ -98,7 +98,7 @@ def run_lt(code: str, home: ArgosHome, *, stdin: str = "", env: dict[str, str] |
 
 
 def install_package(home: ArgosHome, package: Path) -> None:
-    """What the README tells users: the client's own install_from_path."""
+    """What docs/export-and-serving.md tells users: the client's own install_from_path."""
     run_lt(f"import argostranslate.package as p; p.install_from_path({str(package)!r})", home)
 
 
@@ -186,7 +186,7 @@ def free_port() -> int:
 
 class LibreTranslateServer:
     """The real `libretranslate` on 127.0.0.1, started offline: `[]` as the package index and
-    `--load-only` the package's pair (see README, "Argos Translate packages")."""
+    `--load-only` the package's pair (see docs/export-and-serving.md, "Argos Translate packages")."""
 
     def __init__(self, home: ArgosHome, *, env: dict[str, str] | None = None, start_timeout_s: float = 120) -> None:
         self.port = free_port()

@@ -1,6 +1,6 @@
 """Imports flow one way: data -> model -> decode -> {train, evaluate, serve}, cli on top, and no module cycles.
 
-The architecture is described in README.md (Development). Leaf modules import no stage.
+The architecture is described in docs/architecture.md. Leaf modules import no stage.
 """
 
 from __future__ import annotations
