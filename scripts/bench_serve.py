@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -114,11 +115,13 @@ def long_row(url: str, lines: list[str], pair: tuple[str, str], *, long_lines: i
 
 def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "nmt", "serve", str(model), "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the log (a line per batch) goes to a file: a pipe nobody reads fills up and blocks the server
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench_serve.", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"server exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            sys.exit(f"server exited {proc.returncode}: {Path(log.name).read_text()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return proc

@@ -11,7 +11,9 @@ which the API answers with 429. Each round the worker builds one batch:
   of `slice_s` after the short jobs goes to the jobs under way, round robin, and the first
   of them gets at least one line. So a 2,500-line request no longer holds the decoder while
   a one-word request waits: the short one joins the next batch, which ends about `slice_s`
-  later. Seconds per source token are measured per model as batches finish.
+  later. When no short job has come for `QUIET_S`, a slice may take `LONE_SLICE_S`: a long
+  job alone decodes in larger, more efficient batches, and a short one arriving then waits
+  for at most that one slice. Seconds per source token are measured per model as batches end.
 
 Jobs whose client has gone are dropped, and one `search` runs per (model, nbest) group of
 the batch. A job is answered with exactly its own lines, once, through its `done` callback
@@ -39,6 +41,8 @@ from nmt.serve.models import Pair
 Result = list[list[Translation]] | BaseException  # nbest translations per line, or what went wrong
 
 SLICE_S = 0.25  # (s) decoding time a batch gives the long jobs under way, the short ones' wait
+LONE_SLICE_S = 1.0  # (s) the same when no short job has come for QUIET_S
+QUIET_S = 2.0  # (s)
 FIRST_COST_S = 0.001  # (s per source token) assumed for a model until its first batch is timed
 MAX_STARTED = 4  # long jobs decoded in slices at a time; more wait in the queue
 
@@ -111,6 +115,7 @@ class Batcher:
         self._started: deque[Job] = deque()  # long jobs under way, decoded a slice per batch
         self._cost_s: dict[str, float] = {}  # pair key -> seconds per source token, smoothed
         self._warm: set[str] = set()  # pair keys decoded at least once
+        self._short_seen = -float("inf")  # when the last short job was taken
         self._stopped = threading.Event()
 
     def start(self) -> threading.Thread:
@@ -178,9 +183,12 @@ class Batcher:
                 self._carry = item
                 break
             whole.append(item)
+            self._short_seen = time.monotonic()
             tokens += item.tokens
             seconds += item.tokens * self._cost_s.get(item.pair.key, FIRST_COST_S)
         batch: list[Slice] = [(job, 0, len(job.src)) for job in whole]
+        quiet = time.monotonic() - self._short_seen >= QUIET_S
+        slice_s = max(self.slice_s, LONE_SLICE_S) if quiet else self.slice_s
         given = False  # whether a long job got lines in this batch
         for _ in range(len(self._started)):  # round robin over the long jobs, in what is left of slice_s
             job = self._started[0]
@@ -188,7 +196,7 @@ class Batcher:
                 self._started.popleft()
                 batch.append((job, job.next_line, job.next_line))  # no lines: _decode counts it as dropped
                 continue
-            room = min(self.batch_tokens - tokens, self._tokens_in(job.pair, self.slice_s - seconds))
+            room = min(self.batch_tokens - tokens, self._tokens_in(job.pair, slice_s - seconds))
             lines = job.lines_within(room, at_least_one=not given)
             if not lines:
                 break
