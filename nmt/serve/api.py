@@ -32,8 +32,8 @@ from nmt.console import info
 from nmt.decode.translate import source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
-from nmt.serve.prometheus import Metrics
 from nmt.serve.models import Pair, languages
+from nmt.serve.prometheus import Metrics
 from nmt.serve.protocol import ApiError, Limits, TranslateRequest, parse_translate, read_params
 
 __all__ = ["Limits", "build_app"]  # Limits is protocol's; imported from here by callers of build_app
