@@ -28,7 +28,8 @@ source eos itself) with nmt's settings mapped exactly where CTranslate2 can expr
   the EOS), exactly as nmt scores it. (One call per distinct limit instead made small
   batches: 0.82x the speed at beam 5.)
 - pad and bos are never generated (`suppress_sequences`), EOS not before `decode.min_len`
-  tokens (`min_decoding_length`), `no_repeat_ngram` is `no_repeat_ngram_size`.
+  tokens (`min_decoding_length`), `no_repeat_ngram` is `no_repeat_ngram_size` (what these two
+  change against nmt's outputs, measured: docs/export-and-serving.md).
 
 Where CTranslate2's search differs from nmt's, by design (tests/unit/test_export.py
 measures both on tiny random models):
@@ -41,7 +42,23 @@ measures both on tiny random models):
   (Kasai et al. 2022): on a Multi30k model trained 600 updates, beam 5, the best outputs
   were identical to nmt's on 93.3% of 300 test lines with patience 1, 99.7% with 2 and 100%
   with 4, at about 1.1x and 1.4x the decoding time of patience 1. So it may return a
-  lower-scoring output than nmt's search, never, on the tested models, a higher-scoring one.
+  lower-scoring output than nmt's search, never, on the tested models, a higher-scoring one
+  (without n-gram blocking: with it, renormalising, its search can also find a better one).
+  Patience counts finished hypotheses; it does not ask whether an open one can still win. On a
+  degenerate line, such as a phrase repeated many times, short hypotheses keep finishing while
+  the best output goes on, often to the length limit: patience 2 stopped at 17 tokens (score
+  -0.2586) where nmt's search gives 119 (-0.1667) (audit at 27dff17). So such a line is decoded
+  again with a patience that never stops the search (it runs to the sentence's limit): one whose
+  source repeats itself (at least `REPEATED_BIGRAMS` of its piece bigrams occur earlier in it) or
+  whose best output has fewer than `SHORT_RATIO` tokens per source piece (`degenerate`). Step by
+  step that search is the first one continued, so its finished hypotheses include the first's
+  and its best output is never worse. No Multi30k line (train, val, both tests: at most 27% of
+  bigrams repeat; outputs of the 600-update model have at least 0.35 tokens per source piece on
+  val and both tests) is decoded again; of 12 repeating lines (scripts/bench_ct2_patience.py)
+  the best output equalled nmt's on 5 without the second search and on 11 with it (10 tokens
+  against nmt's 155, 17 against 107, ...). Without a length penalty (`none`, or alpha 0)
+  CTranslate2 ignores patience and stops when its best beam finishes, when no open hypothesis
+  can still beat it, so nothing is decoded again.
 The `Hypothesis.token_scores` of this engine are empty: CTranslate2's search returns only
 the sequence score.
 """
@@ -73,6 +90,8 @@ SPM_JOINT, SPM_SRC, SPM_TGT = "spm.model", "spm.src.model", "spm.tgt.model"
 INSTALL_HINT = "pip install 'nmt[ct2]'  (CTranslate2 4.x)"
 CALL_BATCHES = 4  # a translate_batch call holds about this many batches of decode.batch_tokens (see `chunks`)
 PATIENCE = 2.0  # beam search goes on until 2K hypotheses are finished (see the module docstring)
+REPEATED_BIGRAMS = 0.5  # a source with this share of its piece bigrams repeated is degenerate (see `degenerate`)
+SHORT_RATIO = 0.3  # as is a best output with fewer tokens per source piece than this
 
 
 def require_ctranslate2() -> Any:
@@ -226,6 +245,27 @@ def length_divisor(length: int, cfg: DecodeConfig) -> float:
     return 1.0 if cfg.length_penalty == "none" else float(length) ** cfg.alpha
 
 
+def degenerate(src: list[int], output_len: int) -> bool:
+    """Whether a sentence (source ids ending in eos) and the length of its best patience-2 output call
+    for a search without the patience bound: its source repeats itself (`REPEATED_BIGRAMS`), or the
+    output is much shorter than it (`SHORT_RATIO`). See the module docstring."""
+    pieces = src[:-1]
+    bigrams = len(pieces) - 1
+    repeated = bigrams > 0 and len(set(zip(pieces, pieces[1:], strict=False))) <= (1 - REPEATED_BIGRAMS) * bigrams
+    return repeated or output_len < SHORT_RATIO * len(pieces)
+
+
+def ct2_length_penalty(cfg: DecodeConfig) -> float:
+    """CTranslate2's `length_penalty` for nmt's average/alpha (none: 0; gnmt is refused)."""
+    return cfg.alpha if cfg.length_penalty == "average" else 0.0
+
+
+def by_limit(index: list[int], limits: dict[int, int]) -> list[tuple[int, list[int]]]:
+    """The sentences `index` grouped by their output limit: (limit, sentences), shortest limit first."""
+    pairs = sorted((limits[i], i) for i in index)
+    return [(limit, [i for _, i in group]) for limit, group in itertools.groupby(pairs, key=lambda item: item[0])]
+
+
 def chunks(items: list[int], lengths: list[int], *, budget: int) -> list[list[int]]:
     """Consecutive runs of `items` whose `lengths` sum to at most `budget` (at least one item each)."""
     out: list[list[int]] = []
@@ -271,7 +311,7 @@ class CT2Engine:
         again: list[int] = []  # beam search past a sentence's own limit: decoded again with it
         for index in chunks(order, [len(src_seqs[i]) for i in order], budget=CALL_BATCHES * cfg.batch_tokens):
             sources = [self.pieces(src_seqs[i]) for i in index]
-            results = self._translate(sources, cfg, limit=max(limits[i] for i in index))
+            results = self._translate(sources, cfg, limit=max(limits[i] for i in index), patience=PATIENCE)
             for i, source, result in zip(index, sources, results, strict=True):
                 if cfg.beam > 1 and any(self._generated(pieces) > limits[i] for pieces in result.hypotheses):
                     again.append(i)
@@ -279,29 +319,48 @@ class CT2Engine:
                     out[i] = self._hypotheses(source, result, cfg, limit=limits[i])
             if on_batch is not None:
                 on_batch(len(index) - sum(i in again for i in index))
-        for limit, group in itertools.groupby(sorted((limits[i], i) for i in again), key=lambda item: item[0]):
-            index = [i for _, i in group]
-            sources = [self.pieces(src_seqs[i]) for i in index]
-            for i, source, result in zip(index, sources, self._translate(sources, cfg, limit=limit), strict=True):
-                out[i] = self._hypotheses(source, result, cfg, limit=limit)
+        for limit, index in by_limit(again, limits):
+            self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=PATIENCE)
             if on_batch is not None:
                 on_batch(len(index))
+        if cfg.beam > 1 and ct2_length_penalty(cfg) != 0.0:  # with 0, CTranslate2 ignores patience
+            # a degenerate line, where patience 2 can stop far too early: to the limit this time
+            full = [i for i in limits if out[i] and degenerate(src_seqs[i], len(out[i][0].tokens))]
+            for limit, index in by_limit(full, limits):  # (on_batch counted these sentences already)
+                # at most K hypotheses finish in each of limit + 1 steps: fewer than (limit + 2) x K
+                self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=float(limit + 2))
         return out
+
+    def _decode_again(
+        self,
+        index: list[int],
+        src_seqs: list[list[int]],
+        cfg: DecodeConfig,
+        out: list[list[Hypothesis]],
+        *,
+        limit: int,
+        patience: float,
+    ) -> None:
+        """Decode the sentences `index` (all with output limit `limit`) in one call into `out`."""
+        sources = [self.pieces(src_seqs[i]) for i in index]
+        results = self._translate(sources, cfg, limit=limit, patience=patience)
+        for i, source, result in zip(index, sources, results, strict=True):
+            out[i] = self._hypotheses(source, result, cfg, limit=limit)
 
     def _generated(self, pieces: list[str]) -> int:
         """Tokens of a hypothesis before its EOS (all of them when it has none: it was cut)."""
         return len(pieces) - 1 if pieces and pieces[-1] == self.eos else len(pieces)
 
-    def _translate(self, sources: list[list[str]], cfg: DecodeConfig, *, limit: int) -> list[Any]:
+    def _translate(self, sources: list[list[str]], cfg: DecodeConfig, *, limit: int, patience: float) -> list[Any]:
         """One `translate_batch` call with output limit `limit` (tokens before the EOS)."""
         return self.translator.translate_batch(
             sources,
             max_batch_size=cfg.batch_tokens,
             batch_type="tokens",
             beam_size=cfg.beam,
-            patience=PATIENCE,
+            patience=patience,
             num_hypotheses=cfg.beam,  # all beams: cut hypotheses may merge, then nbest are kept
-            length_penalty=cfg.alpha if cfg.length_penalty == "average" else 0.0,
+            length_penalty=ct2_length_penalty(cfg),
             no_repeat_ngram_size=cfg.no_repeat_ngram,
             suppress_sequences=self.suppress,
             return_end_token=True,  # the length then counts the EOS, as nmt's does
