@@ -66,100 +66,25 @@ the sequence score.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from nmt.config import DecodeConfig, ExperimentConfig, config_from_dict
+from nmt.config import DecodeConfig
 from nmt.data.vocab import Vocab
 from nmt.decode.beam import Hypothesis
 from nmt.decode.load import LoadedModel
 from nmt.errors import CheckpointError, ConfigError, NmtError
+from nmt.export_format import ExportInfo, require_ctranslate2
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
-MANIFEST = "nmt.json"  # what makes a directory an nmt export (with CTranslate2's model.bin)
-FORMAT = "nmt-ctranslate2"
-VERSION = 1
-SPM_JOINT, SPM_SRC, SPM_TGT = "spm.model", "spm.src.model", "spm.tgt.model"
-INSTALL_HINT = "pip install 'nmt[ct2]'  (CTranslate2 4.x)"
 CALL_BATCHES = 4  # a translate_batch call holds about this many batches of decode.batch_tokens (see `chunks`)
 PATIENCE = 2.0  # beam search goes on until 2K hypotheses are finished (see the module docstring)
 REPEATED_BIGRAMS = 0.5  # a source with this share of its piece bigrams repeated is degenerate (see `degenerate`)
 SHORT_RATIO = 0.3  # as is a best output with fewer tokens per source piece than this
-
-
-def require_ctranslate2() -> Any:
-    """The `ctranslate2` module, or NmtError with the install hint."""
-    try:
-        import ctranslate2
-    except ImportError:
-        raise NmtError("the CTranslate2 engine needs the ctranslate2 package, which is not installed",
-                       hint=INSTALL_HINT) from None  # fmt: skip
-    return ctranslate2
-
-
-def is_export_dir(path: str | Path) -> bool:
-    """True for a directory written by `nmt export` (it holds nmt.json and model.bin)."""
-    path = Path(path)
-    return path.is_dir() and (path / MANIFEST).is_file() and (path / "model.bin").is_file()
-
-
-# ---------------------------------------------------------------- reading an export
-
-
-@dataclass(frozen=True)
-class ExportInfo:
-    """What `nmt.json` and the SentencePiece files of an export say."""
-
-    path: Path
-    cfg: ExperimentConfig  # data languages, model.* and decode.* of the source checkpoint
-    vocab: Vocab
-    step: int
-    quantization: str  # as exported: none, int8, ...
-    manifest: dict[str, Any]
-
-
-def read_export(path: str | Path) -> ExportInfo:
-    """Read an export's nmt.json and SentencePiece models; CheckpointError when it is not one."""
-    path = Path(path)
-    if not is_export_dir(path):
-        what = "not found" if not path.exists() else f"not an nmt export (no {MANIFEST} and model.bin)"
-        raise CheckpointError(
-            f"{path}: {what}",
-            hint="give a checkpoint (.pt) or a directory written by `nmt export CHECKPOINT -o DIR`",
-        )
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
-        if manifest.get("version") != VERSION:
-            raise ValueError(f"version {manifest.get('version')} is not supported (this nmt reads {VERSION})")
-        if (path / SPM_JOINT).is_file():
-            src_model = tgt_model = (path / SPM_JOINT).read_bytes()
-        else:
-            src_model, tgt_model = (path / SPM_SRC).read_bytes(), (path / SPM_TGT).read_bytes()
-        raw = {
-            "name": manifest.get("name", path.name),
-            "data": {"src_lang": manifest["src_lang"], "tgt_lang": manifest["tgt_lang"]},
-            "model": manifest["model"],
-            "decode": manifest["decode"],
-        }
-        cfg = config_from_dict(raw, where=f"{path / MANIFEST}")
-        vocab = Vocab(src_model, tgt_model)
-    except (OSError, ValueError, KeyError, TypeError, ConfigError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable nmt export ({first[:200]})", hint="export the checkpoint again with `nmt export`"
-        ) from None
-    return ExportInfo(
-        path, cfg, vocab, int(manifest.get("step", 0)), str(manifest.get("quantization", "none")), manifest
-    )
 
 
 def check_decode(cfg: DecodeConfig, *, where: str) -> None:
@@ -221,7 +146,13 @@ def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel
         )
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{info.path}: CTranslate2 cannot load this export on {device} ({exc})") from None
-    vocab = info.vocab
+    try:
+        vocab = Vocab(*info.vocab_models)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{info.path}: not a readable nmt export (SentencePiece: {str(exc).splitlines()[0][:200]})",
+            hint="export the checkpoint again with `nmt export`",
+        ) from None
     engine = CT2Engine(
         translator,
         max_len=info.cfg.model.max_len,

@@ -38,6 +38,7 @@ from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
+from nmt.export_format import read_export
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
 from nmt.tokens import EOS_ID
 
@@ -111,7 +112,7 @@ def _load_export_for_decoding(
 ) -> tuple[LoadedModel, DecodeConfig, torch.device]:
     """`load_for_decoding` for an export: settings first (they pick CTranslate2's device and
     compute type), refused when the engine cannot honour them, then the engine."""
-    info = ct2.read_export(path)
+    info = read_export(path)
     where = f"{path} decode settings"
     decode_cfg = apply_decode_overrides(base if base is not None else info.cfg.decode, overrides, where=where)
     ct2.check_decode(decode_cfg, where=where)

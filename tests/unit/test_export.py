@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt import export_format  # noqa: E402
 from nmt.checkpoint import build_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, config_from_dict  # noqa: E402
 from nmt.data.vocab import Vocab  # noqa: E402
@@ -86,12 +87,12 @@ def test_score_parity_with_nmt(variant: str, vocabs: dict[bool, Vocab], tmp_path
     vocab = vocabs[bool(options.pop("joint"))]
     ckpt = write_checkpoint(tmp_path / "model.pt", vocab, **options)
     result = export_checkpoint(ckpt, tmp_path / "ct2")
-    assert result.step == 7 and (tmp_path / "ct2" / ct2.MANIFEST).is_file()
+    assert result.step == 7 and (tmp_path / "ct2" / export_format.MANIFEST).is_file()
     spm = ["spm.model"] if vocab.joint else ["spm.src.model", "spm.tgt.model"]
     assert all((tmp_path / "ct2" / name).is_file() for name in spm)
 
     model = load_model(ckpt).model
-    engine = ct2.load_export(ct2.read_export(tmp_path / "ct2"), device="cpu", precision="fp32").model
+    engine = ct2.load_export(export_format.read_export(tmp_path / "ct2"), device="cpu", precision="fp32").model
     src_ids = [s + [EOS_ID] for s in vocab.encode_src([p[0] for p in PAIRS[:6]])]
     tgt_ids = vocab.encode_tgt([p[1] for p in PAIRS[:6]])
     tgt_ids[0] = tgt_ids[0][:1]  # lengths differ within the batch: padding on both sides
@@ -260,7 +261,7 @@ def test_existing_output_dir(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) ->
     assert "--force" in str(err.value)
     (out / "marker").write_text("old export")
     export_checkpoint(tiny_checkpoint.path, out, quantization="int8", force=True)
-    assert not (out / "marker").exists() and ct2.read_export(out).quantization == "int8"
+    assert not (out / "marker").exists() and export_format.read_export(out).quantization == "int8"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old directory left
     other = tmp_path / "other"
     other.mkdir()
@@ -286,7 +287,7 @@ def test_directory_that_is_not_an_export(tmp_path: Path) -> None:
     (tmp_path / "model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match="not an nmt export"):
         load_for_decoding(tmp_path)
-    (tmp_path / ct2.MANIFEST).write_text('{"format": "something-else"}')
+    (tmp_path / export_format.MANIFEST).write_text('{"format": "something-else"}')
     with pytest.raises(CheckpointError, match="not a readable nmt export"):
         load_for_decoding(tmp_path)
 
@@ -301,10 +302,10 @@ def test_missing_ctranslate2_gives_the_install_hint(
 
 
 def test_export_config_round_trip(exported: Path, tiny_checkpoint: TinyCheckpoint) -> None:
-    info = ct2.read_export(exported)
+    info = export_format.read_export(exported)
     native = load_model(tiny_checkpoint.path)
     assert isinstance(info.cfg, ExperimentConfig)
     assert info.cfg.decode == native.cfg.decode and info.cfg.model == native.cfg.model
     assert info.manifest["checkpoint"] == str(tiny_checkpoint.path.resolve())
-    assert info.vocab.src_model == native.vocab.src_model
+    assert info.vocab_models[0] == native.vocab.src_model
     assert isinstance(info.cfg.model, ModelConfig)
