@@ -30,31 +30,18 @@ from pathlib import Path
 import torch
 
 from nmt.config import apply_decode_overrides
-from nmt.decode.beam import length_penalty
+from nmt.decode.scoring import sequence_scores
 from nmt.decode.search import search
 from nmt.decode.translate import load_for_decoding
 from nmt.export.ct2 import export_checkpoint
 from nmt.fileio import read_lines
 from nmt.metrics import corpus_scores
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
+from nmt.tokens import EOS_ID
 
 
-@torch.inference_mode()
 def nmt_scores(model: torch.nn.Module, src: list[list[int]], tgt: list[list[int]], cfg) -> list[float]:
     """nmt's length-normalised score of each (source, output) pair, teacher-forced, in fp32."""
-    out = []
-    for i in range(0, len(src), 64):
-        s, t = src[i : i + 64], tgt[i : i + 64]
-        width_s, width_t = max(map(len, s)), max(len(y) for y in t) + 1
-        src_ids = torch.tensor([x + [PAD_ID] * (width_s - len(x)) for x in s])
-        tgt_in = torch.tensor([[BOS_ID] + y + [PAD_ID] * (width_t - 1 - len(y)) for y in t])
-        tgt_out = torch.tensor([y + [EOS_ID] + [PAD_ID] * (width_t - 1 - len(y)) for y in t])
-        logp = model(src_ids, src_ids == PAD_ID, tgt_in).float().log_softmax(-1)
-        tok = logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1).masked_fill(tgt_out == PAD_ID, 0.0)
-        lengths = torch.tensor([len(y) + 1 for y in t])
-        lp = length_penalty(lengths, mode=cfg.length_penalty, alpha=cfg.alpha)
-        out += (tok.sum(-1) / lp).tolist()
-    return out
+    return sequence_scores(model, src, tgt, penalty=cfg.length_penalty, alpha=cfg.alpha)
 
 
 def decode(loaded, device, src, cfg, repeats: int) -> tuple[list[list[int]], float]:

@@ -11,25 +11,22 @@ size: on CPU, touching fresh memory of that size costs more than the work done i
 Nor does a step copy the beams' histories: it records back-pointers (`BeamTrace`), and
 finished hypotheses are spelled out from them once, after the search.
 
-The output and length helpers (`Hypothesis`, `length_penalty`, `output_limits`,
-`forbid_tokens_`, `repeated_ngram_ids`) are shared with the left-to-right decoders of
-`greedy.py` and `sampling.py`, which import this module; it imports neither.
+The output helpers (`Hypothesis`, `forbid_tokens_`, `repeated_ngram_ids`) are shared with the
+left-to-right decoders of `greedy.py` and `sampling.py`, which import this module; it imports
+neither. The length rules (penalty, output limits) are every engine's, in `lengths.py`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from nmt.config import DecodeConfig
+from nmt.decode.lengths import LengthPenaltyMode, length_penalty, output_limits
 from nmt.model import Memory, Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
-
-LengthPenaltyMode = Literal["none", "average", "gnmt"]
 
 
 @dataclass
@@ -112,43 +109,6 @@ class MemoryRows:
 
     def __getattr__(self, name: str) -> object:  # any other field of the family's memory
         return getattr(self.rows(), name)
-
-
-def length_penalty(lengths: Tensor, *, mode: LengthPenaltyMode, alpha: float) -> Tensor:
-    """The divisor lp(|y|) of a hypothesis' summed log-prob: score = sum(log p) / lp(|y|).
-
-    |y| counts the generated tokens including the EOS.
-      none:    lp = 1
-      average: lp = |y| ** alpha                  (fairseq's --lenpen; alpha=1 is the mean log-prob)
-      gnmt:    lp = ((5 + |y|) / 6) ** alpha      (Wu et al. 2016, eq. 14)
-
-    Args:
-        lengths: any shape, integer or float.
-    Returns:
-        float32 tensor of the same shape.
-    """
-    lengths = lengths.float()
-    if mode == "none":
-        return torch.ones_like(lengths)
-    if mode == "average":
-        return lengths.pow(alpha)
-    if mode == "gnmt":
-        return ((5.0 + lengths) / 6.0).pow(alpha)
-    raise ValueError(f"unknown length penalty {mode!r}; expected none, average or gnmt")
-
-
-def output_limits(src_pad: Tensor, *, max_len_a: float, max_len_b: int, model_max_len: int) -> Tensor:
-    """Most tokens (EOS excluded) each sentence may generate: min(floor(a*|x| + b), max_len - 1).
-
-    Args:
-        src_pad: (B, S) True at padding; |x| is the number of non-pad tokens.
-    Returns:
-        (B,) long.
-    """
-    # host sync, once per batch: Python floats give the exact floor on every device (MPS has no float64)
-    src_len = (~src_pad).sum(1).tolist()
-    limits = [max(0, min(math.floor(max_len_a * n + max_len_b), model_max_len - 1)) for n in src_len]
-    return torch.tensor(limits, dtype=torch.long, device=src_pad.device)
 
 
 def forbid_tokens_(

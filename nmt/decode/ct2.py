@@ -75,6 +75,7 @@ import torch
 
 from nmt.config import DecodeConfig
 from nmt.data.vocab import Vocab
+from nmt.decode import lengths
 from nmt.decode.beam import Hypothesis
 from nmt.decode.load import LoadedModel
 from nmt.errors import CheckpointError, ConfigError, NmtError
@@ -166,14 +167,13 @@ def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel
 
 
 def output_limit(src_len: int, cfg: DecodeConfig, *, max_len: int) -> int:
-    """Most tokens (EOS excluded) a sentence of `src_len` source tokens (eos included) may get;
-    the rule of `nmt.decode.beam.output_limits`."""
-    return max(0, min(math.floor(cfg.max_len_a * src_len + cfg.max_len_b), max_len - 1))
+    """Most tokens (EOS excluded) a sentence of `src_len` source tokens (eos included) may get."""
+    return lengths.output_limit(src_len, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, model_max_len=max_len)
 
 
 def length_divisor(length: int, cfg: DecodeConfig) -> float:
-    """nmt's lp(|y|), |y| counting the EOS (`nmt.decode.beam.length_penalty`; gnmt is refused)."""
-    return 1.0 if cfg.length_penalty == "none" else float(length) ** cfg.alpha
+    """nmt's lp(|y|), |y| counting the EOS (gnmt is refused by `check_decode`)."""
+    return float(lengths.length_penalty(torch.tensor(length), mode=cfg.length_penalty, alpha=cfg.alpha))
 
 
 def degenerate(src: list[int], output_len: int) -> bool:

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from nmt.config import DecodeConfig
-from nmt.decode.beam import Hypothesis, forbid_tokens_, length_penalty, output_limits, repeated_ngram_ids
+from nmt.decode.beam import Hypothesis, forbid_tokens_, repeated_ngram_ids
+from nmt.decode.lengths import length_penalty, output_limits
 from nmt.model import Seq2SeqModel
 from nmt.tokens import BOS_ID, EOS_ID
 

@@ -19,12 +19,11 @@ from nmt.decode.beam import (
     Hypothesis,
     beam_search,
     forbid_tokens_,
-    length_penalty,
-    output_limits,
     repeated_ngram_ids,
     select_topk,
 )
 from nmt.decode.greedy import greedy_search
+from nmt.decode.lengths import length_penalty, output_limits
 from nmt.decode.search import search_batch
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 from tests.unit.toy_models import ToySeq2Seq

@@ -185,7 +185,7 @@ def test_bf16_beam_search_runs_on_a_cast_copy_and_scores_like_fp32(cell: str) ->
     import dataclasses
 
     from nmt.config import DecodeConfig
-    from nmt.decode.beam import length_penalty
+    from nmt.decode.lengths import length_penalty
     from nmt.decode.search import decoding_form, search
 
     model = rnn(cell=cell, attention="luong_general", input_feeding=True)
