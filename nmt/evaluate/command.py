@@ -6,8 +6,8 @@ reports themselves call `nmt.evaluate.report.evaluate`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nmt.evaluate.report import evaluate, length_boundaries
 from nmt.evaluate.results import draw_plot, gate, render
@@ -17,20 +17,11 @@ from nmt.plots import require_matplotlib
 def evaluate_command(
     target: Path | None,
     *,
-    src: Path | None = None,
-    refs: Sequence[Path] = (),
-    hyps: Sequence[Path] = (),
-    labels: Sequence[str] = (),
-    split: str | None = None,
-    checkpoint_name: str | None = None,
-    out: Path | None = None,
-    overrides: Sequence[str] = (),
-    fail_under: float | None = None,
     by_length: bool = False,
     buckets: str | None = None,
     plot: Path | None = None,
     as_json: bool = False,
-    tgt_lang: str | None = None,
+    **options: Any,
 ) -> None:
     """`evaluate`, then draw `plot`, show the reports (`as_json`: one JSON document on stdout) and
     apply the `fail_under` gate (`nmt.evaluate.results.gate`: NmtError with exit code 1 below it).
@@ -39,24 +30,13 @@ def evaluate_command(
         by_length: also score by source length, in the buckets of `buckets` ("10,20,30"; default
             `nmt.evaluate.buckets.DEFAULT_BOUNDARIES`); `buckets` or `plot` implies it.
         plot: a PNG of BLEU by source length for every system; matplotlib is checked before any work.
-        The others are `nmt.evaluate.report.evaluate`'s.
+        options: `nmt.evaluate.report.evaluate`'s keywords (src, refs, hyps, labels, split,
+            checkpoint_name, out, overrides, fail_under, tgt_lang), passed on unchanged.
     """
     if plot is not None:
         require_matplotlib()  # before translating, not after
-    reports = evaluate(
-        target,
-        src=src,
-        refs=refs,
-        hyps=hyps,
-        labels=labels,
-        split=split,
-        checkpoint_name=checkpoint_name,
-        out=out,
-        overrides=overrides,
-        fail_under=fail_under,
-        boundaries=length_boundaries(buckets, enabled=by_length or plot is not None),
-        tgt_lang=tgt_lang,
-    )
+    boundaries = length_boundaries(buckets, enabled=by_length or plot is not None)
+    reports = evaluate(target, boundaries=boundaries, **options)
     if plot is not None:
         draw_plot(reports, plot)
     render(reports, as_json=as_json, plot=plot)
