@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TinyCheckpoint, run_nmt
+
+pytestmark = pytest.mark.slow  # CTranslate2 exports through CLI subprocesses: `make test-fast` skips them
 
 FAST = ["--beam", "2", "--max-len-a", "0", "--max-len-b", "4"]
 

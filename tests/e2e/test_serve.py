@@ -28,6 +28,8 @@ pytest.importorskip("starlette")
 
 from tests.conftest import TinyCheckpoint, run_nmt  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a live `nmt serve` subprocess per module: `make test-fast` skips it
+
 LINES = ["3 4 5", "a b c d e", "", "x y", "1 2 3 4 5 6 7 8", "q", "p q r s"]
 
 

@@ -25,6 +25,8 @@ from nmt.serve.models import Pair, load_pairs  # noqa: E402
 from tests.conftest import TinyCheckpoint  # noqa: E402
 from tests.e2e.serve_live import LiveServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live servers and the real clients: `make test-fast` skips them
+
 KEY_CLIENTS, KEY_LIMITED, KEY_OTHER = "k-clients-5b1f", "k-limited-77aa", "k-other-0c3e"
 
 

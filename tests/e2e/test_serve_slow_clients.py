@@ -25,6 +25,8 @@ pytest.importorskip("uvicorn")
 
 from tests.conftest import TinyCheckpoint  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live servers and deadlines of seconds: `make test-fast` skips them
+
 READ_TIMEOUT_S = 1.0
 
 

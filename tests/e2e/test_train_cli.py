@@ -24,6 +24,7 @@ def sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
+@pytest.mark.slow  # `nmt train` subprocesses, one stopped by a signal
 def test_sigterm_saves_a_checkpoint_and_train_resumes(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, train=200, valid=10)
     prepare(load_config(cfg, FAST))
@@ -58,6 +59,7 @@ def test_sigterm_saves_a_checkpoint_and_train_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "exp" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) -> None:
     common = FAST + [
         "model.dropout=0",
@@ -105,6 +107,7 @@ def test_ddp_two_processes_equal_one_process_with_both_halves(tmp_path: Path) ->
     assert rec_a[0]["loss"] == pytest.approx(rec_b[0]["loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # `nmt train` and `nmt average` subprocesses
 def test_average_last_n(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, train=100, valid=10)
     prepare(load_config(cfg, FAST))
@@ -122,6 +125,7 @@ def test_average_last_n(tmp_path: Path) -> None:
     assert translated.returncode == 0 and translated.stdout.count("\n") == 1
 
 
+@pytest.mark.slow  # three `nmt train` subprocesses
 def test_precision_auto_is_reported_and_a_resume_in_another_precision_says_so(tmp_path: Path) -> None:
     """NMT_CPU_BF16 stands for the machine: a run where auto gave fp32, resumed where it gives bf16."""
     cfg = toy_config(tmp_path, train=200, valid=10)

@@ -10,6 +10,8 @@ import torch
 from nmt.decode.translate import translate
 from tests.conftest import TinyCheckpoint, run_nmt
 
+pytestmark = pytest.mark.slow  # heatmaps drawn by CLI subprocesses: `make test-fast` skips them
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
