@@ -13,7 +13,7 @@ MULTI30K ?= configs/multi30k_de_en.yaml
 TRAIN_ARGS ?=
 WORKDIR = $(PY) -c "import sys; from nmt.config import load_config; print(load_config(sys.argv[1]).workdir)" $(MULTI30K)
 
-.PHONY: install lt-venv demo test test-fast lint multi30k bench clean
+.PHONY: install lt-venv demo test test-fast lint multi30k multi30k-multilingual bench clean
 
 # Packages are not byte-compiled at install (all of torch, sympy and networkx would take
 # ~25 s); one warm-up import then caches bytecode for exactly what nmt imports, so every
@@ -76,6 +76,14 @@ multi30k: install
 	$(NMT) average --last 5 $$($(WORKDIR))
 	$(NMT) evaluate $(MULTI30K) --split test_2016_flickr --checkpoint averaged
 	$(NMT) evaluate $(MULTI30K) --split test_2017_flickr --checkpoint averaged
+
+# one model for de, fr, cs <-> en: every direction scored on both test sets (cs has no test_2017_flickr)
+MULTILINGUAL ?= configs/multi30k_multilingual.yaml
+multi30k-multilingual: install
+	$(NMT) prepare $(MULTILINGUAL)
+	$(NMT) train $(MULTILINGUAL) $(TRAIN_ARGS)
+	$(NMT) evaluate $(MULTILINGUAL) --split test_2016_flickr
+	$(NMT) evaluate $(MULTILINGUAL) --split test_2017_flickr
 
 # CPU benchmarks for BENCHMARKS.md (needs a trained $(MULTI30K) experiment for the translation figures)
 bench: install

@@ -122,7 +122,7 @@ def training_curves(path: Path, records: Sequence[dict[str, Any]], *, title: str
 
 def _curves_figure(records: Sequence[dict[str, Any]], *, title: str) -> Figure:
     fig = _figure(10.0, 7.0)
-    (loss_ax, bleu_ax), (lr_ax, speed_ax) = fig.subplots(2, 2, sharex=True)
+    (loss_ax, bleu_ax), (lr_ax, speed_ax) = fig.subplots(2, 2, sharex=True)  # (b): a line per direction too
     train = _last_per_step(records, "train")
     valid = _last_per_step(records, "valid")
     drawn = [_curve(loss_ax, train, "loss", label="train"), _curve(loss_ax, valid, "loss", label="valid", marker="o")]
@@ -130,8 +130,16 @@ def _curves_figure(records: Sequence[dict[str, Any]], *, title: str) -> Figure:
         loss_ax.legend()
     else:
         _empty(loss_ax, "no training records yet")
-    if not _curve(bleu_ax, valid, "bleu", label="valid", marker="o", color="C1"):
+    directions = sorted({d for r in valid for d in (r.get("directions") or {})})
+    for k, direction in enumerate(directions):  # multilingual: one line per direction under the mean
+        rows = [
+            {"step": r["step"], **r["directions"][direction]} for r in valid if direction in (r.get("directions") or {})
+        ]
+        _curve(bleu_ax, rows, "bleu", label=direction, marker=".", color=f"C{4 + k % 6}", linewidth=1.0)
+    if not _curve(bleu_ax, valid, "bleu", label="mean" if directions else "valid", marker="o", color="C1"):
         _empty(bleu_ax, "no validation yet")
+    elif directions:
+        bleu_ax.legend(fontsize=7)
     if not _curve(lr_ax, train, "lr", label="train", color="C2"):
         _empty(lr_ax, "no training records yet")
     if not _curve(speed_ax, train, "tgt_tokens_per_s", label="train", color="C3"):
@@ -173,7 +181,8 @@ def _curve(ax: Axes, records: Sequence[dict[str, Any]], key: str, *, label: str,
     steps, values = zip(*points, strict=True)
     # markers on short series, so a single point (or a few) is visible
     style.setdefault("marker", "o" if len(points) <= 30 else None)
-    ax.plot(steps, values, label=label, linewidth=1.5, markersize=4, **style)
+    style.setdefault("linewidth", 1.5)
+    ax.plot(steps, values, label=label, markersize=4, **style)
     return True
 
 

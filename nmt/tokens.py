@@ -6,3 +6,13 @@ input is `[BOS] + y`, its target `y + [EOS]`; a source is `x + [EOS]`.
 """
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def lang_piece(lang: str) -> str:
+    """The language token of `lang` in a multilingual vocabulary (OPUS-MT's spelling: >>fr<<).
+
+    Multilingual vocabularies hold one per language, in sorted order, at the ids right after
+    the four special ids, as SentencePiece control symbols: encoding text never produces
+    them (a user's literal ">>fr<<" is text) and decoding drops them.
+    """
+    return f">>{lang}<<"

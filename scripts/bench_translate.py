@@ -1,13 +1,14 @@
 """Translation speed of a checkpoint: sentences/s and generated target tokens/s.
 
     python scripts/bench_translate.py CHECKPOINT [--src FILE] [--beams 5 1] [--repeats 3] [--profile]
+                                      [--direction SRC-TGT]
 
 Model loading and SentencePiece encoding are excluded; tokens are generated target
 SentencePiece tokens without EOS (as the peers' scripts count them). Reports the median
 of --repeats runs per beam as one JSON line each. --profile also times the model's own
 calls (encode, init_state, decode_step) to show how much of decoding is search
 bookkeeping outside the model.
-Default --src: $NMT_DATA/multi30k/test_2016_flickr.<src_lang>.gz.
+Default --src: $NMT_DATA/multi30k/test_2016_flickr.<src_lang>.gz (with --direction, its source language).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 import torch
 
 from nmt.config import apply_decode_overrides
+from nmt.decode.languages import LanguageRequest, choose_route
 from nmt.decode.search import search
-from nmt.decode.translate import load_for_decoding
+from nmt.decode.translate import load_for_decoding, source_ids
 from nmt.fileio import read_lines
-from nmt.tokens import EOS_ID
 
 
 class ModelTimer:
@@ -56,14 +57,18 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--direction", metavar="SRC-TGT", help="a multilingual model's direction (default src: its test file)"
+    )
     args = parser.parse_args()
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
     torch.set_num_threads(threads)
     loaded, base, device = load_for_decoding(args.checkpoint, overrides=[f"decode.device={args.device}"])
-    src_path = args.src or Path(os.environ["NMT_DATA"]) / "multi30k" / f"test_2016_flickr.{loaded.cfg.data.src_lang}.gz"
-    lines = list(read_lines(src_path))
-    max_src = loaded.model.max_len - 1
-    src = [ids[:max_src] + [EOS_ID] for ids in loaded.vocab.encode_src(lines)]
+    src_lang, tgt_lang = args.direction.split("-") if args.direction else (loaded.cfg.data.src_lang, None)
+    route = choose_route(loaded.cfg, loaded.vocab, LanguageRequest(tgt_lang, src_lang))
+    marks = route.steps[-1][1]
+    src_path = args.src or Path(os.environ["NMT_DATA"]) / "multi30k" / f"test_2016_flickr.{src_lang}.gz"
+    src = source_ids(loaded, list(read_lines(src_path)), marks)[0]
     for beam in args.beams:
         overrides = [f"decode.beam={beam}", "decode.nbest=1"]
         if args.batch_tokens:
@@ -74,13 +79,14 @@ def main() -> None:
             timer = ModelTimer(loaded.model)
             model = timer if args.profile else loaded.model
             t0 = time.perf_counter()
-            hyps = search(model, src, cfg, device=device)
+            hyps = search(model, src, cfg, device=device, start_id=marks.start_id)
             seconds = time.perf_counter() - t0
             tokens = sum(len(h[0].tokens) for h in hyps if h)
             runs.append((seconds, tokens, timer.seconds))
         seconds, tokens, model_s = sorted(runs)[len(runs) // 2]
         record = {
             "checkpoint": str(args.checkpoint),
+            "direction": f"{src_lang}-{route.tgt_lang}",
             "src": str(src_path),
             "sentences": len(src),
             "beam": beam,

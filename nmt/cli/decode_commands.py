@@ -92,8 +92,29 @@ TgtLang = Annotated[
     typer.Option(
         "--tgt-lang",
         metavar="LANG",
-        help="Language of the translations: zh, ja, ko pick sacreBLEU's tokenizer (as sacrebleu -l); "
-        "default the checkpoint's data.tgt_lang.",
+        help="Language to translate into (needed when a multilingual model writes several); zh, ja, ko also pick "
+        "sacreBLEU's tokenizer (as sacrebleu -l). Default: the model's target language.",
+    ),
+]
+SrcLang = Annotated[
+    str | None,
+    typer.Option(
+        "--src-lang",
+        metavar="LANG",
+        help="Language of the input (multilingual models): a direction the model was not trained on is "
+        "zero-shot and says so.",
+    ),
+]
+Direction = Annotated[
+    str | None,
+    typer.Option("--direction", metavar="SRC-TGT", help="With a multilingual config: score this direction only."),
+]
+Pivot = Annotated[
+    str | None,
+    typer.Option(
+        "--pivot",
+        metavar="LANG",
+        help="Translate into LANG first, then from LANG into --tgt-lang, with the same multilingual model.",
     ),
 ]
 
@@ -108,6 +129,9 @@ def translate(
     scores: Scores = False,
     attention_dir: AttentionDir = None,
     attention_lines: AttentionLines = None,
+    tgt_lang: TgtLang = None,
+    src_lang: SrcLang = None,
+    pivot: Pivot = None,
     set_: DecodeSetOption = None,
     *,
     decode_set: list[str],
@@ -116,6 +140,7 @@ def translate(
 
     Decode settings default to those stored in the checkpoint; flags and [bold]--set decode.*[/bold] override them.
     """
+    from nmt.decode.languages import LanguageRequest
     from nmt.decode.translate import translate as run_translate
     from nmt.errors import NmtError
 
@@ -129,6 +154,7 @@ def translate(
         scores=scores,
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,
+        languages=LanguageRequest(tgt_lang, src_lang, pivot),
     )
 
 
@@ -150,6 +176,7 @@ def evaluate(
     buckets: Buckets = None,
     plot: Plot = None,
     tgt_lang: TgtLang = None,
+    direction: Direction = None,
     set_: SetOption = None,
     *,
     decode_set: list[str],
@@ -179,4 +206,5 @@ def evaluate(
         plot=plot,
         as_json=as_json,
         tgt_lang=tgt_lang,
+        direction=direction,
     )

@@ -30,7 +30,7 @@ def field_docs() -> list[tuple[str, str, str, str]]:
                 if stripped.startswith(f"{f.name}:") and "#" in stripped:
                     comment = stripped.split("#", 1)[1].strip()
                     break
-            default = f.default if f.default is not dataclasses.MISSING else "{}"
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             tp = _type_name(hints[f.name]) + (" | null" if f.metadata.get("resolved") else "")
             rows.append((f"{section}.{f.name}", tp, repr(default), comment))
     return rows

@@ -7,6 +7,7 @@ downstream reads plain values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +37,17 @@ class SplitSpec:
             raise ValueError("give either a prefix string or both src and tgt files")
 
 
+LANG_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Za-z0-9]{2,8})?")  # ISO 639-1/3, optionally _Script or _REGION
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    src_lang: str = "de"  # suffix of source files when a split is a prefix
-    tgt_lang: str = "en"  # suffix of target files when a split is a prefix
+    # bilingual: the two languages (suffixes of the split files); left out with directions
+    src_lang: str | None = None  # suffix of source files when a split is a prefix; default de
+    tgt_lang: str | None = None  # suffix of target files when a split is a prefix; default en
+    directions: list[str] = field(default_factory=list)  # multilingual: e.g. [de-en, en-de]; one model for all
+    lang_token: Literal["target", "source"] = "target"  # multilingual: >>xx<< starts the decoder, or leads the source
+    sampling_temperature: float = 5.0  # multilingual: direction (and vocabulary language) sampling, p ~ n^(1/T)
     splits: dict[str, SplitSpec] = field(default_factory=dict)  # name -> files; needs train and valid
     max_len: int = 250  # training pairs longer than this (SentencePiece tokens) are dropped
     max_ratio: float = 3.0  # training pairs with a longer/shorter token ratio above this are dropped
@@ -47,11 +55,57 @@ class DataConfig:
     shard_size: int = 1_000_000  # sentences per binary shard file of a prepared split
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "directions", tuple(self.directions))  # frozen, as every list a config holds
+        if self.directions:
+            _check_directions(self)
+        else:
+            object.__setattr__(self, "src_lang", self.src_lang or "de")
+            object.__setattr__(self, "tgt_lang", self.tgt_lang or "en")
         if self.splits and not {"train", "valid"} <= set(self.splits):
             raise ValueError("data.splits needs at least 'train' and 'valid'")
         _check_range("data.max_len", self.max_len, low=1)
         _check_range("data.max_ratio", self.max_ratio, low=1.0)
         _check_range("data.shard_size", self.shard_size, low=1)
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"data.sampling_temperature must be > 0, got {self.sampling_temperature!r}")
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.directions)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(source, target) language of every direction; the one pair of a bilingual config."""
+        if not self.directions:
+            return [(str(self.src_lang), str(self.tgt_lang))]
+        return [(d.split("-")[0], d.split("-")[1]) for d in self.directions]
+
+    @property
+    def languages(self) -> list[str]:
+        """Every language a direction reads or writes, sorted (the order of the language tokens' ids)."""
+        return sorted({lang for pair in self.pairs for lang in pair})
+
+
+def _check_directions(cfg: DataConfig) -> None:
+    """data.directions: well-formed, distinct, and not together with data.src_lang/tgt_lang."""
+    given = [k for k in ("src_lang", "tgt_lang") if getattr(cfg, k) is not None]
+    if given:
+        raise ValueError(
+            f"data.directions lists the directions of a multilingual model; data.{' and data.'.join(given)} "
+            f"{'belong' if len(given) > 1 else 'belongs'} to a bilingual one: remove one or the other"
+        )
+    for d in cfg.directions:
+        src, sep, tgt = str(d).partition("-")
+        if not sep or not LANG_CODE.fullmatch(src) or not LANG_CODE.fullmatch(tgt):
+            raise ValueError(
+                f"data.directions: {d!r} is not a direction; write SRC-TGT with language codes as the split "
+                "files' suffixes, e.g. de-en"
+            )
+        if src == tgt:
+            raise ValueError(f"data.directions: {d!r} translates a language into itself")
+    twice = sorted({d for d in cfg.directions if list(cfg.directions).count(d) > 1})
+    if twice:
+        raise ValueError(f"data.directions: {', '.join(twice)} listed twice")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +204,8 @@ class TrainConfig:
     valid_every: int = 1000  # steps between validations (and checkpoints)
     save_every: int | None = None  # steps between last.pt saves; default valid_every
     keep_last: int = 5  # numbered step_N.pt checkpoints kept
-    best_metric: Literal["bleu", "loss"] = "bleu"  # what best.pt and early stopping track
+    valid_max_lines: int | None = None  # validate on the first N valid lines (of each direction); None: all
+    best_metric: Literal["bleu", "loss"] = "bleu"  # what best.pt and early stopping track (multilingual: the mean)
     patience: int | None = None  # validations without improvement before stopping
     max_nonfinite: int = 10  # consecutive non-finite losses before giving up
 
@@ -160,6 +215,7 @@ class TrainConfig:
         _check_range("train.lr", self.lr, low=0.0)
         _check_range("train.label_smoothing", self.label_smoothing, low=0.0, high=0.99)
         _check_range("train.warmup_steps", self.warmup_steps, low=0)
+        _check_range("train.valid_max_lines", self.valid_max_lines, low=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +262,11 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", str(Path(self.workdir).absolute()))
+        if self.data.directions and not self.vocab.joint:
+            raise ValueError(
+                "data.directions needs vocab.joint: true: a multilingual model has one SentencePiece vocabulary "
+                "for every language (its language tokens included), on both sides"
+            )
 
 
 def _check_range(key: str, value: Any, *, low: float | None = None, high: float | None = None) -> None:

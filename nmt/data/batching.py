@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from nmt.data.binarize import TokenDataset
+from nmt.data.directions import Mixture
 from nmt.errors import ConfigError
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 
-def padded_lengths(dataset: TokenDataset) -> np.ndarray:
+def padded_lengths(dataset: TokenDataset | Mixture) -> np.ndarray:
     """(N,) the padded length each example needs: max(src + eos, bos + tgt)."""
     return np.maximum(dataset.src_lens + 1, dataset.tgt_lens + 1)
 
 
-def check_budget(dataset: TokenDataset, *, batch_tokens: int) -> None:
+def check_budget(dataset: TokenDataset | Mixture, *, batch_tokens: int) -> None:
     """ConfigError when the longest example alone exceeds the token budget."""
     lengths = padded_lengths(dataset)
     if len(lengths) and lengths.max() > batch_tokens:
@@ -108,10 +109,12 @@ class Batch:
         )
 
 
-def collate(dataset: TokenDataset, indices: np.ndarray, *, pad_multiple: int = 1) -> Batch:
+def collate(dataset: TokenDataset | Mixture, indices: np.ndarray, *, pad_multiple: int = 1) -> Batch:
     """Build the padded batch of `indices`; both lengths rounded up to a multiple of `pad_multiple`
-    (compiled training: fewer distinct shapes; the extra columns are padding, masked and ignored)."""
+    (compiled training: fewer distinct shapes; the extra columns are padding, masked and ignored).
+    A `Mixture`'s examples start the decoder with their own start id (a language token), others with BOS."""
     pairs = [dataset[int(i)] for i in indices]
+    starts = dataset.start_ids(indices) if isinstance(dataset, Mixture) else np.full(len(pairs), BOS_ID)
     n = len(pairs)
     src_len = _round_up(max(len(s) for s, _ in pairs) + 1, pad_multiple)
     tgt_len = _round_up(max(len(t) for _, t in pairs) + 1, pad_multiple)
@@ -121,7 +124,7 @@ def collate(dataset: TokenDataset, indices: np.ndarray, *, pad_multiple: int = 1
     for row, (s, t) in enumerate(pairs):
         src[row, : len(s)] = s
         src[row, len(s)] = EOS_ID
-        tgt_in[row, 0] = BOS_ID
+        tgt_in[row, 0] = starts[row]
         tgt_in[row, 1 : len(t) + 1] = t
         tgt_out[row, : len(t)] = t
         tgt_out[row, len(t)] = EOS_ID

@@ -33,6 +33,51 @@ def _find(prefix: str, lang: str, split: str) -> Path:
     )
 
 
+def direction_part(direction: str, split: str) -> str:
+    """The name of one direction's part of a split in a multilingual dataset: `de-en/train`."""
+    return f"{direction}/{split}"
+
+
+def split_of(part: str) -> str:
+    """The split a part belongs to: `de-en/train` -> `train`; a bilingual split is its own."""
+    return part.rpartition("/")[2]
+
+
+def resolve_splits(cfg: DataConfig, *, only: str | None = None) -> tuple[list[SplitFiles], list[str]]:
+    """Every split's files (or split `only`'s), and notes on what was left out.
+
+    Bilingual: one SplitFiles per split. Multilingual (`data.directions`): one per direction and
+    split, named `direction_part(...)`, its files `<prefix>.<src>` and `<prefix>.<tgt>`; train and
+    valid must exist for every direction (DataError naming the direction and the file), another
+    split leaves out the directions it has no files for (a note each).
+    """
+    splits = {name: spec for name, spec in cfg.splits.items() if only in (None, name)}
+    if not cfg.multilingual:
+        return [resolve_split(name, spec, cfg) for name, spec in splits.items()], []
+    files, notes = [], []
+    for name, spec in splits.items():
+        if spec.prefix is None:
+            raise DataError(
+                f"data.splits.{name}: a multilingual config (data.directions) gives each split as a prefix",
+                hint=f"write {name}: <dir>/{name}; the files are <prefix>.<lang>[.gz] for every language",
+            )
+        for direction, (src, tgt) in zip(cfg.directions, cfg.pairs, strict=True):
+            try:
+                files.append(
+                    SplitFiles(
+                        direction_part(direction, name), _find(spec.prefix, src, name), _find(spec.prefix, tgt, name)
+                    )
+                )
+            except DataError as exc:
+                if name in ("train", "valid"):
+                    raise DataError(
+                        f"data.directions: {direction}: {exc.message}",
+                        hint="every direction needs train and valid files; remove the direction or add its files",
+                    ) from None
+                notes.append(f"split {name!r} has no {direction} files ({exc.message}): that direction is left out")
+    return files, notes
+
+
 def resolve_split(name: str, spec: SplitSpec, cfg: DataConfig) -> SplitFiles:
     """Files of a split given as a prefix (+ languages) or as explicit src/tgt paths."""
     if spec.prefix is not None:

@@ -43,15 +43,17 @@ from nmt.data.binarize import ShardWriter, token_dtype
 from nmt.data.corpus import (
     CleanStats,
     SplitFiles,
+    direction_part,
     keep_mask,
     line_pair_chunks,
     raw_line_pairs,
-    resolve_split,
+    resolve_splits,
     scan_split,
+    split_of,
     to_text,
 )
 from nmt.data.prepared import SplitSummary
-from nmt.data.vocab import Vocab, train_vocab
+from nmt.data.vocab import Vocab, train_multilingual_vocab, train_vocab
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
 from nmt.fileio import (
@@ -74,6 +76,7 @@ class PrepareResult:
     invalid_utf8_lines: int = 0
     # seconds per phase: scan, spm_train (sampling + training), encode
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was left out (a multilingual test split's missing direction)
 
 
 def _sha256(path: Path) -> str:
@@ -99,7 +102,7 @@ def prepare(
         raise ConfigError(
             "data.splits is empty", hint="list at least train and valid, e.g. train: ${NMT_DATA}/multi30k/train"
         )
-    files = [resolve_split(name, spec, cfg.data) for name, spec in cfg.data.splits.items()]
+    files, notes = resolve_splits(cfg.data)
     inputs = {
         f.name: {"src": str(f.src), "tgt": str(f.tgt), "src_sha256": _sha256(f.src), "tgt_sha256": _sha256(f.tgt)}
         for f in files
@@ -107,7 +110,7 @@ def prepare(
     cfg_hash = prepared.config_hash(cfg)
     old = prepared.read_manifest(exp.data_dir)
     if not force and old is not None and prepared.up_to_date(old, cfg_hash, inputs):
-        return PrepareResult(up_to_date=True, manifest=old)
+        return PrepareResult(up_to_date=True, manifest=old, notes=notes)
     try:
         exp.root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(exp.root / ".prepare.lock", what=f"nmt prepare of {exp.root}"):
@@ -115,7 +118,9 @@ def prepare(
             if foreign is not None and not (replace_data_link and exp.data_dir.is_symlink()):
                 raise foreign_link_error(exp.data_dir, foreign)  # before any work, not after it
             remove_unlinked(exp.data_dir)  # what a killed run left behind
-            return _prepare(cfg, exp, files, inputs, cfg_hash, threads, replace_data_link)
+            result = _prepare(cfg, exp, files, inputs, cfg_hash, threads, replace_data_link)
+            result.notes = notes
+            return result
     except OSError as exc:  # the inputs were read before: this is the experiment dir (a full disk is caught below)
         raise DataError(
             f"{exc.filename or exp.root}: {exc.strerror or exc} while writing the prepared data of {exp.root}",
@@ -137,17 +142,8 @@ def _prepare(
     replace = cfg.data.on_invalid_utf8 == "replace"
     line_counts, invalid_lines = _scan(files, replace=replace)
     timings["scan"] = time.perf_counter() - t0
-    train = next(f for f in files if f.name == "train")
-
     t0 = time.perf_counter()
-    vocab = train_vocab(
-        lambda: raw_line_pairs(train),
-        line_counts["train"],
-        cfg.vocab,
-        seed=cfg.vocab.sample_seed,  # in the data hash, unlike train.seed: a changed sample is never "up to date"
-        text=lambda raw: to_text(raw, replace_invalid=replace),
-        where=f"split 'train': {train.src} and {train.tgt}",
-    )
+    vocab = _train_vocab(cfg, files, line_counts, replace=replace)
     timings["spm_train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -156,6 +152,8 @@ def _prepare(
     )
     try:
         with data_dir as staging:
+            for direction in cfg.data.directions:
+                (staging / direction).mkdir()
             summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
             prepared.write_vocab(staging, vocab)
             manifest = prepared.write_manifest(
@@ -176,6 +174,33 @@ def _prepare(
     return PrepareResult(
         up_to_date=False, manifest=manifest, splits=summaries, invalid_utf8_lines=invalid_lines, timings=timings
     )
+
+
+def _train_vocab(
+    cfg: ExperimentConfig, files: list[SplitFiles], line_counts: dict[str, int], *, replace: bool
+) -> Vocab:
+    """The vocabulary from the training text: of the one train split, or (multilingual) of every
+    language, each read from the first direction's train split that holds it."""
+    text = lambda raw: to_text(raw, replace_invalid=replace)  # noqa: E731
+    seed = cfg.vocab.sample_seed  # in the data hash, unlike train.seed: a changed sample is never "up to date"
+    if not cfg.data.multilingual:
+        train = next(f for f in files if f.name == "train")
+        return train_vocab(
+            lambda: raw_line_pairs(train),
+            line_counts["train"],
+            cfg.vocab,
+            seed=seed,
+            text=text,
+            where=f"split 'train': {train.src} and {train.tgt}",
+        )
+    by_name = {f.name: f for f in files}
+    sources: dict[str, Any] = {}
+    for direction, pair in zip(cfg.data.directions, cfg.data.pairs, strict=True):
+        part = by_name[direction_part(direction, "train")]
+        for side, lang in enumerate(pair):
+            if lang not in sources:
+                sources[lang] = (lambda part=part: raw_line_pairs(part), line_counts[part.name], side)
+    return train_multilingual_vocab(sources, cfg.vocab, temperature=cfg.data.sampling_temperature, seed=seed, text=text)
 
 
 def _scan(files: list[SplitFiles], *, replace: bool) -> tuple[dict[str, int], int]:
@@ -237,7 +262,7 @@ def _encode_split(
     replace: bool,
     threads: int | None,
 ) -> SplitSummary:
-    train = files.name == "train"
+    train = split_of(files.name) == "train"
     writer = ShardWriter(
         out_dir,
         files.name,
@@ -276,7 +301,7 @@ def _encode_split(
     shards = writer.close()
     if train and clean.kept == 0:
         raise DataError(
-            f"split 'train': every pair was dropped by cleaning ({clean.dropped})",
+            f"split {files.name!r}: every pair was dropped by cleaning ({clean.dropped})",
             hint="check data.max_len / data.max_ratio and that source and target files are the right ones",
         )
     return _split_summary(files.name, n_lines, clean, shards, writer.records, src_hist, tgt_hist)

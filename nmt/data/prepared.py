@@ -24,6 +24,7 @@ from typing import Any
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_to_dict
 from nmt.data.binarize import TokenDataset
+from nmt.data.directions import Mixture, Part, ValidSet, marks_for
 from nmt.data.vocab import Vocab
 from nmt.errors import DataError
 from nmt.fileio import atomic_write_bytes, atomic_write_text
@@ -37,6 +38,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
     """Hash of the config sections that determine the prepared data (not the file paths)."""
     data = config_to_dict(cfg.data)
     data.pop("splits")
+    data.pop("lang_token")  # where the language token goes is decided when batches are made
+    if not cfg.data.multilingual:  # a bilingual config hashes as it did before multilingual data existed
+        for key in ("directions", "sampling_temperature"):
+            data.pop(key)
     blob = json.dumps({"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -223,9 +228,8 @@ class TrainingData:
     data_dir: Path
     manifest: dict[str, Any]
     vocab: Vocab
-    train: TokenDataset
-    valid: TokenDataset
-    valid_refs: list[str]
+    train: Mixture  # every direction's train split (one part for a bilingual model)
+    valid: list[ValidSet]  # one per direction (one for a bilingual model)
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -253,12 +257,22 @@ def check_manifest(manifest: dict[str, Any] | None, cfg: ExperimentConfig, data_
 
 
 def open_for_training(cfg: ExperimentConfig, data_dir: Path, config_path: Path) -> TrainingData:
-    """The vocabulary, the train and valid splits and the valid references, each checked: one
-    DataError before any training step for missing, stale or damaged data."""
+    """The vocabulary, the train and valid splits (of every direction) and the valid references,
+    each checked: one DataError before any training step for missing, stale or damaged data.
+    Validation uses the first `train.valid_max_lines` examples of each direction (all by default)."""
     manifest = read_manifest(data_dir)
     check_manifest(manifest, cfg, data_dir, config_path)
     assert manifest is not None
     vocab = load_vocab(data_dir)
-    train, valid = (open_split(data_dir, split, vocab, manifest) for split in ("train", "valid"))
-    refs = load_references(data_dir, "valid", examples=len(valid))
-    return TrainingData(data_dir, manifest, vocab, train, valid, refs)
+    limit = cfg.train.valid_max_lines
+    train_parts, valid = [], []
+    names = cfg.data.directions or [""]
+    for name, (_, tgt_lang) in zip(names, cfg.data.pairs, strict=True):
+        marks = marks_for(cfg, vocab, tgt_lang)
+        train_split, valid_split = (f"{name}/{s}" if name else s for s in ("train", "valid"))
+        train_parts.append(Part.of(name, open_split(data_dir, train_split, vocab, manifest), marks, tgt_lang))
+        valid_ds = open_split(data_dir, valid_split, vocab, manifest)
+        refs = load_references(data_dir, valid_split, examples=len(valid_ds))
+        part = Part.of(name, valid_ds, marks, tgt_lang, limit=limit)
+        valid.append(ValidSet(name, Mixture([part], "valid"), refs[: part.size], marks, tgt_lang))
+    return TrainingData(data_dir, manifest, vocab, Mixture(train_parts, "train"), valid)

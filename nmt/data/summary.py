@@ -5,6 +5,7 @@ from __future__ import annotations
 from nmt.config import ExperimentConfig
 from nmt.console import emit_json, info, table, warn
 from nmt.data.prepare import PrepareResult
+from nmt.tokens import lang_piece
 
 COLUMNS = (
     "split", "lines", "kept", "empty", "too long", "ratio", "src tok", "tgt tok",
@@ -15,8 +16,17 @@ COLUMNS = (
 def render_prepare(result: PrepareResult, cfg: ExperimentConfig, *, as_json: bool) -> None:
     """Print what prepare did: up to date, or the vocabulary, repairs, a table per split and timings."""
     if as_json:
-        emit_json({"up_to_date": result.up_to_date, "timings": result.timings, "manifest": result.manifest})
+        emit_json(
+            {
+                "up_to_date": result.up_to_date,
+                "timings": result.timings,
+                "manifest": result.manifest,
+                "notes": result.notes,
+            }
+        )
         return
+    for note in result.notes:  # what a multilingual test split leaves out
+        warn(note)
     if result.up_to_date:
         info(f"[green]up to date[/green]: {cfg.workdir}/data matches the inputs and config (use --force to rebuild)")
         return
@@ -24,6 +34,7 @@ def render_prepare(result: PrepareResult, cfg: ExperimentConfig, *, as_json: boo
     info(
         f"vocabulary: {'joint' if m['joint'] else 'separate'}, {m['src_vocab_size']:,} source / "
         f"{m['tgt_vocab_size']:,} target pieces"
+        + (f", language tokens {', '.join(lang_piece(x) for x in cfg.data.languages)}" if cfg.data.multilingual else "")
     )
     if result.invalid_utf8_lines:
         warn(

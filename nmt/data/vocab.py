@@ -10,7 +10,7 @@ import io
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,7 +19,7 @@ import sentencepiece as spm
 
 from nmt.config import VocabConfig
 from nmt.errors import ConfigError, DataError
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece
 
 
 @dataclass
@@ -54,6 +54,22 @@ class Vocab:
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
         return self.tgt.decode(ids)
+
+    def lang_id(self, lang: str) -> int | None:
+        """The id of `lang`'s language token (`lang_piece`), None when the vocabulary has none."""
+        i = self.tgt.piece_to_id(lang_piece(lang))
+        return i if i > EOS_ID and self.tgt.is_control(i) else None
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages with a language token, in id order (empty for a bilingual vocabulary)."""
+        out = []
+        for i in range(EOS_ID + 1, self.tgt_size):
+            piece = self.tgt.id_to_piece(i)
+            if not (self.tgt.is_control(i) and piece.startswith(">>") and piece.endswith("<<")):
+                break
+            out.append(piece[2:-2])
+        return out
 
     def src_pieces(self, ids: list[int]) -> list[str]:
         return [self.src.id_to_piece(i) for i in ids]
@@ -120,8 +136,9 @@ def sample_sentences(
     yield from later
 
 
-def train_spm(sentences: Iterable[str], cfg: VocabConfig, *, what: str) -> bytes:
-    """Train one SentencePiece model on `sentences` (already sampled to `cfg.max_sentences`)."""
+def train_spm(sentences: Iterable[str], cfg: VocabConfig, *, what: str, control_symbols: Sequence[str] = ()) -> bytes:
+    """Train one SentencePiece model on `sentences` (already sampled to `cfg.max_sentences`);
+    `control_symbols` get the ids right after the special ones, in order (language tokens)."""
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -141,6 +158,7 @@ def train_spm(sentences: Iterable[str], cfg: VocabConfig, *, what: str) -> bytes
             max_sentence_length=1 << 16,
             # only when on: an explicit False is recorded in the model and changes its bytes
             **({"byte_fallback": True} if cfg.byte_fallback else {}),
+            **({"control_symbols": list(control_symbols)} if control_symbols else {}),
         )
     except RuntimeError as exc:
         match = _TOO_HIGH.search(str(exc))
@@ -190,3 +208,54 @@ def train_vocab(
         model = train((0, 1), seed, "joint source+target")
         return Vocab(model, model)
     return Vocab(train((0,), seed, "source"), train((1,), seed + 1, "target"))
+
+
+def language_quotas(sizes: dict[str, int], *, budget: int, temperature: float) -> dict[str, int]:
+    """Sentences to draw per language for a multilingual vocabulary: p(lang) ~ n ** (1 / temperature)
+    of `budget` = min(max_sentences, all sentences), each at most its language's n.
+
+    temperature 1 is proportional to size; higher flattens towards equal shares, so that a small
+    language is not starved of pieces (the same temperature samples the training directions).
+    """
+    total = sum(sizes.values())
+    budget = min(budget, total)
+    weights = {lang: n ** (1.0 / temperature) if n else 0.0 for lang, n in sizes.items()}
+    norm = sum(weights.values()) or 1.0
+    return {lang: min(n, round(budget * weights[lang] / norm)) for lang, n in sizes.items()}
+
+
+def train_multilingual_vocab(
+    sources: dict[str, tuple[Callable[[], Iterable[tuple[T, T]]], int, int]],
+    cfg: VocabConfig,
+    *,
+    temperature: float,
+    seed: int,
+    text: Callable[[T], str],
+) -> Vocab:
+    """One joint vocabulary over several languages, with their language tokens (`lang_piece`).
+
+    `sources[lang]` = (fresh pass over a training split's pairs, its pair count, the side (0/1)
+    that is in `lang`). Each language contributes `language_quotas` sentences, drawn by
+    position with its own seed (seed + its index in sorted order); its language token is a
+    control symbol at id 4 + that index.
+    """
+    langs = sorted(sources)
+    quotas = language_quotas(
+        {lang: sources[lang][1] for lang in langs}, budget=cfg.max_sentences, temperature=temperature
+    )
+
+    def sentences() -> Iterator[str]:
+        for k, lang in enumerate(langs):
+            pairs, n_pairs, side = sources[lang]
+            yield from sample_sentences(
+                pairs(), n_pairs, sides=(side,), max_sentences=max(quotas[lang], 1), seed=seed + k, text=text
+            )
+
+    stream = sentences()
+    first = next(stream, None)
+    if first is None:
+        raise DataError("the training splits of data.directions contain no non-empty pairs")
+    model = train_spm(
+        itertools.chain([first], stream), cfg, what="multilingual", control_symbols=[lang_piece(x) for x in langs]
+    )
+    return Vocab(model, model)

@@ -280,7 +280,9 @@ def to_hypotheses(store: FinishedStore, trace: BeamTrace, *, nbest: int) -> list
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, start_id: int = BOS_ID
+) -> list[list[Hypothesis]]:
     """Translate a batch: per sentence the `cfg.nbest` best of `cfg.beam` beams, best first.
 
     The driver works on all sentences x beams at once, for any beam size (1 included: it
@@ -294,6 +296,7 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
         cfg: beam, nbest, length limits, min_len, length penalty and alpha, no_repeat_ngram.
+        start_id: the decoder's first input (BOS, or a multilingual model's target language token).
     """
     device = src_ids.device
     batch, beam = src_ids.size(0), cfg.beam
@@ -314,7 +317,7 @@ def beam_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: D
     trace = BeamTrace.empty(steps, batch, beam, device)
     # (n, K, T) tokens of the open beams, for n-gram blocking only
     history = torch.zeros((batch, beam, steps), dtype=torch.long, device=device) if cfg.no_repeat_ngram > 0 else None
-    last = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
+    last = torch.full((batch * beam, 1), start_id, dtype=torch.long, device=device)
 
     for step in range(steps):
         n = alive.numel()

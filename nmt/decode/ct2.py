@@ -232,10 +232,13 @@ class CT2Engine:
         cfg: DecodeConfig,
         *,
         on_batch: Callable[[int], object] | None = None,
+        start_id: int = BOS_ID,
     ) -> list[list[Hypothesis]]:
         """Up to `cfg.nbest` hypotheses per source id sequence (each ending in eos), best first, in
         input order; an empty sequence gets none. `on_batch(n)` follows each call of n sentences."""
         check_decode(cfg, where="CTranslate2 engine")
+        if start_id != BOS_ID:  # exports of multilingual models are refused by `nmt export` for now
+            raise ConfigError("this CTranslate2 export decodes from <s> only: it holds a bilingual model")
         out: list[list[Hypothesis]] = [[] for _ in src_seqs]
         limits = {i: output_limit(len(s), cfg, max_len=self.max_len) for i, s in enumerate(src_seqs) if s}
         order = sorted(limits, key=lambda i: len(src_seqs[i]))

@@ -18,19 +18,29 @@ TokenChooser = Callable[[Tensor], Tensor]  # (B, V) masked log-probs -> (B,) tok
 
 
 @torch.inference_mode()
-def greedy_search(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[Hypothesis]:
+def greedy_search(
+    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, start_id: int = BOS_ID
+) -> list[Hypothesis]:
     """Pick the most likely allowed token at every step; one hypothesis per sentence.
 
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
         cfg: length limits, min_len, length penalty and alpha, no_repeat_ngram (beam is ignored).
     """
-    return decode_left_to_right(model, src_ids, src_pad, cfg=cfg, choose=lambda logp: logp.argmax(-1))
+    return decode_left_to_right(
+        model, src_ids, src_pad, cfg=cfg, choose=lambda logp: logp.argmax(-1), start_id=start_id
+    )
 
 
 @torch.inference_mode()
 def decode_left_to_right(
-    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, choose: TokenChooser
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    cfg: DecodeConfig,
+    choose: TokenChooser,
+    start_id: int = BOS_ID,
 ) -> list[Hypothesis]:
     """One token per sentence per step, chosen by `choose` (argmax, sampling), until all emitted EOS.
 
@@ -40,6 +50,7 @@ def decode_left_to_right(
 
     Args:
         src_ids: (B, S) source token ids; src_pad: (B, S) True at padding.
+        start_id: the decoder's first input: BOS, or a multilingual model's target language token.
     """
     batch, device = src_ids.size(0), src_ids.device
     max_out = output_limits(src_pad, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, model_max_len=model.max_len)
@@ -47,7 +58,7 @@ def decode_left_to_right(
     steps = last_limit + 1
     memory = model.encode(src_ids, src_pad)
     state = model.init_state(memory)
-    last = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    last = torch.full((batch, 1), start_id, dtype=torch.long, device=device)
     tokens = torch.zeros((batch, steps), dtype=torch.long, device=device)
     token_scores = torch.zeros((batch, steps), device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # tokens before EOS

@@ -9,6 +9,7 @@ from nmt.config import DecodeConfig
 from nmt.decode.beam import Hypothesis
 from nmt.decode.greedy import decode_left_to_right
 from nmt.model import Seq2SeqModel
+from nmt.tokens import BOS_ID
 
 
 def filter_logits(logp: Tensor, *, temperature: float, top_k: int, top_p: float) -> Tensor:
@@ -45,6 +46,7 @@ def sample(
     *,
     cfg: DecodeConfig,
     generator: torch.Generator | None = None,
+    start_id: int = BOS_ID,
 ) -> list[Hypothesis]:
     """Sample one translation per sentence; `token_scores` are the model's (untempered) log-probs.
 
@@ -62,4 +64,4 @@ def sample(
         scores = filter_logits(logp, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
 
-    return decode_left_to_right(model, src_ids, src_pad, cfg=cfg, choose=choose)
+    return decode_left_to_right(model, src_ids, src_pad, cfg=cfg, choose=choose, start_id=start_id)

@@ -27,7 +27,7 @@ from nmt.decode.sampling import sample
 from nmt.model import Seq2SeqModel
 from nmt.model.attention import MultiHeadAttention
 from nmt.precision import resolve_decode_precision
-from nmt.tokens import PAD_ID
+from nmt.tokens import BOS_ID, PAD_ID
 
 
 def decoding_form(
@@ -81,7 +81,12 @@ class SearchEngine(Protocol):
     max_len: int  # longest source/target in tokens (incl. bos/eos), as `Seq2SeqModel.max_len`
 
     def search(
-        self, src_seqs: list[list[int]], cfg: DecodeConfig, *, on_batch: Callable[[int], object] | None = None
+        self,
+        src_seqs: list[list[int]],
+        cfg: DecodeConfig,
+        *,
+        on_batch: Callable[[int], object] | None = None,
+        start_id: int = BOS_ID,
     ) -> list[list[Hypothesis]]:
         """Up to `cfg.nbest` hypotheses per sequence (each ending in eos), best first, in input order;
         none for an empty sequence. `on_batch(n)` follows each batch of n sentences."""
@@ -98,7 +103,9 @@ def pad_batch(seqs: list[list[int]], *, device: torch.device) -> tuple[Tensor, T
     return src_ids, src_ids == PAD_ID
 
 
-def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def search_batch(
+    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, start_id: int = BOS_ID
+) -> list[list[Hypothesis]]:
     """Up to `cfg.nbest` hypotheses per sentence, best first: greedy, beam search or sampling.
 
     Beam 1 without n-gram blocking is greedy search (the beam driver at K=1 would also keep
@@ -111,11 +118,11 @@ def search_batch(model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: 
     if cfg.sampling:
         k = cfg.nbest  # each row repeated k times, sampled in one batch
         rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
-        hyps = sample(model, src_ids[rows], src_pad[rows], cfg=cfg)
+        hyps = sample(model, src_ids[rows], src_pad[rows], cfg=cfg, start_id=start_id)
         return [sorted(hyps[i : i + k], key=lambda h: -h.score) for i in range(0, len(hyps), k)]
     if cfg.beam == 1 and cfg.no_repeat_ngram == 0:
-        return [[hyp] for hyp in greedy_search(model, src_ids, src_pad, cfg=cfg)]
-    return beam_search(model, src_ids, src_pad, cfg=cfg)
+        return [[hyp] for hyp in greedy_search(model, src_ids, src_pad, cfg=cfg, start_id=start_id)]
+    return beam_search(model, src_ids, src_pad, cfg=cfg, start_id=start_id)
 
 
 def search(
@@ -125,6 +132,7 @@ def search(
     *,
     device: torch.device,
     on_batch: Callable[[int], object] | None = None,
+    start_id: int = BOS_ID,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in eos) in token-budget batches, results in input order.
 
@@ -134,13 +142,14 @@ def search(
     `on_batch(n)` is called after each batch with its number of sentences. `model` is the
     caller's `decoding_form` (any torch model decodes, but unfused and at its own precision).
     A `SearchEngine` decodes on its own device (`device` is not used) with its own batching.
+    `start_id` is the decoder's first input: BOS, or a multilingual model's target language token.
     """
     out: list[list[Hypothesis]] = [[] for _ in src_seqs]
     todo = [i for i, s in enumerate(src_seqs) if s]
     if not todo:
         return out
     if isinstance(model, SearchEngine):
-        return model.search(src_seqs, cfg, on_batch=on_batch)
+        return model.search(src_seqs, cfg, on_batch=on_batch, start_id=start_id)
     lengths = np.array([len(src_seqs[i]) for i in todo])
     # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
     budget = max(cfg.batch_tokens // cfg.nbest, 1) if cfg.sampling else cfg.batch_tokens
@@ -149,7 +158,7 @@ def search(
         for batch in batches:
             index = [todo[j] for j in batch.tolist()]
             src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)
-            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg=cfg), strict=True):
+            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg=cfg, start_id=start_id), strict=True):
                 out[i] = hyps
             if on_batch is not None:
                 on_batch(len(index))
@@ -157,10 +166,16 @@ def search(
 
 
 def translate_ids(
-    model: Seq2SeqModel, src_seqs: list[list[int]], decode_cfg: DecodeConfig, *, device: torch.device
+    model: Seq2SeqModel,
+    src_seqs: list[list[int]],
+    decode_cfg: DecodeConfig,
+    *,
+    device: torch.device,
+    start_id: int = BOS_ID,
 ) -> list[list[int]]:
     """Best target ids (no bos/eos) for each source id sequence (already ending in eos), in order.
 
     Used by validation during training; `model` is its `decoding_form`.
     """
-    return [hyps[0].tokens if hyps else [] for hyps in search(model, src_seqs, decode_cfg, device=device)]
+    hyps = search(model, src_seqs, decode_cfg, device=device, start_id=start_id)
+    return [best[0].tokens if best else [] for best in hyps]

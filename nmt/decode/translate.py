@@ -30,17 +30,19 @@ import torch
 
 from nmt.config import DecodeConfig, apply_decode_overrides
 from nmt.console import info, progress, warn
+from nmt.data.directions import Marks
 from nmt.data.vocab import Vocab
 from nmt.decode import ct2
 from nmt.decode.beam import Hypothesis
 from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
+from nmt.decode.languages import LanguageRequest, Route, choose_route
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
 from nmt.export_format import read_export
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
-from nmt.tokens import EOS_ID
+from nmt.tokens import BOS_ID, EOS_ID
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
 # Everything Python's str.splitlines() splits on: one of these in an output would turn
@@ -123,12 +125,13 @@ def _load_export_for_decoding(
 # ---------------------------------------------------------------- text in, text out
 
 
-def source_ids(loaded: LoadedModel, lines: list[str]) -> tuple[list[list[int]], int]:
-    """Source ids as the model reads them (pieces cut to max_len - 1, then eos; [] for a line with no
-    tokens), and how many lines were cut."""
-    limit = loaded.model.max_len - 1  # room for the eos
+def source_ids(loaded: LoadedModel, lines: list[str], marks: Marks | None = None) -> tuple[list[list[int]], int]:
+    """Source ids as the model reads them (the source tag of `marks` if any, pieces cut to fit
+    max_len, then eos; [] for a line with no tokens), and how many lines were cut."""
+    tag = [] if marks is None or marks.src_tag is None else [marks.src_tag]
+    limit = loaded.model.max_len - 1 - len(tag)  # room for the eos (and the tag)
     ids = loaded.vocab.encode_src(lines)
-    return [s[:limit] + [EOS_ID] if s else [] for s in ids], sum(len(s) > limit for s in ids)
+    return [tag + s[:limit] + [EOS_ID] if s else [] for s in ids], sum(len(s) > limit for s in ids)
 
 
 def translate_lines(
@@ -140,8 +143,11 @@ def translate_lines(
     stats: TranslateStats | None = None,
     on_batch: Callable[[int], object] | None = None,
     chunk_lines: int = CHUNK_LINES,
+    marks: Marks | None = None,
 ) -> Iterator[list[Translation]]:
     """Translate text lines, yielding exactly `decode_cfg.nbest` translations per line, in input order.
+
+    `marks`: how to ask a multilingual model for its output language (`nmt.decode.languages`).
 
     Lines are consumed `chunk_lines` at a time. A line with no source tokens (empty or
     whitespace) yields empty texts with score 0.0; when the search finds fewer than nbest
@@ -152,12 +158,13 @@ def translate_lines(
     model, vocab, nbest = loaded.model, loaded.vocab, decode_cfg.nbest
     it = iter(lines)
     while chunk := list(itertools.islice(it, chunk_lines)):
-        src, truncated = source_ids(loaded, chunk)
+        src, truncated = source_ids(loaded, chunk, marks)
         stats.lines += len(chunk)
         stats.truncated += truncated
         stats.empty += sum(not s for s in src)
         stats.src_tokens += sum(len(s) for s in src)
-        hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch)
+        start_id = marks.start_id if marks is not None else BOS_ID
+        hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch, start_id=start_id)
         for translations in to_translations(vocab, src, hyps, nbest=nbest):
             stats.tgt_tokens += translations[0].tokens
             yield translations
@@ -230,6 +237,7 @@ def translate(
     scores: bool = False,
     attention_dir: Path | None = None,
     attention_lines: int = 10,
+    languages: LanguageRequest | None = None,
 ) -> TranslateResult:
     """Translate a file or stdin with a checkpoint (or an exported directory) into a file or stdout.
 
@@ -238,10 +246,12 @@ def translate(
         scores: write `score<TAB>text` lines.
         attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
             `nmt.decode.heatmaps`); the translations are the same with or without.
+        languages: --tgt-lang/--src-lang/--pivot (`nmt.decode.languages`).
     """
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
+    route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
     if attention_dir is not None:  # fail before translating, not after
         _check_heatmaps(checkpoint, loaded, device=device)
     stats, read_stats = TranslateStats(), DecodeStats()
@@ -252,10 +262,11 @@ def translate(
         open_output(output) as sink,
         progress(desc="translating", unit=" lines", force=None if output is not None else False) as bar,
     ):
-        for translations in translate_lines(
+        for translations in translate_route(
             loaded,
             first.watch(read_input(input, read_stats)),
             decode_cfg,
+            route,
             device=device,
             stats=stats,
             on_batch=bar.update,
@@ -273,6 +284,27 @@ def translate(
     if attention_dir is not None:
         write_heatmaps(loaded, source_ids(loaded, first.lines)[0], first.best, attention_dir, device=device)
     return TranslateResult(stats, decode_cfg, device.type, elapsed_s, output)
+
+
+def translate_route(
+    loaded: LoadedModel,
+    lines: Iterable[str],
+    decode_cfg: DecodeConfig,
+    route: Route,
+    *,
+    device: torch.device,
+    stats: TranslateStats,
+    on_batch: Callable[[int], object] | None = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> Iterator[list[Translation]]:
+    """`translate_lines` along `route`: with a pivot, each line's best translation into the pivot
+    language is translated into the target (chunk by chunk; `stats` count the last step)."""
+    for _, marks in route.steps[:-1]:
+        lines = best_translations(loaded, lines, decode_cfg, device=device, stats=TranslateStats(), marks=marks)
+    yield from translate_lines(
+        loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
+        marks=route.steps[-1][1],
+    )  # fmt: skip
 
 
 def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.device) -> None:
@@ -306,8 +338,9 @@ def best_translations(
     device: torch.device,
     stats: TranslateStats,
     on_batch: Callable[[int], object] | None = None,
+    marks: Marks | None = None,
 ) -> Iterator[str]:
     """The best translation text of each line (nbest forced to 1), in order."""
     cfg = dataclasses.replace(decode_cfg, nbest=1)
-    for translations in translate_lines(loaded, lines, cfg, device=device, stats=stats, on_batch=on_batch):
+    for translations in translate_lines(loaded, lines, cfg, device=device, stats=stats, on_batch=on_batch, marks=marks):
         yield translations[0].text

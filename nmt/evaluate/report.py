@@ -14,22 +14,25 @@ trailing whitespace removed), so the scores equal its scores on the same files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from nmt.config import DecodeConfig, load_config
 from nmt.console import progress
-from nmt.data.corpus import resolve_split
-from nmt.errors import CheckpointError, ConfigError, DataError, NmtError
+from nmt.data.corpus import resolve_splits
+from nmt.decode.languages import LanguageRequest
+from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.evaluate.buckets import (
     DEFAULT_BOUNDARIES,
     parse_boundaries,
     scores_by_length,
 )
 from nmt.evaluate.results import EvalReport
+from nmt.evaluate.scored_files import check_counts, read_scored, read_source
 from nmt.experiment import Experiment
-from nmt.fileio import DecodeStats, atomic_open, count_lines, read_lines
+from nmt.fileio import DecodeStats, atomic_open, read_lines
 from nmt.metrics import check_tokenizer, corpus_scores
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -50,6 +53,7 @@ def evaluate(
     fail_under: float | None = None,
     boundaries: Sequence[int] | None = None,
     tgt_lang: str | None = None,
+    direction: str | None = None,
 ) -> list[EvalReport]:
     """Run one evaluation per system; `target` is a checkpoint, a config (.yaml/.yml), or None with `hyps`.
 
@@ -59,8 +63,10 @@ def evaluate(
         overrides: `--set` strings (decode.* only for a checkpoint; any key for a config).
         fail_under: recorded in each report; see `gate`.
         boundaries: source-length bucket starts (see `nmt.evaluate.buckets`); None = no buckets.
-        tgt_lang: the hypotheses' language, which picks BLEU's tokenizer (`nmt.metrics`); default: the
-            config's or checkpoint's `data.tgt_lang`, none with `hyps`.
+        tgt_lang: the language to translate into, which also picks BLEU's tokenizer (`nmt.metrics`);
+            default: the model's target language (needed for a multilingual checkpoint writing
+            several), none with `hyps`.
+        direction: with a multilingual config, score this direction only (default: every one).
     """
     refs = list(refs)
     _check_form(target, hyps=hyps, src=src, refs=refs, split=split, checkpoint_name=checkpoint_name, out=out)
@@ -71,7 +77,7 @@ def evaluate(
         )
     if target.suffix in CONFIG_SUFFIXES:
         assert split is not None
-        label, report = _translate_split(
+        systems = _translate_split(
             target,
             split,
             checkpoint_name=checkpoint_name,
@@ -80,13 +86,18 @@ def evaluate(
             out=out,
             fail_under=fail_under,
             tgt_lang=tgt_lang,
+            direction=direction,
         )
     else:
         assert src is not None
-        label, report = _translate_source(
-            target, src, refs, labels=labels, overrides=overrides, out=out, fail_under=fail_under, tgt_lang=tgt_lang
-        )
-    return [_with_buckets(report, label, boundaries)]
+        if direction is not None:
+            raise NmtError("--direction picks a direction of a multilingual config; with a checkpoint use --tgt-lang")
+        systems = [
+            _translate_source(
+                target, src, refs, labels=labels, overrides=overrides, out=out, fail_under=fail_under, tgt_lang=tgt_lang
+            )
+        ]
+    return [_with_buckets(report, label, boundaries) for label, report in systems]
 
 
 def _check_form(
@@ -130,12 +141,19 @@ def _translate_split(
     out: Path | None,
     fail_under: float | None,
     tgt_lang: str | None,
-) -> tuple[str, EvalReport]:
-    """The config form: the experiment's checkpoint translates the split named in the config; (label, report)."""
+    direction: str | None,
+) -> list[tuple[str, EvalReport]]:
+    """The config form: the experiment's checkpoint translates the split named in the config, every
+    direction of it for a multilingual config (or `direction`); (label, report) each."""
     cfg = load_config(config, overrides=list(overrides))
     if split not in cfg.data.splits:
         raise ConfigError(f"{config}: no split {split!r} in data.splits (it has: {', '.join(cfg.data.splits)})")
-    files = resolve_split(split, cfg.data.splits[split], cfg.data)
+    if direction is not None and direction not in cfg.data.directions:
+        raise ConfigError(
+            f"--direction {direction}: {config} has "
+            + (f"the directions {', '.join(cfg.data.directions)}" if cfg.data.directions else "no data.directions")
+        )
+    parts, _ = resolve_splits(cfg.data, only=split)
     name = (checkpoint_name or "best").removesuffix(".pt")
     ckpt = Experiment.from_config(cfg).checkpoint_dir / f"{name}.pt"
     if not ckpt.is_file():
@@ -143,19 +161,23 @@ def _translate_split(
             f"{ckpt}: checkpoint not found",
             hint="train first (`nmt train CONFIG`), or pick one with --checkpoint last|averaged|step_N",
         )
-    [label] = _labels(labels, [f"{cfg.name} {name}"])
-    report = translate_and_score(
-        ckpt,
-        files.src,
-        [files.tgt],
-        base=cfg.decode,
-        out=out,
-        tag=split,
-        split=split,
-        fail_under=fail_under,
-        tgt_lang=tgt_lang or cfg.data.tgt_lang,
-    )
-    return label, report
+    score = functools.partial(translate_and_score, ckpt, base=cfg.decode, out=out, split=split, fail_under=fail_under)
+    if not cfg.data.multilingual:
+        [label] = _labels(labels, [f"{cfg.name} {name}"])
+        request = LanguageRequest(tgt_lang or cfg.data.tgt_lang)
+        return [(label, score(parts[0].src, [parts[0].tgt], tag=split, languages=request))]
+    chosen = [(f, d) for f in parts if (d := f.name.partition("/")[0]) == (direction or d)]
+    if tgt_lang is not None or (out is not None and len(chosen) > 1):
+        raise NmtError(
+            "with a multilingual config each direction has its own target language and hypothesis file: "
+            + ("--tgt-lang does not apply" if tgt_lang is not None else "--out needs --direction"),
+            hint="pick one direction with --direction SRC-TGT",
+        )
+    names = _labels(labels, [f"{cfg.name} {name} {d}" for _, d in chosen])
+    return [
+        (label, score(f.src, [f.tgt], tag=f"{split}.{d}", languages=LanguageRequest(*d.split("-")[::-1]), direction=d))
+        for (f, d), label in zip(chosen, names, strict=True)
+    ]
 
 
 def _translate_source(
@@ -173,8 +195,9 @@ def _translate_source(
     [label] = _labels(labels, [checkpoint.stem])
     tag = Path(src.name.removesuffix(".gz")).stem
     report = translate_and_score(
-        checkpoint, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under, tgt_lang=tgt_lang
-    )
+        checkpoint, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under,
+        languages=LanguageRequest(tgt_lang),
+    )  # fmt: skip
     return label, report
 
 
@@ -199,11 +222,6 @@ def _labels(given: Sequence[str], defaults: list[str], *, fallback: list[str] | 
     return defaults
 
 
-def _read_source(path: Path) -> list[str]:
-    """Source lines for length buckets; invalid UTF-8 is replaced, as translation reads it."""
-    return list(read_lines(path, replace_invalid=True))
-
-
 def _score_files(
     hyps: Sequence[Path],
     refs: list[Path],
@@ -222,7 +240,7 @@ def _score_files(
             hint="add --src FILE, the source the hypotheses translate (line-aligned with them)",
         )
     names = _labels(labels, [h.stem for h in hyps], fallback=[str(h) for h in hyps])
-    src_text = _read_source(src) if src is not None else None
+    src_text = read_source(src) if src is not None else None
     return [
         _score_file(
             hyp,
@@ -251,8 +269,8 @@ def _score_file(
 ) -> EvalReport:
     """Score one hypothesis file against `refs` (and by source length with `boundaries`)."""
     start = time.perf_counter()
-    lines = _check_counts(hyp, [*([src] if src is not None else []), *refs])
-    hyp_text, ref_text = _read_scored(hyp), [_read_scored(r) for r in refs]
+    lines = check_counts(hyp, [*([src] if src is not None else []), *refs])
+    hyp_text, ref_text = read_scored(hyp), [read_scored(r) for r in refs]
     scores = corpus_scores(hyp_text, ref_text, tgt_lang=tgt_lang)
     by_length = None
     if boundaries is not None:
@@ -270,8 +288,8 @@ def _with_buckets(report: EvalReport, label: str, boundaries: Sequence[int] | No
     if boundaries is not None:
         assert report.src is not None
         start = time.perf_counter()
-        hyps, refs = _read_scored(report.hyp), [_read_scored(r) for r in report.refs]
-        report.by_length = scores_by_length(_read_source(report.src), hyps, refs, boundaries, tgt_lang=report.tgt_lang)
+        hyps, refs = read_scored(report.hyp), [read_scored(r) for r in report.refs]
+        report.by_length = scores_by_length(read_source(report.src), hyps, refs, boundaries, tgt_lang=report.tgt_lang)
         report.elapsed_s += time.perf_counter() - start
     return report
 
@@ -286,24 +304,6 @@ def _check_options(mode: str, required: dict[str, bool], forbidden: dict[str, ob
             raise NmtError(f"{name} cannot be used when evaluating with {mode}")
 
 
-def _check_counts(scored: Path, refs: list[Path]) -> int:
-    """Line count shared by `scored` and every reference, or DataError naming both files and counts."""
-    n = count_lines(scored)
-    for ref in refs:
-        m = count_lines(ref)
-        if m != n:
-            raise DataError(
-                f"line counts differ: {scored} has {n:,} lines but {ref} has {m:,}",
-                hint="hypotheses, sources and references must be line-aligned",
-            )
-    return n
-
-
-def _read_scored(path: Path) -> list[str]:
-    """Lines as the sacrebleu CLI reads them: split on newline only, trailing whitespace stripped."""
-    return [line.rstrip() for line in read_lines(path)]
-
-
 def translate_and_score(
     checkpoint: Path,
     src: Path,
@@ -315,31 +315,35 @@ def translate_and_score(
     tag: str,
     split: str | None = None,
     fail_under: float | None = None,
-    tgt_lang: str | None = None,
+    languages: LanguageRequest | None = None,
+    direction: str | None = None,
 ) -> EvalReport:
     """Translate `src` with the best hypothesis per line, write them, and score against `refs`.
 
     The hypotheses go to `out`, or to `<checkpoint stem>.<tag>.hyp` next to the checkpoint.
-    `tgt_lang` defaults to the checkpoint's `data.tgt_lang`.
+    `languages` picks the output language (`nmt.decode.languages`), which also picks BLEU's tokenizer.
     """
     # imported here so that `--hyp` scoring never loads torch (a CI step then takes a second)
-    from nmt.decode.translate import TranslateStats, best_translations, load_for_decoding, warn_repairs
+    from nmt.decode.languages import choose_route
+    from nmt.decode.translate import TranslateStats, load_for_decoding, translate_route, warn_repairs
 
-    lines = _check_counts(src, refs)
-    ref_text = [_read_scored(r) for r in refs]  # read before translating: a bad reference fails fast
+    lines = check_counts(src, refs)
+    ref_text = [read_scored(r) for r in refs]  # read before translating: a bad reference fails fast
     start = time.perf_counter()
     loaded, decode_cfg, device = load_for_decoding(checkpoint, base=base, overrides=overrides)
     decode_cfg = dataclasses.replace(decode_cfg, nbest=1)
-    tgt_lang = tgt_lang or loaded.cfg.data.tgt_lang
-    check_tokenizer(tgt_lang, where=f"{checkpoint} target language")  # before translating, not after
+    route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
+    check_tokenizer(tgt_lang := route.tgt_lang, where=f"{checkpoint} target language")  # before translating
     hyp_path = out if out is not None else checkpoint.with_name(f"{checkpoint.stem}.{tag}.hyp")
     stats, read_stats = TranslateStats(), DecodeStats()
     hyps: list[str] = []
     src_lines = read_lines(src, replace_invalid=True, stats=read_stats)
     with atomic_open(hyp_path, "wb") as fh, progress(total=lines, desc="translating", unit=" lines") as bar:
-        for text in best_translations(loaded, src_lines, decode_cfg, device=device, stats=stats, on_batch=bar.update):
-            hyps.append(text)
-            fh.write(f"{text}\n".encode())
+        for best, *_ in translate_route(
+            loaded, src_lines, decode_cfg, route, device=device, stats=stats, on_batch=bar.update
+        ):
+            hyps.append(best.text)
+            fh.write(f"{best.text}\n".encode())
     stats.invalid_utf8 = read_stats.invalid_utf8_lines
     warn_repairs(stats, max_len=loaded.model.max_len)
     scores = corpus_scores([h.rstrip() for h in hyps], ref_text, tgt_lang=tgt_lang)
@@ -358,4 +362,5 @@ def translate_and_score(
         device=device.type,
         stats=stats,
         tgt_lang=tgt_lang,
+        direction=direction,
     )

@@ -37,6 +37,7 @@ class EvalReport:
     label: str = ""  # the system's name in tables, JSON and plots (--label, else the file or checkpoint stem)
     by_length: list[BucketScore] | None = None  # with --by-length
     tgt_lang: str | None = None  # the hypotheses' language (picks BLEU's tokenizer)
+    direction: str | None = None  # of a multilingual config's split: src-tgt
 
     @property
     def passed(self) -> bool | None:
@@ -65,6 +66,7 @@ class EvalReport:
             "passed": self.passed,
             "by_length": [b.to_json() for b in self.by_length] if self.by_length is not None else None,
             "tgt_lang": self.tgt_lang,
+            "direction": self.direction,
         }
 
 
@@ -91,7 +93,9 @@ def render(reports: Sequence[EvalReport], *, as_json: bool, plot: Path | None = 
         return
     for report in reports:
         what = f"{report.checkpoint} (step {report.step:,})" if report.checkpoint else str(report.hyp)
-        if len(reports) > 1:
+        if report.direction:
+            what = f"{report.direction}: {what}"
+        elif len(reports) > 1:
             what = f"{report.label}: {what}"
         rows = [
             (s.name + (" (lower is better)" if key == "ter" else ""), s.score, s.signature)
@@ -123,8 +127,9 @@ def gate(reports: Sequence[EvalReport]) -> None:
     threshold = failed[0].threshold
     assert threshold is not None
     if len(reports) == 1:
-        bleu = failed[0].scores["bleu"].score
-        raise NmtError(f"BLEU {bleu:.2f} is below --fail-under {threshold:.2f}", exit_code=1)
+        bleu, direction = failed[0].scores["bleu"].score, failed[0].direction
+        where = f"{direction}: " if direction else ""
+        raise NmtError(f"{where}BLEU {bleu:.2f} is below --fail-under {threshold:.2f}", exit_code=1)
     which = ", ".join(f"{r.label} (BLEU {r.scores['bleu'].score:.2f})" for r in failed)
     raise NmtError(
         f"{len(failed)} of {len(reports)} systems are below --fail-under {threshold:.2f}: {which}", exit_code=1

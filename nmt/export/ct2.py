@@ -87,6 +87,12 @@ def _load_transformer(checkpoint: Path) -> tuple[torch.nn.Module, ExperimentConf
             "CTranslate2 runs Transformers only",
             hint=f"translate it with the checkpoint itself: nmt translate {checkpoint}",
         )
+    if cfg.data.multilingual:
+        raise CheckpointError(
+            f"{checkpoint}: a multilingual model ({', '.join(cfg.data.directions)}) cannot be exported yet: "
+            "its CTranslate2 export and Argos packages per direction are not built",
+            hint=f"translate and evaluate it with the checkpoint: nmt translate {checkpoint} --tgt-lang LANG",
+        )
     vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     load_weights(model, ckpt, checkpoint)

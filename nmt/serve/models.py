@@ -51,6 +51,11 @@ def load_pairs(paths: Sequence[Path], *, overrides: Sequence[str] = ()) -> dict[
     pairs: dict[tuple[str, str], Pair] = {}
     for path in paths:
         loaded, decode, device = load_for_decoding(path, overrides=overrides)
+        if loaded.cfg.data.multilingual:
+            raise NmtError(
+                f"{path}: a multilingual model ({', '.join(loaded.cfg.data.directions)}) cannot be served yet",
+                hint=f"translate it with the checkpoint: nmt translate {path} --tgt-lang LANG",
+            )
         source, target = loaded.cfg.data.src_lang, loaded.cfg.data.tgt_lang
         if (source, target) in pairs:
             raise NmtError(

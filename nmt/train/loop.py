@@ -23,7 +23,7 @@ from rich.markup import escape
 from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
-from nmt.data.binarize import TokenDataset
+from nmt.data.directions import Mixture
 from nmt.data.prepared import TrainingData, open_for_training, read_manifest
 from nmt.device import resolve_device
 from nmt.errors import NmtError, TrainingStopped
@@ -61,7 +61,8 @@ class Run:
 def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run, TrainState]:
     """Everything the loop needs, checked before any step; the state resumed from last.pt unless `restart`."""
     exp = Experiment.from_config(cfg)
-    check_tokenizer(cfg.data.tgt_lang, where="data.tgt_lang")  # validation BLEU needs it: say so now
+    for _, tgt_lang in cfg.data.pairs:  # validation BLEU needs its tokenizer: say so now
+        check_tokenizer(tgt_lang, where="data.directions" if cfg.data.multilingual else "data.tgt_lang")
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device.type)
     device = dist.device(device)  # cuda:LOCAL_RANK under DDP on GPUs
@@ -78,7 +79,7 @@ def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, src_vocab_size=data.vocab.src_size, tgt_vocab_size=data.vocab.tgt_size)
     model.to(device)
-    check_lengths(cfg, data.train, data.valid)
+    check_lengths(cfg, data.train, *(v.data for v in data.valid))
     optimizer = build_optimizer(list(model.parameters()), cfg.train, device=device)
     saver = Saver(exp, cfg, model, optimizer, precision, data)
     state = TrainState()
@@ -126,13 +127,18 @@ def train(
 
     with StopFlag() as flag:
         while result.stopped_by is None:
+            # the epoch's examples: all of them, or (several directions) drawn with temperature
+            examples = train_ds.epoch_examples(
+                seed=cfg.train.seed, epoch=state.epoch, temperature=cfg.data.sampling_temperature
+            )
             batches = make_batches(
-                lengths,
+                lengths[examples],
                 batch_tokens=cfg.train.batch_tokens,
                 max_sentences=cfg.train.max_sentences,
                 seed=cfg.train.seed,
                 epoch=state.epoch,
             )
+            batches = [examples[b] for b in batches]
             # each rank its own, equally many; an error when there are fewer batches than ranks
             batches = dist.epoch_share(batches, lengths=lengths, batch_tokens=cfg.train.batch_tokens)
             groups = [batches[i : i + cfg.train.accum_steps] for i in range(0, len(batches), cfg.train.accum_steps)]
@@ -242,7 +248,7 @@ def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> TrainingData:
     return data
 
 
-def check_lengths(cfg: ExperimentConfig, *datasets: TokenDataset) -> None:
+def check_lengths(cfg: ExperimentConfig, *datasets: Mixture) -> None:
     for ds in datasets:
         longest = int(padded_lengths(ds).max(initial=0))
         if longest > cfg.model.max_len:
@@ -277,9 +283,7 @@ def log_record(
 def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
     """Validate (every rank); record the metrics, and on rank 0 save the checkpoints (`Saver.save_validated`)."""
     cfg, data, dist = run.cfg, run.data, run.dist
-    valid = validate(
-        run.model, data.valid, data.valid_refs, data.vocab, cfg, device=run.device, precision=run.precision, dist=dist
-    )
+    valid = validate(run.model, data.valid, data.vocab, cfg, device=run.device, precision=run.precision, dist=dist)
     improved = update_best(state, valid.metric(cfg.train.best_metric))
     record = valid.record(state, improved=improved)
     write_metrics(run.exp, record, is_main=dist.is_main)
@@ -287,6 +291,11 @@ def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
     if dist.is_main:
         info(
             f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}, BLEU {valid.bleu:.2f}"
+            + (
+                f" (mean of {', '.join(f'{d} {v.bleu:.1f}' for d, v in valid.directions.items())})"
+                if valid.directions
+                else ""
+            )
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
         run.saver.save_validated(state, improved=improved)

@@ -32,6 +32,7 @@ import torch
 from nmt.config import ExperimentConfig
 from nmt.data.batching import collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
+from nmt.data.directions import Marks, Mixture, ValidSet
 from nmt.data.vocab import Vocab
 from nmt.decode.search import decoding_form, translate_ids
 from nmt.metrics import bleu
@@ -44,24 +45,25 @@ from nmt.train.state import TrainState
 
 @dataclass(frozen=True)
 class Validation:
-    """The scores of one validation."""
+    """The scores of one validation; with several directions, the means over them and each one's."""
 
     loss: float  # label-smoothed loss per target token
     nll: float  # negative log-likelihood per target token
     bleu: float  # corpus BLEU against the raw references
     valid_s: float  # wall time of the validation (seconds)
+    directions: dict[str, Validation] | None = None  # per direction (multilingual)
 
     @property
     def ppl(self) -> float:
         return math.exp(min(self.nll, 50.0))
 
     def metric(self, best_metric: str) -> float:
-        """Higher is better: BLEU, or the negated loss."""
+        """Higher is better: BLEU, or the negated loss (multilingual: their means over directions)."""
         return self.bleu if best_metric == "bleu" else -self.loss
 
     def record(self, state: TrainState, *, improved: bool) -> dict[str, Any]:
         """The metrics.jsonl record of this validation."""
-        return {
+        record: dict[str, Any] = {
             "event": "valid",
             "step": state.step,
             "epoch": state.epoch,
@@ -73,12 +75,17 @@ class Validation:
             "valid_s": self.valid_s,
             "elapsed_s": round(state.elapsed_s, 1),
         }
+        if self.directions:
+            record["directions"] = {
+                name: {"loss": v.loss, "nll": v.nll, "ppl": v.ppl, "bleu": v.bleu}
+                for name, v in self.directions.items()
+            }
+        return record
 
 
 def validate(
     model: torch.nn.Module,
-    ds: TokenDataset,
-    refs: list[str],
+    sets: Sequence[ValidSet],
     vocab: Vocab,
     cfg: ExperimentConfig,
     *,
@@ -86,23 +93,45 @@ def validate(
     precision: Precision,
     dist: Dist | None = None,
 ) -> Validation:
-    """Loss and BLEU of `model` on the prepared split `ds`, whose raw target lines are `refs`.
+    """Loss and BLEU of `model` on each validation set; one set (bilingual) is the Validation itself,
+    several (one per direction) give their plain means, which best.pt and patience follow.
 
     Under DDP every rank must call it (it holds collectives); each does its share and all
     return rank 0's result. `dist=None` is one process.
     """
+    t0 = time.monotonic()
+    each = {v.name: validate_set(model, v, vocab, cfg, device=device, precision=precision, dist=dist) for v in sets}
+    if len(each) == 1 and "" in each:
+        return each[""]
+    mean = lambda key: sum(getattr(v, key) for v in each.values()) / len(each)  # noqa: E731
+    return Validation(mean("loss"), mean("nll"), mean("bleu"), time.monotonic() - t0, directions=each)
+
+
+def validate_set(
+    model: torch.nn.Module,
+    valid: ValidSet,
+    vocab: Vocab,
+    cfg: ExperimentConfig,
+    *,
+    device: torch.device,
+    precision: Precision,
+    dist: Dist | None = None,
+) -> Validation:
+    """Loss and BLEU of `model` on one validation set (`valid.data`, raw references `valid.refs`)."""
     dist = dist or Dist()
     t0 = time.monotonic()
-    loss, nll = evaluate_loss(model, ds, cfg, device, precision, dist=dist)
-    score = decode_bleu(model, ds, refs, vocab, cfg, device=device, dist=dist)
-    valid = Validation(loss, nll, score, time.monotonic() - t0) if score is not None else None
-    return dist.broadcast_object(valid)  # type: ignore[return-value]
+    loss, nll = evaluate_loss(model, valid.data, cfg, device, precision, dist=dist)
+    score = decode_bleu(
+        model, valid.data, valid.refs, vocab, cfg, device=device, dist=dist, marks=valid.marks, tgt_lang=valid.tgt_lang
+    )
+    result = Validation(loss, nll, score, time.monotonic() - t0) if score is not None else None
+    return dist.broadcast_object(result)  # type: ignore[return-value]
 
 
 @torch.inference_mode()
 def evaluate_loss(
     model: torch.nn.Module,
-    ds: TokenDataset,
+    ds: TokenDataset | Mixture,
     cfg: ExperimentConfig,
     device: torch.device,
     precision: Precision,
@@ -137,15 +166,20 @@ def shard_by_length(lengths: Sequence[int], dist: Dist) -> list[int]:
 
 def decode_bleu(
     model: torch.nn.Module,
-    ds: TokenDataset,
+    ds: TokenDataset | Mixture,
     refs: list[str],
     vocab: Vocab,
     cfg: ExperimentConfig,
     *,
     device: torch.device,
     dist: Dist | None = None,
+    marks: Marks | None = None,
+    tgt_lang: str | None = None,
 ) -> float | None:
     """Decode every source of `ds` with `cfg.decode` and score against `refs` (one raw line per example).
+
+    `marks`: the decoder's start id (the sources carry their tag already); `tgt_lang` picks BLEU's
+    tokenizer (default `data.tgt_lang`).
 
     Under DDP each rank decodes its `shard_by_length` share; rank 0 gathers and scores the
     hypotheses and returns BLEU, the other ranks None. In one process: BLEU.
@@ -157,7 +191,8 @@ def decode_bleu(
     mine = shard_by_length(ds.src_lens.tolist(), dist)
     sources = (ds[i][0].tolist() for i in mine)
     src = [ids + [EOS_ID] if ids else [] for ids in sources]  # [] = empty source: no model call
-    shares = dist.gather_object((mine, translate_ids(form, src, cfg.decode, device=device)))
+    start_id = (marks or Marks()).start_id
+    shares = dist.gather_object((mine, translate_ids(form, src, cfg.decode, device=device, start_id=start_id)))
     if shares is None:
         return None
     hyp_ids: list[list[int]] = [[] for _ in range(len(ds))]
@@ -165,7 +200,7 @@ def decode_bleu(
         for i, hyp in zip(index, ids, strict=True):
             hyp_ids[i] = hyp
     hyps = vocab.decode_tgt(hyp_ids)
-    return bleu([h.rstrip() for h in hyps], [[r.rstrip() for r in refs]], tgt_lang=cfg.data.tgt_lang)
+    return bleu([h.rstrip() for h in hyps], [[r.rstrip() for r in refs]], tgt_lang=tgt_lang or cfg.data.tgt_lang)
 
 
 def update_best(state: TrainState, metric: float) -> bool:

@@ -20,9 +20,8 @@ import torch
 import torch.multiprocessing as mp
 
 from nmt.config import load_config
-from nmt.data.binarize import TokenDataset
 from nmt.data.prepare import prepare
-from nmt.data.prepared import load_references, load_vocab
+from nmt.data.prepared import open_for_training
 from nmt.decode.load import load_model
 from nmt.experiment import Experiment
 from nmt.precision import Precision
@@ -53,8 +52,7 @@ def run_validation(config: Path, dist: Dist | None) -> tuple[Validation, int]:
     """Validate the toy experiment's last checkpoint; also how many non-empty sources this process decoded."""
     cfg = load_config(config, VALIDATE)
     exp = Experiment.from_config(cfg)
-    vocab = load_vocab(exp.data_dir)
-    ds = TokenDataset(exp.data_dir, "valid", src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    data = open_for_training(cfg, exp.data_dir, exp.config_path)
     model = load_model(exp.last_checkpoint).model
     decoded = []
     translate_ids = validate_module.translate_ids
@@ -66,8 +64,8 @@ def run_validation(config: Path, dist: Dist | None) -> tuple[Validation, int]:
     validate_module.translate_ids = counting
     try:
         device = torch.device("cpu")
-        refs = load_references(exp.data_dir, "valid")
-        valid = validate(model, ds, refs, vocab, cfg, device=device, precision=Precision("fp32", device), dist=dist)
+        precision = Precision("fp32", device)
+        valid = validate(model, data.valid, data.vocab, cfg, device=device, precision=precision, dist=dist)
     finally:
         validate_module.translate_ids = translate_ids
     return valid, sum(decoded)

@@ -13,6 +13,7 @@ from nmt.decode.search import search
 from nmt.decode.translate import load_for_decoding, source_ids, to_translations
 from nmt.serve.batcher import Batcher, BatchReport, Job
 from nmt.serve.models import Pair
+from nmt.tokens import BOS_ID
 from tests.conftest import TinyCheckpoint
 
 LINES = ["3 4 5", "a b c d e", "", "x y", "1 2 3 4 5 6 7 8"]
@@ -86,10 +87,10 @@ class Exploding:
     def __init__(self, real: object, bad: int) -> None:
         self.real, self.bad = real, bad
 
-    def search(self, src_seqs, cfg, *, on_batch=None):
+    def search(self, src_seqs, cfg, *, on_batch=None, start_id=BOS_ID):
         if any(self.bad in s for s in src_seqs):
             raise RuntimeError("boom")
-        return search(self.real, src_seqs, cfg, device=torch.device("cpu"))
+        return search(self.real, src_seqs, cfg, device=torch.device("cpu"), start_id=start_id)
 
 
 def test_a_failing_group_answers_its_jobs_with_the_error_and_the_worker_goes_on(pair: Pair) -> None:
