@@ -9,6 +9,8 @@ import torch
 
 from tests.conftest import TinyCheckpoint, run_nmt
 
+pytestmark = pytest.mark.slow  # an `nmt translate` subprocess per test: `make test-fast` skips them
+
 FAST = ["--max-len-a", "0.5", "--max-len-b", "4"]
 
 

@@ -304,6 +304,7 @@ def test_sbd_model(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.argosmodel"]
 
 
+@pytest.mark.slow  # `nmt export --argos` subprocesses
 def test_cli(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
     ckpt, out = str(package[0]), tmp_path / "de_en.argosmodel"
     done = run_nmt("export", ckpt, "--argos", str(out), "--to-name", "English")
