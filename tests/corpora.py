@@ -18,6 +18,20 @@ FAST = [
     "train.compile=false",  # pinned: compiling takes longer than these runs (the compile tests ask for it)
 ]
 
+# the toy experiments' vocabulary, model and training sections
+TOY_SETTINGS = """vocab:
+  size: {vocab_size}
+model:
+  preset: tiny
+train:
+  device: cpu
+  batch_tokens: 512
+  lr: 3e-3
+  warmup_steps: 50
+  max_steps: 40
+  log_every: 10
+  valid_every: 20"""
+
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 
 
@@ -59,18 +73,7 @@ data:
     train: {data / "train"}
     valid: {data / "valid"}
     test: {data / "test"}
-vocab:
-  size: 60
-model:
-  preset: tiny
-train:
-  device: cpu
-  batch_tokens: 512
-  lr: 3e-3
-  warmup_steps: 50
-  max_steps: 40
-  log_every: 10
-  valid_every: 20
+{TOY_SETTINGS.format(vocab_size=60)}
 {extra}""")
     return cfg
 
@@ -148,17 +151,6 @@ data:
     train: {data / "train"}
     valid: {data / "valid"}
     test: {data / "test"}
-vocab:
-  size: 120
-model:
-  preset: tiny
-train:
-  device: cpu
-  batch_tokens: 512
-  lr: 3e-3
-  warmup_steps: 50
-  max_steps: 40
-  log_every: 10
-  valid_every: 20
+{TOY_SETTINGS.format(vocab_size=120)}
 {extra}""")
     return cfg
