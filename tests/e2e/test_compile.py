@@ -21,7 +21,7 @@ from tests.corpora import FAST, toy_config
 
 pytestmark = pytest.mark.slow  # inductor compiles C++ kernels: `make test-fast` skips them
 
-STEPS = 6
+STEPS = 3
 EXACT = FAST + [
     "model.dropout=0.0",  # inductor draws dropout masks from its own generator: compare without dropout
     "model.attention_dropout=0.0",
