@@ -128,5 +128,11 @@ class ValidSet:
     name: str  # the direction; "" for a bilingual model
     data: Mixture
     refs: list[str]
-    marks: Marks
-    tgt_lang: str
+
+    @property
+    def marks(self) -> Marks:
+        return self.data.parts[0].marks
+
+    @property
+    def tgt_lang(self) -> str:
+        return self.data.parts[0].tgt_lang

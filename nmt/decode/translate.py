@@ -300,7 +300,9 @@ def translate_route(
     """`translate_lines` along `route`: with a pivot, each line's best translation into the pivot
     language is translated into the target (chunk by chunk; `stats` count the last step)."""
     for _, marks in route.steps[:-1]:
-        lines = best_translations(loaded, lines, decode_cfg, device=device, stats=TranslateStats(), marks=marks)
+        lines = best_translations(
+            loaded, lines, decode_cfg, device=device, stats=TranslateStats(), marks=marks, chunk_lines=chunk_lines
+        )  # the same chunks: a line typed at a terminal goes through every step at once
     yield from translate_lines(
         loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
         marks=route.steps[-1][1],
@@ -315,6 +317,11 @@ def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.devi
             f"{checkpoint}: --attention-dir needs the checkpoint (.pt): an exported CTranslate2 model "
             "does not give attention weights",
             hint="draw the heatmaps with the checkpoint the export came from",
+        )
+    if loaded.cfg.data.multilingual:  # the heatmaps' teacher-forced pass starts from BOS, without the language token
+        raise NmtError(
+            f"{checkpoint}: --attention-dir does not draw heatmaps for multilingual models yet",
+            hint="translate without --attention-dir",
         )
     from nmt.plots import require_matplotlib
 
@@ -339,8 +346,11 @@ def best_translations(
     stats: TranslateStats,
     on_batch: Callable[[int], object] | None = None,
     marks: Marks | None = None,
+    chunk_lines: int = CHUNK_LINES,
 ) -> Iterator[str]:
     """The best translation text of each line (nbest forced to 1), in order."""
     cfg = dataclasses.replace(decode_cfg, nbest=1)
-    for translations in translate_lines(loaded, lines, cfg, device=device, stats=stats, on_batch=on_batch, marks=marks):
+    for translations in translate_lines(
+        loaded, lines, cfg, device=device, stats=stats, on_batch=on_batch, marks=marks, chunk_lines=chunk_lines
+    ):
         yield translations[0].text

@@ -32,7 +32,7 @@ import torch
 from nmt.config import ExperimentConfig
 from nmt.data.batching import collate, make_batches, padded_lengths
 from nmt.data.binarize import TokenDataset
-from nmt.data.directions import Marks, Mixture, ValidSet
+from nmt.data.directions import Mixture, ValidSet
 from nmt.data.vocab import Vocab
 from nmt.decode.search import decoding_form, translate_ids
 from nmt.metrics import bleu
@@ -96,36 +96,24 @@ def validate(
     """Loss and BLEU of `model` on each validation set; one set (bilingual) is the Validation itself,
     several (one per direction) give their plain means, which best.pt and patience follow.
 
-    Under DDP every rank must call it (it holds collectives); each does its share and all
-    return rank 0's result. `dist=None` is one process.
+    The decoding form is built once, from the weights as they are now, for every set. Under DDP
+    every rank must call it (it holds collectives); each does its share and all return rank 0's
+    result. `dist=None` is one process.
     """
+    dist = dist or Dist()
     t0 = time.monotonic()
-    each = {v.name: validate_set(model, v, vocab, cfg, device=device, precision=precision, dist=dist) for v in sets}
-    if len(each) == 1 and "" in each:
+    form = decoding_form(model, device, cfg.decode.precision)
+    each: dict[str, Validation] = {}
+    for valid in sets:
+        t1 = time.monotonic()
+        loss, nll = evaluate_loss(model, valid.data, cfg, device, precision, dist=dist)
+        score = decode_bleu(form, valid, vocab, cfg, device=device, dist=dist)
+        each[valid.name] = Validation(loss, nll, score or 0.0, time.monotonic() - t1)  # BLEU: rank 0's below
+    each = dist.broadcast_object(each)
+    if list(each) == [""]:
         return each[""]
     mean = lambda key: sum(getattr(v, key) for v in each.values()) / len(each)  # noqa: E731
     return Validation(mean("loss"), mean("nll"), mean("bleu"), time.monotonic() - t0, directions=each)
-
-
-def validate_set(
-    model: torch.nn.Module,
-    valid: ValidSet,
-    vocab: Vocab,
-    cfg: ExperimentConfig,
-    *,
-    device: torch.device,
-    precision: Precision,
-    dist: Dist | None = None,
-) -> Validation:
-    """Loss and BLEU of `model` on one validation set (`valid.data`, raw references `valid.refs`)."""
-    dist = dist or Dist()
-    t0 = time.monotonic()
-    loss, nll = evaluate_loss(model, valid.data, cfg, device, precision, dist=dist)
-    score = decode_bleu(
-        model, valid.data, valid.refs, vocab, cfg, device=device, dist=dist, marks=valid.marks, tgt_lang=valid.tgt_lang
-    )
-    result = Validation(loss, nll, score, time.monotonic() - t0) if score is not None else None
-    return dist.broadcast_object(result)  # type: ignore[return-value]
 
 
 @torch.inference_mode()
@@ -165,33 +153,27 @@ def shard_by_length(lengths: Sequence[int], dist: Dist) -> list[int]:
 
 
 def decode_bleu(
-    model: torch.nn.Module,
-    ds: TokenDataset | Mixture,
-    refs: list[str],
+    form: torch.nn.Module,
+    valid: ValidSet,
     vocab: Vocab,
     cfg: ExperimentConfig,
     *,
     device: torch.device,
     dist: Dist | None = None,
-    marks: Marks | None = None,
-    tgt_lang: str | None = None,
 ) -> float | None:
-    """Decode every source of `ds` with `cfg.decode` and score against `refs` (one raw line per example).
-
-    `marks`: the decoder's start id (the sources carry their tag already); `tgt_lang` picks BLEU's
-    tokenizer (default `data.tgt_lang`).
+    """Decode every source of `valid` with `cfg.decode` (`form`: the caller's `decoding_form`) and
+    score against its raw references, with the BLEU tokenizer of its target language.
 
     Under DDP each rank decodes its `shard_by_length` share; rank 0 gathers and scores the
     hypotheses and returns BLEU, the other ranks None. In one process: BLEU.
     """
+    ds, refs = valid.data, valid.refs
     assert len(refs) == len(ds), f"{len(refs)} references for {len(ds)} prepared {ds.split} examples"
     dist = dist or Dist()
-    model.eval()
-    form = decoding_form(model, device, cfg.decode.precision)  # built now, from the weights as they are now
     mine = shard_by_length(ds.src_lens.tolist(), dist)
     sources = (ds[i][0].tolist() for i in mine)
     src = [ids + [EOS_ID] if ids else [] for ids in sources]  # [] = empty source: no model call
-    start_id = (marks or Marks()).start_id
+    start_id = valid.marks.start_id
     shares = dist.gather_object((mine, translate_ids(form, src, cfg.decode, device=device, start_id=start_id)))
     if shares is None:
         return None
@@ -200,7 +182,7 @@ def decode_bleu(
         for i, hyp in zip(index, ids, strict=True):
             hyp_ids[i] = hyp
     hyps = vocab.decode_tgt(hyp_ids)
-    return bleu([h.rstrip() for h in hyps], [[r.rstrip() for r in refs]], tgt_lang=tgt_lang or cfg.data.tgt_lang)
+    return bleu([h.rstrip() for h in hyps], [[r.rstrip() for r in refs]], tgt_lang=valid.tgt_lang)
 
 
 def update_best(state: TrainState, metric: float) -> bool:

@@ -187,3 +187,50 @@ def test_language_choice_errors_and_pivots(toy: Path, capsys: pytest.CaptureFixt
         choose_route(cfg, vocab, LanguageRequest("de", src_lang="en", pivot="fr"))
     source = load_config(toy, [*FAST, "data.lang_token=source"])
     assert choose_route(source, vocab, LanguageRequest("de")).steps[0][1] == Marks(src_tag=vocab.lang_id("de"))
+
+
+def test_what_cannot_take_a_multilingual_model_yet_says_so(tmp_path: Path) -> None:
+    """Export, serve and heatmaps refuse a multilingual checkpoint with a message, not a wrong result."""
+    from nmt.decode.translate import translate
+    from nmt.errors import CheckpointError, NmtError
+    from nmt.export.ct2 import export_checkpoint
+    from nmt.serve.models import load_pairs
+
+    path = multilingual_config(tmp_path, DIRECTIONS, sizes=(60, 5, 5))
+    cfg = load_config(path, [*FAST, "train.max_steps=2", "train.valid_every=2"])
+    prepare(cfg)
+    train(cfg)
+    ckpt = Experiment.from_config(cfg).last_checkpoint
+    with pytest.raises(CheckpointError, match=r"multilingual model \(en-de, en-fr, de-en\) cannot be exported yet"):
+        export_checkpoint(ckpt, tmp_path / "ct2")
+    with pytest.raises(NmtError, match="cannot be served yet"):
+        load_pairs([ckpt])
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    with pytest.raises(NmtError, match="--attention-dir does not draw heatmaps for multilingual models"):
+        translate(
+            ckpt, input=src, output=tmp_path / "out.txt", attention_dir=tmp_path / "att",
+            languages=LanguageRequest("de"),
+        )  # fmt: skip
+
+
+def test_a_pivot_translates_chunk_by_chunk_through_both_steps(toy: Path, tmp_path: Path) -> None:
+    """With --pivot, a line typed at a terminal (chunks of one) must come out before the next is read."""
+    from nmt.decode.translate import TranslateStats, load_for_decoding, translate_route
+
+    cfg = load_config(toy, [*FAST, "train.max_steps=2", "train.valid_every=2", f"workdir={tmp_path / 'exp'}"])
+    prepare(cfg)
+    train(cfg)
+    loaded, decode_cfg, device = load_for_decoding(Experiment.from_config(cfg).last_checkpoint)
+    route = choose_route(loaded.cfg, loaded.vocab, LanguageRequest("fr", src_lang="de", pivot="en"))
+    read = []
+
+    def typed():
+        for line in ("eins", "zwei", "drei"):
+            read.append(line)
+            yield line
+
+    out = translate_route(loaded, typed(), decode_cfg, route, device=device, stats=TranslateStats(), chunk_lines=1)
+    next(out)
+    assert read == ["eins"]  # the first answer came before the second line was read
+    assert len(list(out)) == 2
