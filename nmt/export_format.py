@@ -6,8 +6,14 @@ CTranslate2 engine (`nmt.decode.ct2`) reads through it, and neither imports the 
                         CTranslate2's own files (its converter API)
     <export>/spm.model | spm.src.model + spm.tgt.model
                         the checkpoint's SentencePiece model(s)
-    <export>/nmt.json   FORMAT, VERSION, the source checkpoint and step, languages, max_len,
-                        quantization, model.* and decode.* settings, nmt and CTranslate2 versions
+    <export>/nmt.json   FORMAT, VERSION, the source checkpoint and step, languages (a multilingual
+                        model's `directions` and `lang_token`), max_len, quantization, model.* and
+                        decode.* settings, nmt and CTranslate2 versions
+
+A multilingual model whose language token starts the decoder (`data.lang_token: target`) is
+exported with CTranslate2's `decoder_start_token` None (`prefix_start`): every call passes the
+token as `target_prefix`, as for M2M-100, and that is how Argos packages run it. A source-side
+tag is a source piece like any other.
 
 So `nmt translate DIR` and `nmt evaluate DIR` work anywhere, like a checkpoint.
 """
@@ -48,6 +54,12 @@ def is_export_dir(path: str | Path) -> bool:
     return path.is_dir() and (path / MANIFEST).is_file() and (path / MODEL_BIN).is_file()
 
 
+def prefix_start(cfg: ExperimentConfig) -> bool:
+    """Whether an export of a model of `cfg` starts its decoder with a `target_prefix` (the target
+    language token) rather than bos: a multilingual model with `data.lang_token: target`."""
+    return cfg.data.multilingual and cfg.data.lang_token == "target"
+
+
 def write_nmt_files(
     directory: Path,
     *,
@@ -77,6 +89,11 @@ def write_nmt_files(
         "name": cfg.name,
         "src_lang": cfg.data.src_lang,
         "tgt_lang": cfg.data.tgt_lang,
+        **(
+            {"directions": list(cfg.data.directions), "lang_token": cfg.data.lang_token}
+            if cfg.data.multilingual
+            else {}
+        ),
         "max_len": cfg.model.max_len,
         "quantization": quantization,
         "joint_vocab": src_model == tgt_model,
@@ -125,7 +142,11 @@ def read_export(path: str | Path) -> ExportInfo:
             src_model, tgt_model = (path / SPM_SRC).read_bytes(), (path / SPM_TGT).read_bytes()
         raw = {
             "name": manifest.get("name", path.name),
-            "data": {"src_lang": manifest["src_lang"], "tgt_lang": manifest["tgt_lang"]},
+            "data": (
+                {"directions": manifest["directions"], "lang_token": manifest["lang_token"]}
+                if manifest.get("directions")
+                else {"src_lang": manifest["src_lang"], "tgt_lang": manifest["tgt_lang"]}
+            ),
             "model": manifest["model"],
             "decode": manifest["decode"],
         }

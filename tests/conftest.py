@@ -169,3 +169,93 @@ def lt_server(lt_home: ArgosHome) -> Iterator[LibreTranslateServer]:
     server = LibreTranslateServer(lt_home, env={"ARGOS_BEAM_SIZE": "1"})
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------- a trained multilingual model
+# One model for three directions of the number-words corpus (en-de, en-fr, de-en), trained once per
+# session (~70 s on one core) for the multilingual tests of training, export and serving.
+
+
+@dataclass(frozen=True)
+class MultilingualModel:
+    config: Path  # the experiment YAML (test split: corpus/test.{en,de,fr})
+    checkpoint: Path  # <workdir>/checkpoints/best.pt
+    corpus: Path  # {train,valid,test}.{en,de,fr}, multi-way parallel
+    directions: tuple[str, ...]
+
+
+MULTILINGUAL_DIRECTIONS = ("en-de", "en-fr", "de-en")
+# the demo's recipe (configs/demo.yaml), scaled for three directions
+MULTILINGUAL_RECIPE = """vocab:
+  size: 160
+model:
+  preset: tiny
+  d_model: 128
+  n_heads: 4
+  ffn_dim: 256
+  dropout: 0.0
+  max_len: 128
+train:
+  device: cpu
+  precision: fp32
+  compile: false
+  batch_tokens: 3000
+  lr: 5e-3
+  schedule: cosine
+  warmup_steps: 100
+  max_steps: 300
+  log_every: 50
+  valid_every: 300
+  valid_max_lines: 50
+decode:
+  beam: 4
+"""
+
+
+@pytest.fixture(scope="session")
+def multilingual_model(tmp_path_factory: pytest.TempPathFactory) -> MultilingualModel:
+    """Prepare and train (in this process) the three-direction number-words model."""
+    from nmt.config import load_config
+    from nmt.data.prepare import prepare
+    from nmt.train.loop import train
+    from tests.corpora import multilingual_config
+
+    tmp = tmp_path_factory.mktemp("multilingual_model")
+    path = multilingual_config(tmp, list(MULTILINGUAL_DIRECTIONS), sizes=(4000, 100, 100), below=100)
+    text = path.read_text()
+    path.write_text(text[: text.index("vocab:")] + MULTILINGUAL_RECIPE)
+    cfg = load_config(path)
+    prepare(cfg)
+    train(cfg)
+    return MultilingualModel(path, tmp / "exp" / "checkpoints" / "best.pt", tmp / "corpus", MULTILINGUAL_DIRECTIONS)
+
+
+def random_multilingual_checkpoint(tmp: Path, *, lang_token: str = "target", seed: int = 0) -> Path:
+    """A self-contained checkpoint of a randomly initialised multilingual model (en-de, en-fr, de-en over the
+    toy number words, tiny preset, max_len 48) whose language token goes where `lang_token` says."""
+    import torch
+
+    from nmt.checkpoint import build_checkpoint, save_checkpoint
+    from nmt.config import load_config
+    from nmt.data.prepare import prepare
+    from nmt.data.prepared import load_vocab
+    from nmt.experiment import Experiment
+    from nmt.model import build_model
+    from tests.corpora import multilingual_config
+
+    path = multilingual_config(tmp, list(MULTILINGUAL_DIRECTIONS), extra="decode:\n  device: cpu\n  beam: 3\n")
+    cfg = load_config(path, [f"data.lang_token={lang_token}", "model.max_len=48"])
+    prepare(cfg)
+    vocab = load_vocab(Experiment.from_config(cfg).data_dir)
+    torch.manual_seed(seed)
+    net = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    ckpt = build_checkpoint(
+        model_state=net.state_dict(),  # type: ignore[attr-defined]
+        cfg=cfg,
+        vocab_models=(vocab.src_model, vocab.tgt_model),
+        step=7,
+        epoch=0,
+        train_state=None,
+    )
+    save_checkpoint(tmp / "model.pt", ckpt)
+    return tmp / "model.pt"

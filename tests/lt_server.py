@@ -102,17 +102,21 @@ def install_package(home: ArgosHome, package: Path) -> None:
     run_lt(f"import argostranslate.package as p; p.install_from_path({str(package)!r})", home)
 
 
-def client_translate(home: ArgosHome, lines: list[str], *, beam_size: int = 1) -> dict:
-    """The client's `translate()` on each line and on all lines as one text, with its splitter's name and model."""
+def client_translate(
+    home: ArgosHome, lines: list[str], *, beam_size: int = 1, codes: tuple[str, str] = (FROM[0], TO[0])
+) -> dict:
+    """The client's `translate()` from codes[0] into codes[1] on each line and on all lines as one text, with
+    its splitter's name and model."""
+    src, tgt = codes
     code = f"""
 import json, sys
 from argostranslate import translate
 lines = json.load(sys.stdin)
-translation = translate.get_translation_from_codes({FROM[0]!r}, {TO[0]!r})
+translation = translate.get_translation_from_codes({src!r}, {tgt!r})
 sentencizer = translation.underlying.sentencizer  # a CachedTranslation around the PackageTranslation
 out = {{
-    "lines": [translate.translate(line, {FROM[0]!r}, {TO[0]!r}) for line in lines],
-    "text": translate.translate("\\n".join(lines), {FROM[0]!r}, {TO[0]!r}),
+    "lines": [translate.translate(line, {src!r}, {tgt!r}) for line in lines],
+    "text": translate.translate("\\n".join(lines), {src!r}, {tgt!r}),
     "splitter": [type(sentencizer).__name__, str(getattr(sentencizer, "lang", ""))],
 }}
 print(json.dumps(out))
@@ -188,14 +192,21 @@ class LibreTranslateServer:
     """The real `libretranslate` on 127.0.0.1, started offline: `[]` as the package index and
     `--load-only` the package's pair (see docs/export-and-serving.md, "Argos Translate packages")."""
 
-    def __init__(self, home: ArgosHome, *, env: dict[str, str] | None = None, start_timeout_s: float = 120) -> None:
+    def __init__(
+        self,
+        home: ArgosHome,
+        *,
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = 120,
+        load_only: str = f"{FROM[0]},{TO[0]}",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home.root / "libretranslate.log"
         (home.packages.parent / "index.json").write_text("[]\n")  # $XDG_DATA_HOME/argos-translate/index.json
         executable = lt_python().parent / "libretranslate"
         cmd = [str(executable), "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--load-only", f"{FROM[0]},{TO[0]}", "--disable-web-ui"]
+        cmd += ["--load-only", load_only, "--disable-web-ui"]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env={**home.env, **(env or {})}, cwd=home.root

@@ -24,10 +24,35 @@ Quantization = Annotated[
 Force = Annotated[bool, typer.Option("--force", help="Replace an earlier export or package.")]
 Argos = Annotated[
     Path | None,
-    typer.Option("--argos", help="Write an Argos Translate package FILE.argosmodel instead of -o.", show_default=False),
+    typer.Option(
+        "--argos",
+        help="Write an Argos Translate package FILE.argosmodel instead of -o; a multilingual model: a DIR "
+        "of <src>_<tgt>.argosmodel, one per direction.",
+        show_default=False,
+    ),
 ]
-FromName = Annotated[str | None, typer.Option("--from-name", help="With --argos: source language name, e.g. German.")]
-ToName = Annotated[str | None, typer.Option("--to-name", help="With --argos: target language name.")]
+FromName = Annotated[
+    str | None,
+    typer.Option("--from-name", help="With --argos, a bilingual model: source language name (default: ISO 639-1's)."),
+]
+ToName = Annotated[
+    str | None,
+    typer.Option("--to-name", help="With --argos, a bilingual model: target language name (default: ISO's)."),
+]
+LangName = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lang-name", help="With --argos: CODE=NAME, the name shown for a language (repeatable).", show_default=False
+    ),
+]
+Direction = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--direction",
+        help="With --argos, a multilingual model: package this direction SRC-TGT only (repeatable).",
+        show_default=False,
+    ),
+]
 SbdModel = Annotated[
     Path | None,
     typer.Option(
@@ -103,13 +128,16 @@ def export(
     to_name: ToName = None,
     sbd_model: SbdModel = None,
     stanza_model: StanzaModel = None,
+    lang_name: LangName = None,
+    direction: Direction = None,
 ) -> None:
     """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt\\[ct2]'[/bold]).
 
     The directory is self-contained like a checkpoint (weights, SentencePiece models, decode settings):
     [bold]nmt translate DIR[/bold] and [bold]nmt evaluate DIR --src F --ref F[/bold] then run on CTranslate2.
-    [bold]--argos FILE.argosmodel --from-name German --to-name English[/bold] writes an Argos Translate package
-    (for LibreTranslate) holding that directory instead; the language codes are the checkpoint's.
+    [bold]--argos FILE.argosmodel[/bold] writes an Argos Translate package (for LibreTranslate) holding that
+    directory instead; the language codes are the checkpoint's, their names ISO 639-1's unless given. A
+    multilingual model: [bold]--argos DIR[/bold] writes DIR/<src>_<tgt>.argosmodel for each direction.
     """
     from nmt.export import export_command
 
@@ -123,6 +151,8 @@ def export(
         to_name=to_name,
         sbd_model=sbd_model,
         stanza_model=stanza_model,
+        lang_names=lang_name,
+        directions=direction,
     )
     console.print(written)
 

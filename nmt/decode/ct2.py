@@ -59,6 +59,12 @@ measures both on tiny random models):
   against nmt's 155, 17 against 107, ...). Without a length penalty (`none`, or alpha 0)
   CTranslate2 ignores patience and stops when its best beam finishes, when no open hypothesis
   can still beat it, so nothing is decoded again.
+A multilingual model's export (`nmt.export_format.prefix_start`) has no start token of its own:
+every call passes the target language token as `target_prefix`. With no start token, CTranslate2
+feeds the prefix's first token as the decoder's first input, as nmt feeds `start_id`: it is not
+scored, not counted in `max_decoding_length` and not returned (measured: the log-probs of
+`score_batch([>>fr<<] + y)` equal nmt's teacher-forced ones given the token, tests/unit/test_export.py).
+A source-side tag is part of the source ids, as in nmt.
 The `Hypothesis.token_scores` of this engine are empty: CTranslate2's search returns only
 the sequence score.
 """
@@ -79,7 +85,7 @@ from nmt.decode import lengths
 from nmt.decode.beam import Hypothesis
 from nmt.decode.load import LoadedModel
 from nmt.errors import CheckpointError, ConfigError, NmtError
-from nmt.export_format import ExportInfo, require_ctranslate2
+from nmt.export_format import ExportInfo, prefix_start, require_ctranslate2
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 CALL_BATCHES = 4  # a translate_batch call holds about this many batches of decode.batch_tokens (see `chunks`)
@@ -159,6 +165,7 @@ def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel
         max_len=info.cfg.model.max_len,
         src_pieces=[vocab.src.id_to_piece(i) for i in range(vocab.src_size)],
         tgt_pieces=[vocab.tgt.id_to_piece(i) for i in range(vocab.tgt_size)],
+        prefix_start=prefix_start(info.cfg),
     )
     return LoadedModel(model=engine, vocab=vocab, cfg=info.cfg, step=info.step, path=info.path)  # type: ignore[arg-type]
 
@@ -213,8 +220,17 @@ def chunks(items: list[int], lengths: list[int], *, budget: int) -> list[list[in
 class CT2Engine:
     """Source ids in, hypotheses out, on a CTranslate2 `Translator` (see the module docstring)."""
 
-    def __init__(self, translator: Any, *, max_len: int, src_pieces: list[str], tgt_pieces: list[str]) -> None:
+    def __init__(
+        self,
+        translator: Any,
+        *,
+        max_len: int,
+        src_pieces: list[str],
+        tgt_pieces: list[str],
+        prefix_start: bool = False,
+    ) -> None:
         self.translator = translator
+        self.prefix_start = prefix_start  # the decoder starts with target_prefix (the language token), not bos
         self.max_len = max_len  # longest source/target in tokens (incl. eos), as the checkpoint's model
         self.src_pieces = src_pieces
         self.tgt_pieces = tgt_pieces
@@ -237,24 +253,32 @@ class CT2Engine:
         """Up to `cfg.nbest` hypotheses per source id sequence (each ending in eos), best first, in
         input order; an empty sequence gets none. `on_batch(n)` follows each call of n sentences."""
         check_decode(cfg, where="CTranslate2 engine")
-        if start_id != BOS_ID:  # exports of multilingual models are refused by `nmt export` for now
-            raise ConfigError("this CTranslate2 export decodes from <s> only: it holds a bilingual model")
+        if self.prefix_start:
+            prefix: list[str] = [self.tgt_pieces[start_id]]
+        elif start_id != BOS_ID:
+            raise ConfigError(
+                "this CTranslate2 export starts its decoder with <s> only: it holds no target-side language tokens"
+            )
+        else:
+            prefix = []
         out: list[list[Hypothesis]] = [[] for _ in src_seqs]
         limits = {i: output_limit(len(s), cfg, max_len=self.max_len) for i, s in enumerate(src_seqs) if s}
         order = sorted(limits, key=lambda i: len(src_seqs[i]))
         again: list[int] = []  # beam search past a sentence's own limit: decoded again with it
         for index in chunks(order, [len(src_seqs[i]) for i in order], budget=CALL_BATCHES * cfg.batch_tokens):
             sources = [self.pieces(src_seqs[i]) for i in index]
-            results = self._translate(sources, cfg, limit=max(limits[i] for i in index), patience=PATIENCE)
+            results = self._translate(
+                sources, cfg, limit=max(limits[i] for i in index), patience=PATIENCE, prefix=prefix
+            )
             for i, source, result in zip(index, sources, results, strict=True):
                 if cfg.beam > 1 and any(self._generated(pieces) > limits[i] for pieces in result.hypotheses):
                     again.append(i)
                 else:
-                    out[i] = self._hypotheses(source, result, cfg, limit=limits[i])
+                    out[i] = self._hypotheses(source, result, cfg, limit=limits[i], prefix=prefix)
             if on_batch is not None:
                 on_batch(len(index) - sum(i in again for i in index))
         for limit, index in by_limit(again, limits):
-            self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=PATIENCE)
+            self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=PATIENCE, prefix=prefix)
             if on_batch is not None:
                 on_batch(len(index))
         if cfg.beam > 1 and ct2_length_penalty(cfg) != 0.0:  # with 0, CTranslate2 ignores patience
@@ -262,7 +286,7 @@ class CT2Engine:
             full = [i for i in limits if out[i] and degenerate(src_seqs[i], len(out[i][0].tokens))]
             for limit, index in by_limit(full, limits):  # (on_batch counted these sentences already)
                 # at most K hypotheses finish in each of limit + 1 steps: fewer than (limit + 2) x K
-                self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=float(limit + 2))
+                self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=float(limit + 2), prefix=prefix)
         return out
 
     def _decode_again(
@@ -274,21 +298,26 @@ class CT2Engine:
         *,
         limit: int,
         patience: float,
+        prefix: list[str],
     ) -> None:
         """Decode the sentences `index` (all with output limit `limit`) in one call into `out`."""
         sources = [self.pieces(src_seqs[i]) for i in index]
-        results = self._translate(sources, cfg, limit=limit, patience=patience)
+        results = self._translate(sources, cfg, limit=limit, patience=patience, prefix=prefix)
         for i, source, result in zip(index, sources, results, strict=True):
-            out[i] = self._hypotheses(source, result, cfg, limit=limit)
+            out[i] = self._hypotheses(source, result, cfg, limit=limit, prefix=prefix)
 
     def _generated(self, pieces: list[str]) -> int:
         """Tokens of a hypothesis before its EOS (all of them when it has none: it was cut)."""
         return len(pieces) - 1 if pieces and pieces[-1] == self.eos else len(pieces)
 
-    def _translate(self, sources: list[list[str]], cfg: DecodeConfig, *, limit: int, patience: float) -> list[Any]:
-        """One `translate_batch` call with output limit `limit` (tokens before the EOS)."""
+    def _translate(
+        self, sources: list[list[str]], cfg: DecodeConfig, *, limit: int, patience: float, prefix: list[str]
+    ) -> list[Any]:
+        """One `translate_batch` call with output limit `limit` (tokens before the EOS), the decoder
+        started by `prefix` when the export has no start token (the outputs do not hold it)."""
         return self.translator.translate_batch(
             sources,
+            target_prefix=[prefix] * len(sources) if prefix else None,
             max_batch_size=cfg.batch_tokens,
             batch_type="tokens",
             beam_size=cfg.beam,
@@ -304,7 +333,9 @@ class CT2Engine:
             return_scores=True,
         )
 
-    def _hypotheses(self, source: list[str], result: Any, cfg: DecodeConfig, *, limit: int) -> list[Hypothesis]:
+    def _hypotheses(
+        self, source: list[str], result: Any, cfg: DecodeConfig, *, limit: int, prefix: list[str]
+    ) -> list[Hypothesis]:
         """nbest distinct hypotheses of one result; those that ran past the limit are cut and rescored."""
         found: dict[tuple[int, ...], float] = {}
         cut: list[tuple[int, ...]] = []
@@ -317,7 +348,9 @@ class CT2Engine:
         cut = [c for c in dict.fromkeys(cut) if c not in found]
         if cut:  # rare: scored as nmt scores them, with the EOS it forces at the limit
             tgt_pieces = [[self.tgt_pieces[t] for t in tokens] for tokens in cut]
-            scored = self.translator.score_batch([source] * len(cut), tgt_pieces, max_input_length=0)
+            scored = self.translator.score_batch(
+                [source] * len(cut), [prefix + pieces for pieces in tgt_pieces], max_input_length=0
+            )
             for tokens, res in zip(cut, scored, strict=True):
                 found[tokens] = math.fsum(res.log_probs) / length_divisor(len(tokens) + 1, cfg)
         best = sorted(found.items(), key=lambda item: -item[1])[: cfg.nbest]

@@ -19,13 +19,18 @@ def export_command(
     to_name: str | None,
     sbd_model: Path | None,
     stanza_model: Path | None,
+    lang_names: list[str] | None = None,
+    directions: list[str] | None = None,
 ) -> str:
     """Check which export the options ask for, run it, and return the line that says what was written."""
+    argos_only = {
+        "--from-name": from_name, "--to-name": to_name, "--sbd-model": sbd_model, "--stanza-model": stanza_model,
+        "--lang-name": lang_names or None, "--direction": directions or None,
+    }  # fmt: skip
     if output is not None and argos is None:
-        if any(x is not None for x in (from_name, to_name, sbd_model, stanza_model)):
-            raise NmtError(
-                "--from-name, --to-name, --sbd-model and --stanza-model go with --argos FILE, not with -o DIR"
-            )
+        if any(value is not None for value in argos_only.values()):
+            given = ", ".join(flag for flag, value in argos_only.items() if value is not None)
+            raise NmtError(f"{given}: these go with --argos FILE|DIR, not with -o DIR")
         from nmt.export.ct2 import export_checkpoint
 
         r = export_checkpoint(checkpoint, output, quantization=quantization, force=force)
@@ -34,25 +39,27 @@ def export_command(
             f"{r.size_bytes / 1e6:.1f} MB, {r.elapsed_s:.1f} s)"
         )
     if output is not None or argos is None:
-        raise NmtError("give one of -o DIR (a CTranslate2 directory) and --argos FILE (an Argos Translate package)")
-    if from_name is None or to_name is None:
         raise NmtError(
-            "--argos needs --from-name and --to-name: the language names Argos Translate and LibreTranslate show",
-            hint="e.g. --from-name German --to-name English",
+            "give one of -o DIR (a CTranslate2 directory) and --argos FILE|DIR (Argos Translate packages: a file "
+            "for a bilingual model, a directory of one package per direction for a multilingual one)"
         )
-    from nmt.export.argos import export_argos
+    from nmt.export.argos import export_argos_packages, parse_lang_names
 
-    a = export_argos(
+    packages = export_argos_packages(
         checkpoint,
         argos,
         from_name=from_name,
         to_name=to_name,
+        lang_names=parse_lang_names(lang_names or []),
+        directions=directions,
         quantization=quantization,
         sbd_model=sbd_model,
         stanza_model=stanza_model,
         force=force,
     )
-    return (
+    return "\n".join(
         f"exported {a.checkpoint} (step {a.step:,}) -> {a.package} ({a.from_code} -> {a.to_code}, {a.quantization}, "
-        f"{a.size_bytes / 1e6:.1f} MB, {a.elapsed_s:.1f} s)"
+        f"{a.size_bytes / 1e6:.1f} MB{f', target_prefix {a.target_prefix}' if a.target_prefix else ''}, "
+        f"{a.elapsed_s:.1f} s)"
+        for a in packages
     )

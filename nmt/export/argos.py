@@ -33,6 +33,14 @@ with the same search settings the output is `nmt translate DIR`'s. Argos searche
 though: beam 4 (ARGOS_BEAM_SIZE), CTranslate2's length penalty 0.2, at most 256 output tokens, pad and bos
 not suppressed, and an unknown output piece replaced by a source piece (nmt writes " ⁇ ").
 
+A multilingual model (`data.directions`) becomes one package per direction,
+`<dir>/<src>_<tgt>.argosmodel` (`directions` picks some), each holding the same CTranslate2 model:
+the export starts its decoder with a `target_prefix` (`nmt.export_format.prefix_start`), and
+each package's metadata.json names its target language token as `target_prefix`, which the
+clients pass to `translate_batch` (and strip from the output text if it shows there). Argos has
+no source prefix, so a model with source-side tags (`data.lang_token: source`) is refused.
+Language names come from `nmt.iso639` unless the user names them.
+
 argos-train names the directory translate-<src>_<tgt>-<version>; "nmt" in ours keeps an install
 from unpacking over (and mixing files with) a package of Argos's index for the same pair. The
 package is built in a temp directory next to its place and renamed into place in whole, so the
@@ -50,6 +58,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from nmt import __version__
 from nmt.checkpoint import checkpoint_config, read_checkpoint
@@ -59,6 +68,8 @@ from nmt.errors import NmtError
 from nmt.export.ct2 import check_quantization, export_checkpoint
 from nmt.export_format import joint_spm, require_ctranslate2
 from nmt.fileio import atomic_open
+from nmt.iso639 import name_of
+from nmt.tokens import lang_piece
 
 SUFFIX = ".argosmodel"
 PACKAGE_VERSION = "1.0"  # Argos compares it with its index's when asked to update a package
@@ -83,6 +94,7 @@ class ArgosResult:
     quantization: str
     size_bytes: int  # the .argosmodel file
     elapsed_s: float
+    target_prefix: str = ""  # a multilingual model's target language token ("" for a bilingual one)
 
 
 def _check_package(package: Path, *, force: bool) -> None:
@@ -158,26 +170,65 @@ def _checkpoint_config(checkpoint: Path) -> ExperimentConfig:
             hint="retrain with vocab.joint: true for Argos Translate; this checkpoint exports for nmt with "
             f"nmt export {checkpoint} -o DIR",
         )
-    for key, code in (("data.src_lang", cfg.data.src_lang), ("data.tgt_lang", cfg.data.tgt_lang)):
+    if cfg.data.multilingual and cfg.data.lang_token == "source":
+        raise NmtError(
+            f"{checkpoint}: a multilingual model that asks for its output language with a source-side tag "
+            "(data.lang_token: source) cannot be an Argos Translate package: Argos passes a package's language "
+            "token only as the decoder's first token (target_prefix), never before the source, so every output "
+            "would be in whichever language the model guesses",
+            hint=f"serve it with nmt (nmt serve {checkpoint}), or train with data.lang_token: target for Argos",
+        )
+    for code in cfg.data.languages:
         if not _CODE.fullmatch(code):
             raise NmtError(
-                f"{checkpoint}: {key} {code!r} is not a language code Argos Translate can use",
+                f"{checkpoint}: language code {code!r} is not a language code Argos Translate can use",
                 hint="Argos Translate and LibreTranslate name languages by ISO 639 code (de, en, ...)",
             )
     return cfg
 
 
-def _readme(from_name: str, to_name: str, checkpoint: Path, step: int, quantization: str, sbd_name: str) -> str:
+def parse_lang_names(items: list[str]) -> dict[str, str]:
+    """`--lang-name CODE=NAME` values -> {code: name}; NmtError for one without `=` or with an empty side."""
+    names: dict[str, str] = {}
+    for item in items:
+        code, sep, name = item.partition("=")
+        if not sep or not code.strip() or not name.strip():
+            raise NmtError(f"--lang-name {item!r}: write CODE=NAME", hint="e.g. --lang-name de=German")
+        names[code.strip()] = _check_name(name, "--lang-name")
+    return names
+
+
+def _language_name(code: str, names: dict[str, str], option: str) -> str:
+    """The name Argos shows for `code`: the user's, else ISO 639-1's; NmtError when neither has it."""
+    name = name_of(code, names)
+    if name is None:
+        raise NmtError(
+            f"no name for language code {code!r} (it is not an ISO 639-1 code): Argos Translate and LibreTranslate "
+            "show each language by name",
+            hint=f"name it: {option}",
+        )
+    return name
+
+
+def _readme(
+    from_name: str, to_name: str, checkpoint: Path, step: int, quantization: str, sbd_name: str, target_prefix: str
+) -> str:
     splitter = (
         "keeps each line as one sentence, as `nmt translate` does"
         if sbd_name == PARAGRAPH_SBD
         else "was given to `nmt export --sbd-model`"
     )
+    model = f"`nmt translate {MODEL_DIR}` decodes with nmt's search settings"
+    if target_prefix:
+        model = (
+            f"it holds a multilingual model: `nmt translate {MODEL_DIR} --tgt-lang LANG` decodes with nmt's search "
+            f"settings; this package asks it for its target language with `{target_prefix}` (target_prefix)"
+        )
     return (
         f"# {from_name} -> {to_name}\n\n"
         f"Exported by nmt {__version__} (`nmt export --argos`) from `{checkpoint.name}` at step {step:,}, "
         f"CTranslate2 weights {quantization}.\n\n"
-        f"`{MODEL_DIR}/` is also an nmt export: `nmt translate {MODEL_DIR}` decodes with nmt's search settings.\n\n"
+        f"`{MODEL_DIR}/` is also an nmt export: {model}.\n\n"
         f"`{SBD_DIR}/{sbd_name}`, the sentence splitter of argos-translate-lt (LibreTranslate's client), {splitter}.\n"
     )
 
@@ -187,34 +238,43 @@ def _root_name(from_code: str, to_code: str) -> str:
     return f"translate-{from_code}_{to_code}-nmt-{PACKAGE_VERSION.replace('.', '_')}"
 
 
+@dataclass(frozen=True)
+class _Languages:
+    """One package's direction: codes, the names Argos shows, and the target language token if any."""
+
+    from_code: str
+    to_code: str
+    from_name: str
+    to_name: str
+    target_prefix: str = ""
+
+
 def _write_package(
     package: Path,
-    checkpoint: Path,
-    cfg: ExperimentConfig,
+    model_dir: Path,
+    langs: _Languages,
     *,
-    from_name: str,
-    to_name: str,
+    checkpoint: Path,
+    step: int,
     quantization: str,
     sbd: Path | None,
     stanza: Path | None,
-) -> int:
-    """Build the package's directory in a temp directory beside `package`, then zip it into `package`
-    (atomically, `_write_zip`); returns the checkpoint's step."""
-    from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
+) -> None:
+    """Build the package's directory (a copy of the export `model_dir` as its model) in a temp directory
+    beside `package`, then zip it into `package` (atomically, `_write_zip`)."""
     sbd_name = sbd.name if sbd is not None else PARAGRAPH_SBD
-    metadata = _metadata(from_code, from_name, to_code, to_name)
+    metadata = _metadata(langs)
     package.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{package.name}.", suffix=".tmp", dir=package.parent) as scratch:
-        root = Path(scratch) / _root_name(from_code, to_code)
+        root = Path(scratch) / _root_name(langs.from_code, langs.to_code)
         root.mkdir()
-        exported = export_checkpoint(checkpoint, root / MODEL_DIR, quantization=quantization)
+        shutil.copytree(model_dir, root / MODEL_DIR)
         shutil.copyfile(joint_spm(root / MODEL_DIR), root / SPM)
         _write_splitters(root, sbd, sbd_name, stanza)
         (root / METADATA).write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
-        readme = _readme(from_name, to_name, checkpoint, exported.step, quantization, sbd_name)
+        readme = _readme(langs.from_name, langs.to_name, checkpoint, step, quantization, sbd_name, langs.target_prefix)
         (root / README).write_text(readme, encoding="utf-8")
         _write_zip(root, package)
-    return exported.step
 
 
 def _write_zip(root: Path, out: Path) -> None:
@@ -227,15 +287,17 @@ def _write_zip(root: Path, out: Path) -> None:
                 zf.write(path, path.relative_to(root.parent).as_posix())
 
 
-def _metadata(from_code: str, from_name: str, to_code: str, to_name: str) -> dict[str, object]:
-    """The package's metadata.json, as argos-train writes it."""
+def _metadata(langs: _Languages) -> dict[str, object]:
+    """The package's metadata.json, as argos-train writes it (with `target_prefix` as Argos's own
+    multilingual packages carry it)."""
     return {
         "package_version": PACKAGE_VERSION,
         "argos_version": ARGOS_VERSION,
-        "from_code": from_code,
-        "from_name": from_name,
-        "to_code": to_code,
-        "to_name": to_name,
+        "from_code": langs.from_code,
+        "from_name": langs.from_name,
+        "to_code": langs.to_code,
+        "to_name": langs.to_name,
+        **({"target_prefix": langs.target_prefix} if langs.target_prefix else {}),
         "type": "translate",
         "links": [],
     }
@@ -263,63 +325,134 @@ def _warn_max_len(max_len: int) -> None:
         )
 
 
-def export_argos(
+def _directions(cfg: ExperimentConfig, checkpoint: Path, chosen: list[str] | None) -> list[tuple[str, str]]:
+    """The (source, target) pairs to package: `chosen` (each a trained direction), else all of them."""
+    pairs = cfg.data.pairs
+    if not chosen:
+        return pairs
+    out = []
+    for direction in chosen:
+        src, sep, tgt = direction.partition("-")
+        if not sep or (src, tgt) not in pairs:
+            trained = ", ".join(f"{a}-{b}" for a, b in pairs)
+            raise NmtError(
+                f"--direction {direction}: {checkpoint} was not trained on it; its directions are {trained}",
+                hint="give trained directions as SRC-TGT, or leave --direction out for all of them",
+            )
+        if (src, tgt) not in out:
+            out.append((src, tgt))
+    return out
+
+
+def export_argos(checkpoint: Path, package: Path, **options: Any) -> ArgosResult:
+    """`export_argos_packages` for a bilingual model: its one package, the file `package`."""
+    return export_argos_packages(checkpoint, package, **options)[0]
+
+
+def export_argos_packages(
     checkpoint: Path,
     package: Path,
     *,
-    from_name: str,
-    to_name: str,
+    from_name: str | None = None,
+    to_name: str | None = None,
+    lang_names: dict[str, str] | None = None,
+    directions: list[str] | None = None,
     quantization: str = "none",
     sbd_model: Path | None = None,
     stanza_model: Path | None = None,
     force: bool = False,
-) -> ArgosResult:
-    """Write `checkpoint` as an Argos Translate package file `package` (see the module docstring).
+) -> list[ArgosResult]:
+    """Write `checkpoint` as Argos Translate package(s) (see the module docstring): the file `package`
+    for a bilingual model, or `package`/<src>_<tgt>.argosmodel per direction for a multilingual one.
 
     Args:
-        from_name, to_name: the language names Argos Translate and LibreTranslate show (the codes are
-            the checkpoint's data.src_lang and data.tgt_lang).
+        from_name, to_name: a bilingual model's language names as Argos Translate and LibreTranslate show
+            them (the codes are the checkpoint's); default: `lang_names`, else ISO 639-1's English name.
+        lang_names: {code: name} for any language (`--lang-name de=German`).
+        directions: a multilingual model's directions to package (SRC-TGT); default all.
         quantization: as `export_checkpoint`'s (Argos's own packages are int8).
         sbd_model: a MiniSBD model file (.onnx) shipped as the package's sentence splitter instead of
             paragraph.onnx (which keeps each line as one sentence).
         stanza_model: a Stanza model directory (resources.json, <src_lang>/tokenize/*.pt) for
             argostranslate <= 1.10 (without it, those clients download one on first use).
-        force: replace an existing package file.
+        force: replace existing package files.
 
     Raises:
         ConfigError: unknown quantization. CheckpointError: corrupt or recurrent checkpoint.
-        NmtError: ctranslate2 missing; separate vocabularies; a bad name, file name, sbd_model or stanza_model;
-            `package` exists (without force) or is not a package.
+        NmtError: ctranslate2 missing; separate vocabularies; source-side language tags; a bad name, file
+            name, direction, sbd_model or stanza_model; a package exists (without force) or is not a package.
     """
     start = time.perf_counter()
     checkpoint, package = Path(checkpoint), Path(package)
-    from_name, to_name = _check_name(from_name, "--from-name"), _check_name(to_name, "--to-name")
+    names = dict(lang_names or {})
     check_quantization(quantization)
     require_ctranslate2()
-    _check_package(package, force=force)
     cfg = _checkpoint_config(checkpoint)
-    from_code, to_code = cfg.data.src_lang, cfg.data.tgt_lang
+    if cfg.data.multilingual:
+        if from_name is not None or to_name is not None:
+            raise NmtError(
+                "--from-name and --to-name name a bilingual model's two languages; a multilingual model's "
+                "languages are named by ISO 639-1 code, or with --lang-name CODE=NAME",
+                hint="e.g. --lang-name de=Deutsch",
+            )
+        if package.suffix == SUFFIX or package.is_file():
+            raise NmtError(
+                f"--argos {package}: a multilingual model becomes one package per direction, so --argos names a "
+                "directory for them (<src>_<tgt>.argosmodel each)",
+                hint=f"e.g. --argos {package.with_suffix('')}",
+            )
+        pairs = _directions(cfg, checkpoint, directions)
+        targets = [(package / f"{src}_{tgt}{SUFFIX}", src, tgt) for src, tgt in pairs]
+        langs = [
+            _Languages(
+                src, tgt, _language_name(src, names, f"--lang-name {src}=NAME"),
+                _language_name(tgt, names, f"--lang-name {tgt}=NAME"), lang_piece(tgt),
+            )
+            for _, src, tgt in targets
+        ]  # fmt: skip
+    else:
+        if directions:
+            raise NmtError("--direction picks directions of a multilingual model; this one is bilingual")
+        src, tgt = str(cfg.data.src_lang), str(cfg.data.tgt_lang)
+        from_name = _check_name(from_name, "--from-name") if from_name is not None else None
+        to_name = _check_name(to_name, "--to-name") if to_name is not None else None
+        targets = [(package, src, tgt)]
+        langs = [
+            _Languages(
+                src, tgt, from_name or _language_name(src, names, "--from-name NAME"),
+                to_name or _language_name(tgt, names, "--to-name NAME"),
+            )
+        ]  # fmt: skip
+    for path, _, _ in targets:
+        _check_package(path, force=force)
     sbd = _check_sbd(Path(sbd_model)) if sbd_model is not None else None
-    stanza = _check_stanza(Path(stanza_model), from_code) if stanza_model is not None else None
-    step = _write_package(
-        package,
-        checkpoint,
-        cfg,
-        from_name=from_name,
-        to_name=to_name,
-        quantization=quantization,
-        sbd=sbd,
-        stanza=stanza,
-    )
+    stanza = None
+    if stanza_model is not None:
+        for src in dict.fromkeys(lang.from_code for lang in langs):
+            stanza = _check_stanza(Path(stanza_model), src)
+    out_parent = targets[0][0].parent
+    out_parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix=".nmt-export.", suffix=".tmp", dir=out_parent) as scratch:
+        exported = export_checkpoint(checkpoint, Path(scratch) / MODEL_DIR, quantization=quantization)
+        for (path, _, _), lang in zip(targets, langs, strict=True):
+            _write_package(
+                path, exported.out_dir, lang, checkpoint=checkpoint, step=exported.step,
+                quantization=quantization, sbd=sbd, stanza=stanza,
+            )  # fmt: skip
+            results.append(
+                ArgosResult(
+                    package=path,
+                    root=_root_name(lang.from_code, lang.to_code),
+                    checkpoint=checkpoint,
+                    step=exported.step,
+                    from_code=lang.from_code,
+                    to_code=lang.to_code,
+                    quantization=quantization,
+                    size_bytes=path.stat().st_size,
+                    elapsed_s=time.perf_counter() - start,
+                    target_prefix=lang.target_prefix,
+                )
+            )
     _warn_max_len(cfg.model.max_len)
-    return ArgosResult(
-        package=package,
-        root=_root_name(from_code, to_code),
-        checkpoint=checkpoint,
-        step=step,
-        from_code=from_code,
-        to_code=to_code,
-        quantization=quantization,
-        size_bytes=package.stat().st_size,
-        elapsed_s=time.perf_counter() - start,
-    )
+    return results

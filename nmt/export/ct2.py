@@ -21,7 +21,7 @@ from nmt.checkpoint import checkpoint_config, load_weights, read_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.data.vocab import Vocab
 from nmt.errors import CheckpointError, ConfigError, NmtError
-from nmt.export_format import MANIFEST, MODEL_BIN, require_ctranslate2, write_nmt_files
+from nmt.export_format import MANIFEST, MODEL_BIN, prefix_start, require_ctranslate2, write_nmt_files
 from nmt.fileio import atomic_directory
 from nmt.model import build_model
 
@@ -87,12 +87,6 @@ def _load_transformer(checkpoint: Path) -> tuple[torch.nn.Module, ExperimentConf
             "CTranslate2 runs Transformers only",
             hint=f"translate it with the checkpoint itself: nmt translate {checkpoint}",
         )
-    if cfg.data.multilingual:
-        raise CheckpointError(
-            f"{checkpoint}: a multilingual model ({', '.join(cfg.data.directions)}) cannot be exported yet: "
-            "its CTranslate2 export and Argos packages per direction are not built",
-            hint=f"translate and evaluate it with the checkpoint: nmt translate {checkpoint} --tgt-lang LANG",
-        )
     vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
     model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     load_weights(model, ckpt, checkpoint)
@@ -130,6 +124,7 @@ def export_checkpoint(
         n_heads=cfg.model.n_heads,
         src_pieces=src_pieces,
         tgt_pieces=tgt_pieces,
+        prefix_start=prefix_start(cfg),
     )
     with atomic_directory(out_dir) as staging:
         converter.convert(str(staging), quantization=ct2_quantization, force=True)

@@ -115,6 +115,9 @@ class NmtConverter(Converter):
 
     Args:
         src_pieces, tgt_pieces: SentencePiece piece of every id, in id order (index i = nmt id i).
+        prefix_start: the decoder starts with the first piece of a `target_prefix` (a multilingual
+            model's target language token, `data.lang_token: target`) instead of bos: CTranslate2's
+            `decoder_start_token` is then None, as for M2M-100-style models.
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class NmtConverter(Converter):
         n_heads: int,
         src_pieces: list[str],
         tgt_pieces: list[str],
+        prefix_start: bool = False,
     ) -> None:
         self._model = model
+        self._prefix_start = prefix_start
         self._norm, self._activation, self._n_heads = norm, activation, n_heads
         self._src_pieces, self._tgt_pieces = src_pieces, tgt_pieces
 
@@ -140,7 +145,8 @@ class NmtConverter(Converter):
         config.unk_token = self._tgt_pieces[UNK_ID]
         config.bos_token = self._tgt_pieces[BOS_ID]
         config.eos_token = self._tgt_pieces[EOS_ID]
-        config.decoder_start_token = self._tgt_pieces[BOS_ID]  # a decoder input starts with bos
+        # a decoder input starts with bos, or with the language token every call passes as target_prefix
+        config.decoder_start_token = None if self._prefix_start else self._tgt_pieces[BOS_ID]
         config.add_source_bos = False
         config.add_source_eos = True  # a source is pieces + [eos]: callers pass the pieces only
         config.layer_norm_epsilon = LAYER_NORM_EPS

@@ -3,7 +3,10 @@
 The request format and its limits are `nmt.serve.protocol`'s; keys and the per-minute limit
 `nmt.serve.access`'s. A text with line breaks keeps them: each line is translated on its own
 and the answer has one line per line; a text whose source and target are the same language
-is its own answer, as in LibreTranslate. Errors are `{"error": "..."}` with LibreTranslate's
+is its own answer, as in LibreTranslate. A pair no model translates directly goes through a
+pivot language when two served pairs join up (`nmt.serve.models.route`: English first, as
+Argos Translate pivots): the best translation into the pivot is translated on, and the answer
+says so in its `X-Translation-Pivot` header. Errors are `{"error": "..."}` with LibreTranslate's
 status codes: 400 for a bad request, 403 for an unknown key, 408/413 for a body too slow or
 too large, 429 over the request limit or when the queue is full, 500 when the batch a
 request was in failed. Every response is counted in `/metrics` by path and status; an error
@@ -39,6 +42,7 @@ from nmt.serve.protocol import ApiError, Limits, TranslateRequest, parse_transla
 __all__ = ["Limits", "build_app"]  # Limits is protocol's; imported from here by callers of build_app
 
 PATHS = ("/translate", "/languages", "/health", "/metrics")
+PIVOT_HEADER = "X-Translation-Pivot"  # on an answer translated through a pivot language: that language
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -100,8 +104,8 @@ def answer(req: TranslateRequest, per_text: list[list[str]]) -> dict[str, Any]:
         body["translatedText"] = per_text[0][0]
         if req.alternatives:
             body["alternatives"] = per_text[0][1:]
-    if req.auto and req.pair is not None:  # the one model for the target, not a detection: confidence says so
-        detected = {"confidence": 100.0, "language": req.pair.source}
+    if req.auto and req.route:  # the one model for the target, not a detection: confidence says so
+        detected = {"confidence": 100.0, "language": req.route[0].source}
         body["detectedLanguage"] = [detected] * len(per_text) if req.as_list else detected
     return body
 
@@ -155,29 +159,34 @@ class Routes:
             if exc.status == 499:  # the client is gone: nothing can be sent, the status is for /metrics
                 return Response(status_code=499)
             return error(exc.status, exc.message, exc.headers)
-        if req.pair is None:
+        if not req.route:
             return JSONResponse(answer(req, [[text] for text in req.texts]))
         flat = [line for text_lines in req.lines for line in text_lines]
-        src, truncated = source_ids(req.pair.loaded, flat)
-        if truncated:
-            self.metrics.truncated(truncated)
-            info(f"{truncated} lines of a request were longer than {req.pair.max_len - 1} source tokens: truncated")
-        nbest = min(req.alternatives + 1, req.pair.decode.beam)
-        try:
-            result = await self.decode(request, req.pair, src, nbest)
-        except queue.Full:
-            return error(429, "Slowdown: too many requests are waiting; try again later")
-        if result is None:
-            return Response(status_code=499)
-        if isinstance(result, BaseException):
-            return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+        nbest = min(req.alternatives + 1, req.route[-1].decode.beam)
+        rows: list[list[str]] = [[line] for line in flat]
+        for step, pair in enumerate(req.route):  # a pivot: the first step's best translations are the input
+            last = step == len(req.route) - 1
+            src, truncated = source_ids(pair.loaded, [row[0] for row in rows], pair.marks)
+            if truncated:
+                self.metrics.truncated(truncated)
+                info(f"{truncated} lines of a request were longer than {pair.max_len - 1} source tokens: truncated")
+            try:
+                result = await self.decode(request, pair, src, nbest if last else 1)
+            except queue.Full:
+                return error(429, "Slowdown: too many requests are waiting; try again later")
+            if result is None:
+                return Response(status_code=499)
+            if isinstance(result, BaseException):
+                return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+            rows = [[t.text for t in translations] for translations in result]
         per_text: list[list[str]] = []  # per q string: nbest texts
         offset = 0
         for text_lines in req.lines:
-            rows = result[offset : offset + len(text_lines)]
+            chunk = rows[offset : offset + len(text_lines)]
             offset += len(text_lines)
-            per_text.append(["\n".join(row[k].text for row in rows) for k in range(nbest)])
-        return JSONResponse(answer(req, per_text))
+            per_text.append(["\n".join(row[k] for row in chunk) for k in range(nbest)])
+        headers = {PIVOT_HEADER: req.pivot} if req.pivot else None
+        return JSONResponse(answer(req, per_text), headers=headers)
 
     async def decode(self, request: Request, pair: Pair, src: list[list[int]], nbest: int) -> Result | None:
         """The lines `src` decoded by the batcher; None when the client left (or the shutdown timeout

@@ -243,7 +243,7 @@ class Batcher:
             group_start = time.monotonic()
             try:
                 cfg = dataclasses.replace(pair.decode, nbest=nbest)
-                hyps = search(pair.loaded.model, src, cfg, device=pair.device)
+                hyps = search(pair.loaded.model, src, cfg, device=pair.device, start_id=pair.marks.start_id)
                 translations = to_translations(pair.loaded.vocab, src, hyps, nbest=nbest)
             except Exception as exc:  # answered as a 500 for this group only; the server goes on
                 for job, _, _ in group:

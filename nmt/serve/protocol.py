@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 
-from nmt.serve.models import Pair, language_codes
+from nmt.serve.models import Pair, language_codes, route
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,14 @@ class TranslateRequest:
     texts: list[str]  # the q strings
     lines: list[list[str]]  # each q string split at its line breaks
     as_list: bool  # q was a list: answer with a list
-    pair: Pair | None  # None: source and target are the same language, the text is its own translation
+    route: tuple[Pair, ...]  # the pair, or two through a pivot; () when source and target are the same language
     alternatives: int
     auto: bool  # source was "auto"
+
+    @property
+    def pivot(self) -> str | None:
+        """The language translated through, when the route has two steps."""
+        return self.route[0].target if len(self.route) > 1 else None
 
 
 def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], limits: Limits) -> TranslateRequest:
@@ -205,14 +210,18 @@ def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], 
             raise ApiError(
                 400,
                 f"Invalid request: source auto needs language detection, which this server does not do, and "
-                f"{len(found)} of its models translate into {target!r}; name the source language "
+                f"{len(found)} of its language pairs translate into {target!r}; name the source language "
                 f"(supported: {supported})",
             )
-        pair: Pair | None = found[0]
-    elif (source, target) in pairs:
-        pair = pairs[source, target]
+        steps: tuple[Pair, ...] | None = (found[0],)
     elif source == target and source in language_codes(pairs):
-        pair = None  # as LibreTranslate (Argos Translate) does: a language translates into itself unchanged
+        steps = ()  # as LibreTranslate (Argos Translate) does: a language translates into itself unchanged
     else:
-        raise ApiError(400, f"Invalid request: no model for {source}->{target}; supported: {supported}")
-    return TranslateRequest(texts, lines, as_list, pair, alternatives, auto)
+        steps = route(pairs, source, target)
+    if steps is None:
+        raise ApiError(
+            400,
+            f"Invalid request: no model for {source}->{target}, directly or through one pivot language; "
+            f"supported: {supported}",
+        )
+    return TranslateRequest(texts, lines, as_list, steps, alternatives, auto)

@@ -5,67 +5,31 @@ gate naming the failing direction), a user's literal language token is text, and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from nmt.config import load_config
-from nmt.data.prepare import prepare
 from nmt.demo import german
-from nmt.train.loop import train
-from tests.conftest import run_nmt
-from tests.corpora import french, multilingual_config, number_lines
+from tests.conftest import MultilingualModel, run_nmt
+from tests.corpora import french, number_lines
 
 WORDS = {"de": german, "fr": french}
 
-DIRECTIONS = ["en-de", "en-fr", "de-en"]
-# the demo's recipe (configs/demo.yaml), scaled for three directions
-RECIPE = """vocab:
-  size: 160
-model:
-  preset: tiny
-  d_model: 128
-  n_heads: 4
-  ffn_dim: 256
-  dropout: 0.0
-  max_len: 128
-train:
-  device: cpu
-  precision: fp32
-  compile: false
-  batch_tokens: 3000
-  lr: 5e-3
-  schedule: cosine
-  warmup_steps: 100
-  max_steps: 300
-  log_every: 50
-  valid_every: 300
-  valid_max_lines: 50
-decode:
-  beam: 4
-"""
-
 
 @pytest.mark.slow
-def test_three_directions_reach_bleu_90_each_and_ask_for_their_language(tmp_path: Path) -> None:
-    path = multilingual_config(tmp_path, DIRECTIONS, sizes=(4000, 100, 100), below=100)
-    text = path.read_text()
-    path.write_text(text[: text.index("vocab:")] + RECIPE)
-    cfg = load_config(path)
-    prepare(cfg)
-    train(cfg)  # in this process: the CLI around it is what the rest of the test runs
-    record = json.loads((tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["event"] == "valid" and sorted(record["directions"]) == sorted(DIRECTIONS)
+def test_three_directions_reach_bleu_90_each_and_ask_for_their_language(multilingual_model: MultilingualModel) -> None:
+    path, directions = multilingual_model.config, list(multilingual_model.directions)
+    record = json.loads((path.parent / "exp" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["event"] == "valid" and sorted(record["directions"]) == sorted(directions)
 
     done = run_nmt("evaluate", str(path), "--split", "test", "--json", "--fail-under", "90")
     assert done.returncode == 0, done.stderr[-3000:]
     systems = json.loads(done.stdout)["systems"]
-    assert [s["direction"] for s in systems] == DIRECTIONS
+    assert [s["direction"] for s in systems] == directions
     assert all(s["scores"]["bleu"] >= 90 for s in systems), [(s["direction"], s["scores"]["bleu"]) for s in systems]
     gate = run_nmt("evaluate", str(path), "--split", "test", "--direction", "en-fr", "--fail-under", "101")
     assert gate.returncode == 1 and "en-fr: BLEU" in gate.stderr and "Traceback" not in gate.stderr, gate.stderr
 
-    ckpt = str(tmp_path / "exp" / "checkpoints" / "best.pt")
+    ckpt = str(multilingual_model.checkpoint)
     lines = number_lines(20, seed=9, below=100)
     # a literal language token in the input is text: it does not switch the output language
     tagged = [f">>fr<< {line}" for line in lines["en"]]

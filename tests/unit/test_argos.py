@@ -44,12 +44,12 @@ def vocabs() -> dict[bool, Vocab]:
     return toy_vocabs(PAIRS)
 
 
-def write_checkpoint(path: Path, vocab: Vocab, **model: object) -> Path:
-    """A checkpoint of a random de->en model. A Transformer's outputs end by EOS at varied lengths and
+def write_checkpoint(path: Path, vocab: Vocab, *, langs: tuple[str, str] = ("de", "en"), **model: object) -> Path:
+    """A checkpoint of a random de->en model (or `langs`). A Transformer's outputs end by EOS at varied lengths and
     never hold pad, bos or unk, as a trained model's (Argos's search suppresses none of them)."""
     cfg = config_from_dict(
         {
-            "data": {"src_lang": "de", "tgt_lang": "en"},
+            "data": {"src_lang": langs[0], "tgt_lang": langs[1]},
             "vocab": {"joint": vocab.joint, "size": vocab.src_size},
             "model": {"preset": "tiny", "max_len": 48, "share_embeddings": "none", **model},
             "decode": {"device": "cpu", "beam": 3},
@@ -307,8 +307,9 @@ def test_sbd_model(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
 @pytest.mark.slow  # `nmt export --argos` subprocesses
 def test_cli(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
     ckpt, out = str(package[0]), tmp_path / "de_en.argosmodel"
-    done = run_nmt("export", ckpt, "--argos", str(out), "--to-name", "English")
-    assert done.returncode == 2 and "--from-name" in done.stderr and "Traceback" not in done.stderr
+    done = run_nmt("export", ckpt, "--argos", str(out), "--lang-name", "German")
+    assert done.returncode == 2 and "--lang-name 'German': write CODE=NAME" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
     for args in ([], ["-o", str(tmp_path / "dir"), "--argos", str(out)]):
         done = run_nmt("export", ckpt, *args, "--from-name", "German", "--to-name", "English")
         assert done.returncode == 2 and "give one of -o DIR" in done.stderr and "Traceback" not in done.stderr
@@ -322,3 +323,79 @@ def test_cli(package: tuple[Path, ArgosResult], tmp_path: Path) -> None:
     with zipfile.ZipFile(out) as zf:
         assert json.loads(zf.read(f"{ROOT}/model/nmt.json"))["quantization"] == "int8"
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+# ---------------------------------------------------------------- multilingual models: a package per direction
+
+
+def test_a_multilingual_model_becomes_one_package_per_direction(tmp_path: Path) -> None:
+    """Each package carries the same CTranslate2 model (no start token of its own), its target language token
+    as target_prefix, ISO 639-1 names unless --lang-name gives one; --direction picks some."""
+    from nmt.export.argos import export_argos_packages
+    from tests.conftest import random_multilingual_checkpoint
+
+    ckpt = random_multilingual_checkpoint(tmp_path / "m")
+    results = export_argos_packages(ckpt, tmp_path / "pkgs", lang_names={"de": "Deutsch"})
+    assert [(r.from_code, r.to_code, r.target_prefix) for r in results] == [
+        ("en", "de", ">>de<<"), ("en", "fr", ">>fr<<"), ("de", "en", ">>en<<"),
+    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "pkgs").iterdir()) == [
+        "de_en.argosmodel",
+        "en_de.argosmodel",
+        "en_fr.argosmodel",
+    ]  # fmt: skip (no temp export left)
+    models = set()
+    for r in results:
+        root = f"translate-{r.from_code}_{r.to_code}-nmt-1_0"
+        with zipfile.ZipFile(r.package) as zf:
+            metadata = json.loads(zf.read(f"{root}/metadata.json"))
+            config = json.loads(zf.read(f"{root}/model/config.json"))
+            models.add(zf.read(f"{root}/model/model.bin"))
+            assert f"{root}/minisbd/paragraph.onnx" in zf.namelist()
+        names = {"en": "English", "de": "Deutsch", "fr": "French"}
+        assert metadata["target_prefix"] == r.target_prefix
+        assert (metadata["from_name"], metadata["to_name"]) == (names[r.from_code], names[r.to_code])
+        assert config["decoder_start_token"] is None  # the prefix starts the decoder, as nmt's token does
+    assert len(models) == 1
+    picked = export_argos_packages(ckpt, tmp_path / "some", directions=["de-en"], quantization="int8")
+    assert [p.package.name for p in picked] == ["de_en.argosmodel"]
+    assert [p.name for p in (tmp_path / "some").iterdir()] == ["de_en.argosmodel"]
+
+
+def test_what_a_multilingual_package_export_refuses(tmp_path: Path) -> None:
+    from nmt.export.argos import export_argos_packages, parse_lang_names
+    from tests.conftest import random_multilingual_checkpoint
+
+    ckpt = random_multilingual_checkpoint(tmp_path / "m")
+    with pytest.raises(
+        NmtError, match=r"--direction fr-de: .* not trained on it; its directions are en-de, en-fr, de-en"
+    ):
+        export_argos_packages(ckpt, tmp_path / "out", directions=["fr-de"])
+    with pytest.raises(NmtError, match="names a directory"):
+        export_argos_packages(ckpt, tmp_path / "all.argosmodel")
+    with pytest.raises(NmtError, match="--from-name and --to-name name a bilingual model"):
+        export_argos_packages(ckpt, tmp_path / "out", from_name="German")
+    with pytest.raises(NmtError, match="write CODE=NAME"):
+        parse_lang_names(["German"])
+    assert parse_lang_names(["de=Deutsch", "fr = Français "]) == {"de": "Deutsch", "fr": "Français"}
+    tagged = random_multilingual_checkpoint(tmp_path / "s", lang_token="source")
+    with pytest.raises(NmtError, match=r"source-side tag .* only as the decoder's first token \(target_prefix\)"):
+        export_argos_packages(tagged, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "all.argosmodel").exists()
+
+
+def test_bilingual_names_default_to_iso_639_1_and_an_unknown_code_needs_one(
+    package: tuple[Path, ArgosResult], vocabs: dict[bool, Vocab], tmp_path: Path
+) -> None:
+    ckpt = package[0]
+    result = export_argos(ckpt, tmp_path / "a.argosmodel", lang_names={"en": "Englisch"})
+    with zipfile.ZipFile(result.package) as zf:
+        metadata = json.loads(zf.read(f"{ROOT}/metadata.json"))
+    assert (metadata["from_name"], metadata["to_name"]) == ("German", "Englisch") and "target_prefix" not in metadata
+    with pytest.raises(NmtError, match="--direction picks directions of a multilingual model"):
+        export_argos(ckpt, tmp_path / "b.argosmodel", directions=["de-en"])
+    odd = write_checkpoint(tmp_path / "odd.pt", vocabs[True], langs=("gsw", "en"))  # Swiss German: ISO 639-2 only
+    with pytest.raises(NmtError, match=r"no name for language code 'gsw'") as err:
+        export_argos(odd, tmp_path / "c.argosmodel")
+    assert "--from-name NAME" in str(err.value.hint)
+    assert export_argos(odd, tmp_path / "c.argosmodel", lang_names={"gsw": "Swiss German"}).from_code == "gsw"

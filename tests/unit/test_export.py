@@ -309,3 +309,81 @@ def test_export_config_round_trip(exported: Path, tiny_checkpoint: TinyCheckpoin
     assert info.manifest["checkpoint"] == str(tiny_checkpoint.path.resolve())
     assert info.vocab_models[0] == native.vocab.src_model
     assert isinstance(info.cfg.model, ModelConfig)
+
+
+# ---------------------------------------------------------------- multilingual models
+
+
+@pytest.fixture(scope="module", params=["target", "source"])
+def multilingual(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A random multilingual checkpoint (language token as the decoder's first token, or as a source tag)
+    and its export."""
+    from tests.conftest import random_multilingual_checkpoint
+
+    tmp = tmp_path_factory.mktemp(f"multilingual_{request.param}")
+    ckpt = random_multilingual_checkpoint(tmp, lang_token=request.param)
+    export_checkpoint(ckpt, tmp / "ct2")
+    return ckpt, tmp / "ct2"
+
+
+def test_multilingual_export_scores_every_direction_as_nmt(multilingual: tuple[Path, Path]) -> None:
+    """Per target language: CTranslate2's log-probs of y + eos (the language token as target_prefix, or
+    the source tag) equal nmt's teacher-forced ones from that token."""
+    from nmt.data.directions import marks_for
+
+    ckpt, export = multilingual
+    native = load_model(ckpt)
+    engine = ct2.load_export(export_format.read_export(export), device="cpu", precision="fp32").model
+    info = export_format.read_export(export)
+    assert info.cfg.data.directions == native.cfg.data.directions
+    assert info.cfg.data.lang_token == native.cfg.data.lang_token
+    lines = ["one two three", "forty", "seven hundred , nine"]
+    worst = 0.0
+    for tgt_lang in ("de", "fr", "en"):
+        marks = marks_for(native.cfg, native.vocab, tgt_lang)
+        tag = [] if marks.src_tag is None else [marks.src_tag]
+        src_ids = [tag + s + [EOS_ID] for s in native.vocab.encode_src(lines)]
+        tgt_ids = native.vocab.encode_tgt(["zwei drei", "un", "three"])
+        prefix = [engine.tgt_pieces[marks.start_id]] if engine.prefix_start else []  # type: ignore[union-attr]
+        scored = engine.translator.score_batch(  # type: ignore[union-attr]
+            [engine.pieces(s) for s in src_ids],  # type: ignore[union-attr]
+            [prefix + [engine.tgt_pieces[i] for i in t] for t in tgt_ids],  # type: ignore[union-attr]
+        )
+        for src, tgt, res in zip(src_ids, tgt_ids, scored, strict=True):
+            with torch.inference_mode():
+                logits = native.model(  # type: ignore[operator]
+                    torch.tensor([src]), torch.zeros(1, len(src), dtype=torch.bool),
+                    torch.tensor([[marks.start_id, *tgt]]),
+                )  # fmt: skip
+            logp = logits[0].log_softmax(-1)
+            expected = [logp[t, i].item() for t, i in enumerate([*tgt, EOS_ID])]
+            assert len(res.log_probs) == len(expected)
+            worst = max(worst, max(abs(a - b) for a, b in zip(res.log_probs, expected, strict=True)))
+    print(f"lang_token {native.cfg.data.lang_token}: max |log-prob difference| = {worst:.2e}")
+    assert worst < 1e-4
+
+
+def test_multilingual_export_translates_each_direction_and_pivot_as_the_checkpoint(
+    multilingual: tuple[Path, Path],
+) -> None:
+    """Greedy search on the export, per trained direction and through a pivot, gives the checkpoint's
+    outputs exactly (nmt's own search is the reference)."""
+    from nmt.decode.languages import LanguageRequest, choose_route
+    from nmt.decode.translate import TranslateStats, translate_route
+
+    ckpt, export = multilingual
+    lines = ["one two three", "forty , six", "", "seven hundred nine", "eighty"]
+    requests = [LanguageRequest("de", "en"), LanguageRequest("fr", "en"), LanguageRequest("en", "de"),
+                LanguageRequest("fr", "de", pivot="en")]  # fmt: skip
+    outputs = {}
+    for path in (ckpt, export):
+        loaded, cfg, device = load_for_decoding(path, overrides=["decode.beam=1", "decode.max_len_b=6"])
+        outputs[path] = [
+            [row[0].ids for row in translate_route(
+                loaded, lines, cfg, choose_route(loaded.cfg, loaded.vocab, r), device=device, stats=TranslateStats()
+            )]
+            for r in requests
+        ]  # fmt: skip
+    assert outputs[export] == outputs[ckpt]
+    if load_model(ckpt).cfg.data.lang_token == "target":  # the random model's outputs follow its first token
+        assert len({tuple(map(tuple, rows)) for rows in outputs[ckpt]}) == len(requests)

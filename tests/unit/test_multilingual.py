@@ -189,11 +189,11 @@ def test_language_choice_errors_and_pivots(toy: Path, capsys: pytest.CaptureFixt
     assert choose_route(source, vocab, LanguageRequest("de")).steps[0][1] == Marks(src_tag=vocab.lang_id("de"))
 
 
-def test_what_cannot_take_a_multilingual_model_yet_says_so(tmp_path: Path) -> None:
-    """Export, serve and heatmaps refuse a multilingual checkpoint with a message, not a wrong result."""
+def test_heatmaps_refuse_a_multilingual_model_and_a_server_loads_it_once_for_every_direction(tmp_path: Path) -> None:
+    """Heatmaps refuse a multilingual checkpoint with a message, not a wrong result; `nmt serve` loads it
+    once, a pair per direction with that direction's start token, and refuses a second model for one of them."""
     from nmt.decode.translate import translate
-    from nmt.errors import CheckpointError, NmtError
-    from nmt.export.ct2 import export_checkpoint
+    from nmt.errors import NmtError
     from nmt.serve.models import load_pairs
 
     path = multilingual_config(tmp_path, DIRECTIONS, sizes=(60, 5, 5))
@@ -201,10 +201,6 @@ def test_what_cannot_take_a_multilingual_model_yet_says_so(tmp_path: Path) -> No
     prepare(cfg)
     train(cfg)
     ckpt = Experiment.from_config(cfg).last_checkpoint
-    with pytest.raises(CheckpointError, match=r"multilingual model \(en-de, en-fr, de-en\) cannot be exported yet"):
-        export_checkpoint(ckpt, tmp_path / "ct2")
-    with pytest.raises(NmtError, match="cannot be served yet"):
-        load_pairs([ckpt])
     src = tmp_path / "in.txt"
     src.write_text("one\n")
     with pytest.raises(NmtError, match="--attention-dir does not draw heatmaps for multilingual models"):
@@ -212,6 +208,15 @@ def test_what_cannot_take_a_multilingual_model_yet_says_so(tmp_path: Path) -> No
             ckpt, input=src, output=tmp_path / "out.txt", attention_dir=tmp_path / "att",
             languages=LanguageRequest("de"),
         )  # fmt: skip
+    pairs = load_pairs([ckpt])
+    assert sorted(pairs) == [("de", "en"), ("en", "de"), ("en", "fr")]
+    assert len({id(p.loaded) for p in pairs.values()}) == 1
+    vocab = pairs["en", "de"].loaded.vocab
+    assert {k: p.marks.start_id for k, p in pairs.items()} == {
+        (s, t): vocab.lang_id(t) for s, t in pairs
+    }  # fmt: skip
+    with pytest.raises(NmtError, match=r"both translate en->de"):
+        load_pairs([ckpt, ckpt])
 
 
 def test_a_pivot_translates_chunk_by_chunk_through_both_steps(toy: Path, tmp_path: Path) -> None:

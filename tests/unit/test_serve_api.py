@@ -63,7 +63,22 @@ def test_languages_lists_every_language_a_model_reads_or_writes_with_what_it_can
     ]
     client = client_for([fake_pair("en", "de"), fake_pair("de", "fr")])
     langs = {lang["code"]: lang["targets"] for lang in client.get("/languages").json()}
-    assert langs == {"de": ["de", "fr"], "en": ["de", "en"], "fr": ["fr"]}  # no pivot en->fr yet
+    assert langs == {"de": ["de", "fr"], "en": ["de", "en", "fr"], "fr": ["fr"]}  # en->fr through de
+
+
+def test_a_pivot_is_english_when_it_can_be_and_a_pair_with_no_route_is_a_400() -> None:
+    from nmt.serve.models import route
+
+    pairs = {
+        (p.source, p.target): p
+        for p in (fake_pair(*d.split("-")) for d in ["de-cs", "cs-fr", "de-en", "en-fr", "fr-it"])
+    }
+    assert [(p.source, p.target) for p in route(pairs, "de", "fr") or ()] == [("de", "en"), ("en", "fr")]
+    del pairs["de", "en"]
+    assert [(p.source, p.target) for p in route(pairs, "de", "fr") or ()] == [("de", "cs"), ("cs", "fr")]
+    assert route(pairs, "de", "it") is None  # two pivots would be needed
+    r = client_for(list(pairs.values())).post("/translate", json={"q": "x", "source": "de", "target": "it"})
+    assert r.status_code == 400 and "no model for de->it, directly or through one pivot language" in r.json()["error"]
 
 
 @pytest.mark.parametrize("q", ["Hallo Welt\n\nZweite Zeile", ["eins", "zwei\ndrei"]])
