@@ -204,6 +204,7 @@ class TrainConfig:
     valid_every: int = 1000  # steps between validations (and checkpoints)
     save_every: int | None = None  # steps between last.pt saves; default valid_every
     keep_last: int = 5  # numbered step_N.pt checkpoints kept
+    average_last: int | None = None  # at the end, average the last N step_N.pt into averaged.pt and validate it
     valid_max_lines: int | None = None  # validate on the first N valid lines (of each direction); None: all
     best_metric: Literal["bleu", "loss"] = "bleu"  # what best.pt and early stopping track (multilingual: the mean)
     patience: int | None = None  # validations without improvement before stopping
@@ -216,6 +217,13 @@ class TrainConfig:
         _check_range("train.label_smoothing", self.label_smoothing, low=0.0, high=0.99)
         _check_range("train.warmup_steps", self.warmup_steps, low=0)
         _check_range("train.valid_max_lines", self.valid_max_lines, low=1)
+        _check_range("train.average_last", self.average_last, low=2)
+        if self.average_last is not None and self.average_last > self.keep_last:
+            raise ValueError(
+                f"train.average_last ({self.average_last}) is more than train.keep_last ({self.keep_last}): only the "
+                f"last {self.keep_last} step_N.pt checkpoints are kept to average; raise train.keep_last or lower "
+                "train.average_last"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

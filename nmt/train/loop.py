@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.markup import escape
 
+from nmt.checkpoint import save_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
@@ -37,7 +39,7 @@ from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.run_log import draw_curves, write_metrics
-from nmt.train.saving import Saver
+from nmt.train.saving import Saver, average_checkpoints, numbered_checkpoints
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import Counters, TrainResult, TrainState
 from nmt.train.validate import update_best, validate
@@ -214,6 +216,8 @@ def train(
                 run.saver.save_last(state)
         elif state.last_valid_step != state.step and final_validation:
             result.last_valid = validate_and_save(run, state)
+        if cfg.train.average_last is not None and result.stopped_by != "signal" and final_validation:
+            result.averaged = average_and_validate(run, state)
         if step_model is not ddp_model and dist.is_main:
             result.graphs_compiled = graphs_compiled() - graphs0
             info(f"torch.compile: {result.graphs_compiled} graph(s) compiled (first compile + recompiles)")
@@ -299,4 +303,42 @@ def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
         run.saver.save_validated(state, improved=improved)
+    return record
+
+
+def average_and_validate(run: Run, state: TrainState) -> dict[str, Any]:
+    """`train.average_last: N`: the element-wise mean of the last N kept step_N.pt into
+    checkpoints/averaged.pt (rank 0), validated like the training checkpoints (every rank)
+    and recorded in metrics.jsonl as an "averaged" record beside best.pt's score. With fewer
+    than two numbered checkpoints there is nothing to average: {} and a note."""
+    cfg, exp, dist = run.cfg, run.exp, run.dist
+    assert cfg.train.average_last is not None
+
+    def average() -> dict[str, Any]:
+        paths = numbered_checkpoints(exp.checkpoint_dir)[-cfg.train.average_last :]  # type: ignore[operator]
+        if len(paths) < 2:
+            return {"paths": [str(p) for p in paths]}
+        averaged = average_checkpoints(paths)
+        save_checkpoint(exp.checkpoint_dir / "averaged.pt", averaged)
+        return {"paths": [str(p) for p in paths], "model": averaged["model"]}
+
+    done = dist.from_main(average)
+    if "model" not in done:
+        if dist.is_main:
+            info(f"train.average_last: {len(done['paths'])} numbered checkpoint(s) kept, nothing to average")
+        return {}
+    model = build_model(cfg.model, src_vocab_size=run.data.vocab.src_size, tgt_vocab_size=run.data.vocab.tgt_size)
+    model.load_state_dict(done["model"])
+    model.to(run.device)
+    valid = validate(model, run.data.valid, run.data.vocab, cfg, device=run.device, precision=run.precision, dist=dist)
+    steps = [int(Path(p).stem.removeprefix("step_")) for p in done["paths"]]
+    record = {**valid.record(state, improved=False), "event": "averaged", "averaged_steps": steps}
+    del record["best"]
+    write_metrics(run.exp, record, is_main=dist.is_main)
+    if dist.is_main:
+        best = f"best.pt (step {state.best_step:,}): {cfg.train.best_metric} {state.best:.2f}" if state.best else ""
+        info(
+            f"averaged.pt, the mean of steps {', '.join(f'{s:,}' for s in steps)}: valid loss {valid.loss:.3f}, "
+            f"BLEU {valid.bleu:.2f}" + (f"; {best}" if best else "")
+        )
     return record

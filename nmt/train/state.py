@@ -35,6 +35,7 @@ class TrainResult:
     last_valid: dict[str, Any] = field(default_factory=dict)
     params: int = 0
     graphs_compiled: int | None = None  # train.compile: graphs torch.compile built (None: not compiled)
+    averaged: dict[str, Any] = field(default_factory=dict)  # train.average_last: averaged.pt's validation record
 
 
 @dataclass

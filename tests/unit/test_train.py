@@ -202,3 +202,26 @@ def test_train_precision_auto_follows_the_injected_capability() -> None:
     assert auto_note(cpu, native_bf16=False) == "auto: this CPU has no native bf16"
     assert emulated_bf16("bf16", cpu, native_bf16=False) and not emulated_bf16("bf16", cpu, native_bf16=True)
     assert not emulated_bf16("fp32", cpu, native_bf16=False) and not emulated_bf16("bf16", cuda, native_bf16=False)
+
+
+def test_average_last_is_the_mean_of_the_last_kept_checkpoints_and_is_validated(tmp_path: Path) -> None:
+    """train.average_last: averaged.pt holds the element-wise mean of the last N step_N.pt (computed here from
+    their state dicts), and its validation is recorded beside the training ones."""
+    cfg = prepared(tmp_path, ["train.max_steps=8", "train.valid_every=2", "train.keep_last=3", "train.average_last=3"])
+    result = train(cfg)
+    exp = Experiment.from_config(cfg)
+    kept = sorted(exp.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    assert [p.name for p in kept] == ["step_4.pt", "step_6.pt", "step_8.pt"]
+    states = [read_checkpoint(p)["model"] for p in kept]
+    averaged = read_checkpoint(exp.checkpoint_dir / "averaged.pt")
+    assert averaged["train_state"] is None
+    for key, value in averaged["model"].items():
+        expected = sum(s[key].double() for s in states) / 3
+        torch.testing.assert_close(value.double(), expected, rtol=0, atol=1e-6)
+        assert not torch.equal(states[0][key], states[2][key]) or key.endswith("bias")  # the weights moved
+    records = [json.loads(line) for line in exp.metrics_path.read_text().splitlines()]
+    (record,) = [r for r in records if r["event"] == "averaged"]
+    assert record["averaged_steps"] == [4, 6, 8] and record == result.averaged and "bleu" in record
+    with pytest.raises(ConfigError, match=r"train\.average_last \(4\) is more than train\.keep_last \(3\)") as err:
+        load_config(exp.config_path, ["train.keep_last=3", "train.average_last=4"])
+    assert str(exp.config_path) in str(err.value) or str(exp.config_path) in str(err.value.hint)
