@@ -4,7 +4,9 @@ A checkpoint is a dict saved with `torch.save` that loads with `weights_only=Tru
 
     format: "nmt-checkpoint", version: 1, nmt_version: str
     config: the resolved config as a plain dict
-    vocab: {"src": SentencePiece model bytes, "tgt": ...}  (the same bytes when joint)
+    vocab: {"src": SentencePiece model bytes, "tgt": ...}  (the same bytes when joint); an imported
+           model's also "src_pieces"/"tgt_pieces": the piece of every model id (`nmt.data.vocab.Vocab`)
+    layout: an imported model's differences from nmt's own (`nmt.model.layout`; absent otherwise)
     model: the model's state_dict
     step, epoch: ints
     train_state: optimizer/scaler/RNG/loop state, or None (e.g. averaged)
@@ -47,15 +49,22 @@ def build_checkpoint(
     epoch: int,
     train_state: dict[str, Any] | None,
     prepared: dict[str, str] | None = None,
+    pieces: tuple[list[str], list[str]] | None = None,
+    layout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict; `vocab_models` are the (source, target) SentencePiece model bytes,
-    `prepared` the fingerprints of the prepared data trained on (`nmt.data.prepare.fingerprints`)."""
+    `prepared` the fingerprints of the prepared data trained on (`nmt.data.prepare.fingerprints`);
+    `pieces` and `layout` are an imported model's (see the module docstring)."""
+    vocab: dict[str, Any] = {"src": vocab_models[0], "tgt": vocab_models[1]}
+    if pieces is not None:
+        vocab |= {"src_pieces": list(pieces[0]), "tgt_pieces": list(pieces[1])}
     return {
         "format": FORMAT,
         "version": VERSION,
         "nmt_version": __version__,
         "config": config_to_dict(cfg),
-        "vocab": {"src": vocab_models[0], "tgt": vocab_models[1]},
+        "vocab": vocab,
+        **({"layout": dict(layout)} if layout else {}),
         "model": plain_state_dict(model_state),
         "step": step,
         "epoch": epoch,

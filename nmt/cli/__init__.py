@@ -2,7 +2,7 @@
 
 Each command parses options, loads the config (with `--set` overrides) where it has one, calls
 one stage function and renders its result: `train_commands` (prepare, train, average),
-`decode_commands` (translate, evaluate), `deploy_commands` (export, serve), on the app of
+`decode_commands` (translate, evaluate), `deploy_commands` (import, export, serve), on the app of
 `app.py`; `options.py` holds error handling, `--set` and the decode flags. Torch is imported
 lazily inside the commands so `nmt --help` returns at once. Errors a user can cause are
 `NmtError`s, printed as one paragraph with a non-zero exit code; anything else is a bug and
@@ -16,7 +16,8 @@ import sys
 from nmt.cli import decode_commands, deploy_commands, train_commands  # noqa: F401  (they register the commands)
 from nmt.cli.app import app
 
-ORDER = ("prepare", "train", "average", "evaluate", "translate", "export", "serve")  # as `nmt --help` lists them
+# as `nmt --help` lists them (import_: `nmt import`)
+ORDER = ("import_", "prepare", "train", "average", "evaluate", "translate", "export", "serve")
 app.registered_commands.sort(key=lambda command: ORDER.index(command.callback.__name__))
 
 

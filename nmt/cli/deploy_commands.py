@@ -1,4 +1,4 @@
-"""`nmt export` and `nmt serve`: each parses its options, calls one stage function and renders."""
+"""`nmt import`, `nmt export` and `nmt serve`: each parses its options, calls one stage function and renders."""
 
 from __future__ import annotations
 
@@ -114,6 +114,39 @@ ReadTimeout = Annotated[
 ShutdownTimeout = Annotated[
     float, typer.Option("--shutdown-timeout", min=0.0, help="Seconds SIGTERM waits for requests in flight.")
 ]
+
+
+ImportFrom = Annotated[
+    Path, typer.Argument(help="A Hugging Face MarianMT directory (an OPUS-MT model).", show_default=False)
+]
+ImportTo = Annotated[
+    Path, typer.Option("-o", "--output", help="The nmt checkpoint (.pt) to write.", show_default=False)
+]
+SrcLang = Annotated[
+    str | None, typer.Option("--src-lang", help="Source language code, when the model does not name it.")
+]
+TgtLang = Annotated[
+    str | None, typer.Option("--tgt-lang", help="Target language code, when the model does not name it.")
+]
+
+
+@app.command("import")
+@guarded
+def import_(
+    directory: ImportFrom, output: ImportTo, src_lang: SrcLang = None, tgt_lang: TgtLang = None, force: Force = False
+) -> None:
+    """Import a Hugging Face MarianMT model (OPUS-MT) as a self-contained nmt checkpoint.
+
+    Reads config.json, model.safetensors (or pytorch_model.bin), source.spm, target.spm and vocab.json;
+    needs no transformers. The checkpoint then works with translate, evaluate, export and serve.
+    """
+    from nmt.interop.marian import import_marian
+
+    r = import_marian(directory, output, src_lang=src_lang, tgt_lang=tgt_lang, force=force)
+    console.print(
+        f"imported {directory} -> {r.output} ({r.src_lang} -> {r.tgt_lang}, {r.params / 1e6:.1f}M parameters, "
+        f"vocabulary {r.vocab_size:,}, share_embeddings {r.share_embeddings})"
+    )
 
 
 @app.command()

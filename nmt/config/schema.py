@@ -147,7 +147,7 @@ class ModelConfig:
     dropout: float = _resolved()  # dropout on embeddings and sublayer outputs (rnn: also between layers)
     attention_dropout: float = _resolved()  # transformer: dropout on attention weights (fairseq's)
     activation_dropout: float = 0.0  # transformer: dropout after the FFN non-linearity (fairseq's)
-    activation: Literal["relu", "gelu"] = "relu"  # transformer: FFN non-linearity
+    activation: Literal["relu", "gelu", "swish"] = "relu"  # transformer: FFN non-linearity (swish: x * sigmoid(x))
     norm: Literal["pre", "post"] = "pre"  # transformer: LayerNorm before (stable) or after (paper) sublayers
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # transformer: position embeddings
     share_embeddings: Literal["all", "decoder", "none"] = "all"  # weight tying

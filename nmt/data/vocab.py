@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import sentencepiece as spm
@@ -24,36 +24,81 @@ from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece
 
 @dataclass
 class Vocab:
-    """Source and target SentencePiece processors (the same object when joint)."""
+    """Source and target SentencePiece processors (the same object when joint).
+
+    The model's ids are SentencePiece's, except in an imported model (`nmt import`), whose ids
+    are its own vocabulary's: `src_pieces`/`tgt_pieces` list the piece of every model id
+    (nmt's four special ids first), SentencePiece splits the text into pieces and the table
+    gives their ids (a piece it lacks is unk), as Hugging Face's MarianTokenizer does.
+    """
 
     src_model: bytes
     tgt_model: bytes
+    src_pieces: tuple[str, ...] | None = None  # model id -> piece, for an imported model; None: SentencePiece ids
+    tgt_pieces: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, raw: dict[str, Any]) -> Vocab:
+        """The vocabulary a checkpoint's "vocab" entry describes (`nmt.checkpoint`)."""
+        src_pieces, tgt_pieces = raw.get("src_pieces"), raw.get("tgt_pieces")
+        return cls(
+            raw["src"],
+            raw["tgt"],
+            tuple(src_pieces) if src_pieces is not None else None,
+            tuple(tgt_pieces) if tgt_pieces is not None else None,
+        )
+
+    def checkpoint_pieces(self) -> tuple[list[str], list[str]] | None:
+        """What `from_checkpoint` needs back: the id tables of an imported model, else None."""
+        if self.src_pieces is None or self.tgt_pieces is None:
+            return None
+        return list(self.src_pieces), list(self.tgt_pieces)
 
     def __post_init__(self) -> None:
         self.src = spm.SentencePieceProcessor(model_proto=self.src_model)
-        self.tgt = self.src if self.joint else spm.SentencePieceProcessor(model_proto=self.tgt_model)
+        self.tgt = (
+            self.src if self.src_model == self.tgt_model else spm.SentencePieceProcessor(model_proto=self.tgt_model)
+        )
+        self._src_ids = None if self.src_pieces is None else {p: i for i, p in enumerate(self.src_pieces)}
+        self._tgt_ids = None if self.tgt_pieces is None else {p: i for i, p in enumerate(self.tgt_pieces)}
 
     @property
     def joint(self) -> bool:
+        """One vocabulary for both sides: the same SentencePiece model, or one id table over both."""
+        if self.src_pieces is not None:
+            return self.src_pieces == self.tgt_pieces
         return self.src_model == self.tgt_model
 
     @property
     def src_size(self) -> int:
-        return self.src.get_piece_size()
+        return len(self.src_pieces) if self.src_pieces is not None else self.src.get_piece_size()
 
     @property
     def tgt_size(self) -> int:
-        return self.tgt.get_piece_size()
+        return len(self.tgt_pieces) if self.tgt_pieces is not None else self.tgt.get_piece_size()
 
     def encode_src(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
         """Ids of each line; SentencePiece encodes the list on `threads` threads (default: all cores)."""
-        return self.src.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
+        return self._encode(self.src, self._src_ids, lines, threads)
 
     def encode_tgt(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
-        return self.tgt.encode(lines, out_type=int, num_threads=threads or os.cpu_count() or 1)
+        return self._encode(self.tgt, self._tgt_ids, lines, threads)
+
+    @staticmethod
+    def _encode(
+        sp: spm.SentencePieceProcessor, table: dict[str, int] | None, lines: list[str], threads: int | None
+    ) -> list[list[int]]:
+        threads = threads or os.cpu_count() or 1
+        if table is None:
+            return sp.encode(lines, out_type=int, num_threads=threads)
+        pieces = sp.encode(lines, out_type=str, num_threads=threads)
+        return [[table.get(p, UNK_ID) for p in line] for line in pieces]
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        return self.tgt.decode(ids)
+        if self.tgt_pieces is None:
+            return self.tgt.decode(ids)
+        table = self.tgt_pieces
+        return [self.tgt.decode_pieces([table[i] for i in line if i not in (PAD_ID, BOS_ID, EOS_ID)]) for line in ids]
 
     def lang_id(self, lang: str) -> int | None:
         """The id of `lang`'s language token (`lang_piece`), None when the vocabulary has none."""
@@ -71,10 +116,16 @@ class Vocab:
             out.append(piece[2:-2])
         return out
 
-    def src_pieces(self, ids: list[int]) -> list[str]:
+    def src_piece_list(self, ids: list[int]) -> list[str]:
+        """The pieces of source ids."""
+        if self.src_pieces is not None:
+            return [self.src_pieces[i] for i in ids]
         return [self.src.id_to_piece(i) for i in ids]
 
-    def tgt_pieces(self, ids: list[int]) -> list[str]:
+    def tgt_piece_list(self, ids: list[int]) -> list[str]:
+        """The pieces of target ids."""
+        if self.tgt_pieces is not None:
+            return [self.tgt_pieces[i] for i in ids]
         return [self.tgt.id_to_piece(i) for i in ids]
 
 

@@ -163,8 +163,8 @@ def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel
     engine = CT2Engine(
         translator,
         max_len=info.cfg.model.max_len,
-        src_pieces=[vocab.src.id_to_piece(i) for i in range(vocab.src_size)],
-        tgt_pieces=[vocab.tgt.id_to_piece(i) for i in range(vocab.tgt_size)],
+        src_pieces=vocab.src_piece_list(list(range(vocab.src_size))),
+        tgt_pieces=vocab.tgt_piece_list(list(range(vocab.tgt_size))),
         prefix_start=prefix_start(info.cfg),
     )
     return LoadedModel(model=engine, vocab=vocab, cfg=info.cfg, step=info.step, path=info.path)  # type: ignore[arg-type]

@@ -95,7 +95,7 @@ def write_heatmaps(
     from nmt.plots import attention_heatmap
 
     vocab = loaded.vocab
-    eos = vocab.tgt_pieces([EOS_ID])[0]
+    eos = vocab.tgt_piece_list([EOS_ID])[0]
     written = 0
     for lineno, (src_ids, tgt_ids) in enumerate(zip(src_seqs, best, strict=True), start=1):
         if not src_ids:
@@ -105,8 +105,8 @@ def write_heatmaps(
         attention_heatmap(
             directory / f"line_{lineno:06d}.png",
             weights.tolist(),
-            vocab.src_pieces(src_ids),
-            [*vocab.tgt_pieces(list(tgt_ids)), eos],
+            vocab.src_piece_list(src_ids),
+            [*vocab.tgt_piece_list(list(tgt_ids)), eos],
             title=f"line {lineno}: {text[:80] + ('...' if len(text) > 80 else '')}",
         )
         written += 1

@@ -16,6 +16,7 @@ from nmt.config import ExperimentConfig
 from nmt.data.vocab import Vocab
 from nmt.decode.search import SearchEngine
 from nmt.model import Seq2SeqModel, build_model
+from nmt.model.layout import checkpoint_layout
 
 
 @dataclass
@@ -33,8 +34,10 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> Loade
     """Rebuild the model and vocabulary of a checkpoint, in eval mode on `device`."""
     ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
-    vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
-    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    vocab = Vocab.from_checkpoint(ckpt["vocab"])
+    model = build_model(
+        cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size, layout=checkpoint_layout(ckpt, path)
+    )
     load_weights(model, ckpt, path)  # type: ignore[arg-type]
     model.to(device).eval()  # type: ignore[attr-defined]
     return LoadedModel(model=model, vocab=vocab, cfg=cfg, step=int(ckpt.get("step", 0)), path=Path(path))

@@ -24,6 +24,7 @@ from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.export_format import MANIFEST, MODEL_BIN, prefix_start, require_ctranslate2, write_nmt_files
 from nmt.fileio import atomic_directory
 from nmt.model import build_model
+from nmt.model.layout import checkpoint_layout
 
 # nmt name -> CTranslate2 quantization (None: keep the float32 weights)
 QUANTIZATIONS: dict[str, str | None] = {
@@ -87,8 +88,13 @@ def _load_transformer(checkpoint: Path) -> tuple[torch.nn.Module, ExperimentConf
             "CTranslate2 runs Transformers only",
             hint=f"translate it with the checkpoint itself: nmt translate {checkpoint}",
         )
-    vocab = Vocab(ckpt["vocab"]["src"], ckpt["vocab"]["tgt"])
-    model = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
+    vocab = Vocab.from_checkpoint(ckpt["vocab"])
+    model = build_model(
+        cfg.model,
+        src_vocab_size=vocab.src_size,
+        tgt_vocab_size=vocab.tgt_size,
+        layout=checkpoint_layout(ckpt, checkpoint),
+    )
     load_weights(model, ckpt, checkpoint)
     return model.eval(), cfg, vocab, int(ckpt.get("step", 0))
 
@@ -115,8 +121,8 @@ def export_checkpoint(
 
     from nmt.export.spec import NmtConverter  # imports ctranslate2, known to be installed by now
 
-    src_pieces = [vocab.src.id_to_piece(i) for i in range(vocab.src_size)]
-    tgt_pieces = [vocab.tgt.id_to_piece(i) for i in range(vocab.tgt_size)]
+    src_pieces = vocab.src_piece_list(list(range(vocab.src_size)))
+    tgt_pieces = vocab.tgt_piece_list(list(range(vocab.tgt_size)))
     converter = NmtConverter(
         model,  # type: ignore[arg-type]
         norm=cfg.model.norm,

@@ -31,7 +31,9 @@ from nmt.model.layers import DecoderLayer, EncoderLayer, FeedForward
 from nmt.model.transformer import Transformer
 from nmt.tokens import BOS_ID, EOS_ID, UNK_ID
 
-_ACTIVATIONS = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}  # GELU: erf, as nn.GELU()
+_ACTIVATIONS = {  # GELU: erf, as nn.GELU(); SWISH: x * sigmoid(x), as nn.SiLU()
+    "relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU, "swish": common_spec.Activation.SWISH,
+}  # fmt: skip
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which every nmt LayerNorm uses
 
 
@@ -73,11 +75,13 @@ def _set_ffn(spec: transformer_spec.FeedForwardSpec, ffn: FeedForward, norm: nn.
 def _set_inputs(
     spec: transformer_spec.TransformerEncoderSpec | transformer_spec.TransformerDecoderSpec, embed: Embeddings
 ) -> None:
-    """Token embeddings, their sqrt(D) scale, and nmt's position table (row i = position i)."""
+    """Token embeddings, their sqrt(D) scale (or none, for an imported model without it), and the
+    position table as the model has it (row i = position i, in its layout)."""
     tokens = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings  # the encoder has a list
     tokens.weight = _array(embed.tokens.weight)
-    assert math.isclose(embed.tokens.scale, math.sqrt(embed.tokens.weight.size(1)))
-    spec.scale_embeddings = True  # CTranslate2 multiplies by sqrt(D), as TokenEmbedding does
+    scaled = math.isclose(embed.tokens.scale, math.sqrt(embed.tokens.weight.size(1)))
+    assert scaled or embed.tokens.scale == 1.0, embed.tokens.scale
+    spec.scale_embeddings = scaled  # CTranslate2 multiplies by sqrt(D), as TokenEmbedding does
     table = embed.learned.weight if embed.learned is not None else embed.table
     spec.position_encodings.encodings = _array(table)
 

@@ -10,6 +10,7 @@ from typing import Protocol, Self
 from torch import Tensor
 
 from nmt.config import ModelConfig
+from nmt.model.layout import Layout
 
 
 class Memory(Protocol):
@@ -56,12 +57,20 @@ class Seq2SeqModel(Protocol):
         ...
 
 
-def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqModel:
-    """The only place that reads `model.*` config: build the family named by `cfg.arch`."""
+def build_model(
+    cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, layout: Layout | None = None
+) -> Seq2SeqModel:
+    """The only place that reads `model.*` config: build the family named by `cfg.arch`.
+
+    `layout`: an imported Transformer's differences from nmt's own (`nmt.model.layout`; a
+    checkpoint's "layout", see `nmt.checkpoint.checkpoint_layout`)."""
+    layout = layout or Layout()
     if cfg.arch == "rnn":
         from nmt.model.recurrent import RNNSeq2Seq
 
+        if layout != Layout():
+            raise ValueError("a recurrent model has no imported layout")
         return RNNSeq2Seq.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
     from nmt.model.transformer import Transformer
 
-    return Transformer.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+    return Transformer.from_config(cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, layout=layout)

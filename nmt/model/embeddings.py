@@ -21,11 +21,21 @@ def check_shareable(share_embeddings: str, src_vocab_size: int, tgt_vocab_size: 
         )
 
 
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+def sinusoidal_table(max_len: int, d_model: int, *, layout: Literal["interleaved", "halves"] = "interleaved") -> Tensor:
     """The (max_len, D) table of Vaswani et al. (2017), section 3.5.
 
-    PE[pos, 2i] = sin(pos / 10000^(2i/D)) and PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
+    interleaved: PE[pos, 2i] = sin(pos / 10000^(2i/D)) and PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
+    halves (Marian's, as Hugging Face's MarianSinusoidalPositionalEmbedding builds it): the same
+    sines in columns 0 .. ceil(D/2)-1 and the cosines after them.
     """
+    if layout == "halves":  # in float64, as Hugging Face computes it (numpy), then float32
+        pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+        angles = pos / torch.pow(10000.0, 2 * (torch.arange(d_model, dtype=torch.float64) // 2) / d_model)
+        half = (d_model + 1) // 2
+        out = torch.zeros(max_len, d_model, dtype=torch.float64)
+        out[:, :half] = torch.sin(angles[:, 0::2])
+        out[:, half:] = torch.cos(angles[:, 1::2])
+        return out.float()
     position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (L, 1)
     inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     table = torch.zeros(max_len, d_model)
@@ -35,14 +45,15 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
 
 
 class TokenEmbedding(nn.Module):
-    """Token ids (B, T) -> vectors (B, T, D) times sqrt(D); row `PAD_ID` starts at zero.
+    """Token ids (B, T) -> vectors (B, T, D) times sqrt(D) (times 1 with `scaled=False`, for an imported
+    model trained so); row `PAD_ID` starts at zero.
 
     `weight` (V, D) is the matrix that weight tying shares with the output projection.
     """
 
-    def __init__(self, vocab_size: int, d_model: int) -> None:
+    def __init__(self, vocab_size: int, d_model: int, *, scaled: bool = True) -> None:
         super().__init__()
-        self.scale = math.sqrt(d_model)
+        self.scale = math.sqrt(d_model) if scaled else 1.0
         self.weight = nn.Parameter(torch.empty(vocab_size, d_model))
         self.reset_parameters()
 
@@ -75,6 +86,7 @@ class Embeddings(nn.Module):
         max_len: int,
         positions: Literal["sinusoidal", "learned"],
         dropout: float,
+        table_layout: Literal["interleaved", "halves"] = "interleaved",
     ) -> None:
         super().__init__()
         d_model = tokens.weight.size(1)
@@ -86,7 +98,7 @@ class Embeddings(nn.Module):
             nn.init.normal_(self.learned.weight, mean=0.0, std=d_model**-0.5)
         else:
             # Recomputed on construction, so checkpoints carry no table and any max_len loads.
-            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_table(max_len, d_model, layout=table_layout), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:

@@ -29,7 +29,7 @@ class LayerSpec:
     dropout: float = 0.0  # on sublayer outputs
     attention_dropout: float = 0.0  # on attention weights
     activation_dropout: float = 0.0  # after the FFN non-linearity
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "swish"] = "relu"
     norm: Literal["pre", "post"] = "pre"
 
 
@@ -37,12 +37,12 @@ class FeedForward(nn.Module):
     """Position-wise Linear(D, F) -> activation -> dropout -> Linear(F, D): (B, T, D) -> (B, T, D)."""
 
     def __init__(
-        self, d_model: int, ffn_dim: int, dropout: float, *, activation: Literal["relu", "gelu"] = "relu"
+        self, d_model: int, ffn_dim: int, dropout: float, *, activation: Literal["relu", "gelu", "swish"] = "relu"
     ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, d_model)
-        self.activation = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.activation = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}[activation]()
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from nmt.config import ModelConfig
 from nmt.model.attention import KVCache
 from nmt.model.embeddings import Embeddings, TokenEmbedding, check_shareable
 from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec
+from nmt.model.layout import Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,8 @@ class Transformer(nn.Module):
             (needs src_vocab_size == tgt_vocab_size); 'decoder' ties target embedding and output
             projection; 'none' ties nothing.
         max_len: longest source or target sequence (tokens incl. bos/eos).
+        layout: an imported model's differences (position table layout, embedding scale, output
+            bias; `nmt.model.layout`); the default is nmt's own.
     """
 
     def __init__(
@@ -125,19 +128,30 @@ class Transformer(nn.Module):
         dropout: float,
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
-        activation: Literal["relu", "gelu"] = "relu",
+        activation: Literal["relu", "gelu", "swish"] = "relu",
         norm: Literal["pre", "post"] = "pre",
         positions: Literal["sinusoidal", "learned"] = "sinusoidal",
         share_embeddings: Literal["all", "decoder", "none"] = "all",
         max_len: int = 256,
+        layout: Layout = Layout(),
     ) -> None:
         super().__init__()
         check_shareable(share_embeddings, src_vocab_size, tgt_vocab_size)
         self.max_len = max_len
-        src_tokens = TokenEmbedding(src_vocab_size, d_model)
-        tgt_tokens = src_tokens if share_embeddings == "all" else TokenEmbedding(tgt_vocab_size, d_model)
-        self.src_embed = Embeddings(src_tokens, max_len=max_len, positions=positions, dropout=dropout)
-        self.tgt_embed = Embeddings(tgt_tokens, max_len=max_len, positions=positions, dropout=dropout)
+        self.layout = layout
+        src_tokens = TokenEmbedding(src_vocab_size, d_model, scaled=layout.embed_scale)
+        tgt_tokens = (
+            src_tokens
+            if share_embeddings == "all"
+            else TokenEmbedding(tgt_vocab_size, d_model, scaled=layout.embed_scale)
+        )
+        table = layout.positions
+        self.src_embed = Embeddings(
+            src_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table
+        )
+        self.tgt_embed = Embeddings(
+            tgt_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table
+        )
         spec = LayerSpec(
             d_model, n_heads, ffn_dim, dropout, attention_dropout, activation_dropout, activation=activation, norm=norm
         )
@@ -146,13 +160,15 @@ class Transformer(nn.Module):
         # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
         self.enc_norm: nn.Module = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.dec_norm: nn.Module = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
-        self.out_proj = nn.Linear(d_model, tgt_vocab_size, bias=False)
+        self.out_proj = nn.Linear(d_model, tgt_vocab_size, bias=layout.logits_bias)
         self._reset_parameters()
         if share_embeddings != "none":
             self.out_proj.weight = tgt_tokens.weight
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
+    def from_config(
+        cls, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, layout: Layout = Layout()
+    ) -> Transformer:
         """The one place that reads `model.*` config."""
         return cls(
             src_vocab_size=src_vocab_size,
@@ -170,6 +186,7 @@ class Transformer(nn.Module):
             positions=cfg.positions,
             share_embeddings=cfg.share_embeddings,
             max_len=cfg.max_len,
+            layout=layout,
         )
 
     def _reset_parameters(self) -> None:

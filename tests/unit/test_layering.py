@@ -13,16 +13,17 @@ LEAVES = {
     "config", "errors", "fileio", "console", "experiment", "metrics", "demo", "plots", "tokens", "device", "checkpoint",
     "precision", "export_format", "iso639",
 }  # fmt: skip
-STAGES = {"data", "model", "decode", "export", "train", "evaluate", "serve", "cli"}
+STAGES = {"data", "model", "decode", "export", "train", "evaluate", "serve", "interop", "cli"}
 # stage -> stages it must not import
 FORBIDDEN = {
-    "data": {"model", "decode", "export", "train", "evaluate", "serve", "cli"},
-    "model": {"data", "decode", "export", "train", "evaluate", "serve", "cli"},
-    "decode": {"export", "train", "evaluate", "serve", "cli"},
-    "export": {"decode", "train", "evaluate", "serve", "cli"},  # the export format is the leaf export_format
-    "train": {"export", "evaluate", "serve", "cli"},
-    "evaluate": {"export", "train", "serve", "cli"},
-    "serve": {"export", "train", "evaluate", "cli"},
+    "data": {"model", "decode", "export", "train", "evaluate", "serve", "interop", "cli"},
+    "model": {"data", "decode", "export", "train", "evaluate", "serve", "interop", "cli"},
+    "decode": {"export", "train", "evaluate", "serve", "interop", "cli"},
+    "export": {"decode", "train", "evaluate", "serve", "interop", "cli"},  # the export format is the leaf export_format
+    "train": {"export", "evaluate", "serve", "interop", "cli"},
+    "evaluate": {"export", "train", "serve", "interop", "cli"},
+    "serve": {"export", "train", "evaluate", "interop", "cli"},
+    "interop": {"decode", "export", "train", "evaluate", "serve", "cli"},  # writes checkpoints: data + model
     **{leaf: STAGES for leaf in LEAVES},
 }
 

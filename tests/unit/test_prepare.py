@@ -52,8 +52,8 @@ model: {{share_embeddings: decoder}}
     vocab = load_vocab(exp.data_dir)
     assert not vocab.joint
     # target pieces are upper-case only: the separate target vocabulary has no lower-case words
-    tgt_pieces = vocab.tgt_pieces(list(range(4, vocab.tgt_size)))
-    src_pieces = vocab.src_pieces(list(range(4, vocab.src_size)))
+    tgt_pieces = vocab.tgt_piece_list(list(range(4, vocab.tgt_size)))
+    src_pieces = vocab.src_piece_list(list(range(4, vocab.src_size)))
     assert not any(c.islower() for p in tgt_pieces for c in p)
     assert not any(c.isupper() for p in src_pieces for c in p)
 
@@ -189,7 +189,7 @@ def test_byte_fallback_keeps_unseen_characters_as_bytes() -> None:
         ids = vocab.encode_src([unseen])[0]
         decoded[fallback] = (UNK_ID in ids, vocab.decode_tgt([ids])[0])
         if fallback:
-            assert "<0xE6>" in vocab.src_pieces(ids)  # 漢 = E6 BC A2
+            assert "<0xE6>" in vocab.src_piece_list(ids)  # 漢 = E6 BC A2
     assert decoded[False][0] and decoded[False][1] != unseen
     assert decoded[True] == (False, unseen)
 

@@ -1,0 +1,1 @@
+"""Models from other toolkits into nmt checkpoints: Hugging Face MarianMT (OPUS-MT), `nmt.interop.marian`."""
