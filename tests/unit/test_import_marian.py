@@ -194,3 +194,26 @@ def test_what_is_not_a_marian_directory_gets_one_paragraph(tmp_path: Path) -> No
     with pytest.raises(NmtError, match="exists"):
         import_marian(bad, tmp_path / "x.pt", src_lang="de", tgt_lang="en")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ok", "x.pt"]
+
+
+def test_beam_4_ids_equal_hugging_face_generate_at_a_fixed_length(imported: tuple[Path, Path]) -> None:
+    """Beam 4, 12 tokens then EOS on both sides (HF forces the EOS, nmt allows only EOS at its limit)."""
+    directory, ckpt = imported
+    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
+    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    length = 12
+    batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        generated = hf.generate(
+            **batch, num_beams=4, do_sample=False, min_new_tokens=length, max_new_tokens=length + 1,
+            bad_words_ids=[[hf.config.pad_token_id]], forced_eos_token_id=tokenizer.eos_token_id, length_penalty=1.0,
+        )  # fmt: skip
+    loaded, cfg, device = load_for_decoding(
+        ckpt, overrides=["decode.beam=4", f"decode.min_len={length}", "decode.max_len_a=0", f"decode.max_len_b={length}"]
+    )
+    ours = [row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)]
+    tgt_encoder = tokenizer.target_encoder if tokenizer.separate_vocabs else tokenizer.encoder
+    pieces = loaded.vocab.tgt_pieces
+    assert pieces is not None
+    theirs = [[i for i in row.tolist()[1:] if i not in (tokenizer.eos_token_id, hf.config.pad_token_id)] for row in generated]
+    assert [[tgt_encoder[pieces[i]] for i in ids] for ids in ours] == theirs
