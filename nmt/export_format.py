@@ -69,10 +69,13 @@ def write_nmt_files(
     step: int,
     quantization: str,
     ctranslate2_version: str,
+    id_table: bool = False,
 ) -> dict[str, Any]:
     """Write nmt's files of an export (beside CTranslate2's) into `directory`; returns the manifest.
 
-    `vocab_models`: the (source, target) SentencePiece model bytes, the same bytes when joint."""
+    `vocab_models`: the (source, target) SentencePiece model bytes, the same bytes when joint.
+    `id_table`: the model's ids are an imported model's own (`nmt.data.vocab.Vocab`): the export's
+    CTranslate2 vocabulary files, which list the piece of every id, are then the id tables."""
     src_model, tgt_model = vocab_models
     if src_model == tgt_model:
         atomic_write_bytes(directory / SPM_JOINT, src_model)
@@ -97,6 +100,7 @@ def write_nmt_files(
         "max_len": cfg.model.max_len,
         "quantization": quantization,
         "joint_vocab": src_model == tgt_model,
+        "id_table": id_table,
         "model": config_to_dict(cfg.model),
         "decode": config_to_dict(cfg.decode),
     }
@@ -116,6 +120,7 @@ class ExportInfo:
     path: Path
     cfg: ExperimentConfig  # data languages, model.* and decode.* of the source checkpoint
     vocab_models: tuple[bytes, bytes]  # (source, target) SentencePiece model bytes
+    pieces: tuple[tuple[str, ...], tuple[str, ...]] | None  # an imported model's id tables (source, target)
     step: int
     quantization: str  # as exported: none, int8, ...
     manifest: dict[str, Any]
@@ -151,12 +156,23 @@ def read_export(path: str | Path) -> ExportInfo:
             "decode": manifest["decode"],
         }
         cfg = config_from_dict(raw, where=f"{path / MANIFEST}")
+        pieces = _id_tables(path) if manifest.get("id_table") else None
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: not a readable nmt export ({first[:200]})", hint="export the checkpoint again with `nmt export`"
         ) from None
     return ExportInfo(
-        path, cfg, (src_model, tgt_model), int(manifest.get("step", 0)), str(manifest.get("quantization", "none")),
-        manifest,
+        path, cfg, (src_model, tgt_model), pieces, int(manifest.get("step", 0)),
+        str(manifest.get("quantization", "none")), manifest,
     )  # fmt: skip
+
+
+def _id_tables(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (source, target) piece of every id, from CTranslate2's vocabulary files (shared or one per side)."""
+    shared = path / "shared_vocabulary.json"
+    if shared.is_file():
+        table = tuple(json.loads(shared.read_text(encoding="utf-8")))
+        return table, table
+    src = tuple(json.loads((path / "source_vocabulary.json").read_text(encoding="utf-8")))
+    return src, tuple(json.loads((path / "target_vocabulary.json").read_text(encoding="utf-8")))

@@ -154,7 +154,7 @@ def load_export(info: ExportInfo, *, device: str, precision: str) -> LoadedModel
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{info.path}: CTranslate2 cannot load this export on {device} ({exc})") from None
     try:
-        vocab = Vocab(*info.vocab_models)
+        vocab = Vocab(*info.vocab_models, *(info.pieces or (None, None)))
     except RuntimeError as exc:
         raise CheckpointError(
             f"{info.path}: not a readable nmt export (SentencePiece: {str(exc).splitlines()[0][:200]})",

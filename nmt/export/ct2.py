@@ -142,6 +142,7 @@ def export_checkpoint(
             step=step,
             quantization=quantization,
             ctranslate2_version=ctranslate2.__version__,
+            id_table=vocab.src_pieces is not None,
         )
     return ExportResult(
         out_dir, checkpoint, step, quantization, (out_dir / MODEL_BIN).stat().st_size, time.perf_counter() - start

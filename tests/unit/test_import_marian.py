@@ -209,11 +209,31 @@ def test_beam_4_ids_equal_hugging_face_generate_at_a_fixed_length(imported: tupl
             bad_words_ids=[[hf.config.pad_token_id]], forced_eos_token_id=tokenizer.eos_token_id, length_penalty=1.0,
         )  # fmt: skip
     loaded, cfg, device = load_for_decoding(
-        ckpt, overrides=["decode.beam=4", f"decode.min_len={length}", "decode.max_len_a=0", f"decode.max_len_b={length}"]
+        ckpt,
+        overrides=["decode.beam=4", f"decode.min_len={length}", "decode.max_len_a=0", f"decode.max_len_b={length}"],
     )
     ours = [row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)]
     tgt_encoder = tokenizer.target_encoder if tokenizer.separate_vocabs else tokenizer.encoder
     pieces = loaded.vocab.tgt_pieces
     assert pieces is not None
-    theirs = [[i for i in row.tolist()[1:] if i not in (tokenizer.eos_token_id, hf.config.pad_token_id)] for row in generated]
+    theirs = [
+        [i for i in row.tolist()[1:] if i not in (tokenizer.eos_token_id, hf.config.pad_token_id)] for row in generated
+    ]
     assert [[tgt_encoder[pieces[i]] for i in ids] for ids in ours] == theirs
+
+
+def test_an_imported_model_exports_to_ctranslate2_and_translates_as_the_checkpoint(
+    imported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The imported checkpoint's CTranslate2 export (its id table, output bias, position halves and embedding
+    scale carried over) gives the checkpoint's greedy outputs."""
+    from nmt.export.ct2 import export_checkpoint
+
+    _, ckpt = imported
+    export_checkpoint(ckpt, tmp_path / "ct2")
+    overrides = ["decode.beam=1", "decode.min_len=5", "decode.max_len_a=0", "decode.max_len_b=9"]
+    outputs = []
+    for path in (ckpt, tmp_path / "ct2"):
+        loaded, cfg, device = load_for_decoding(path, overrides=overrides)
+        outputs.append([row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)])
+    assert outputs[0] == outputs[1] and all(len(ids) >= 5 for ids in outputs[0])
