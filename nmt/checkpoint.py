@@ -111,6 +111,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def stored_config(path: str | Path) -> dict[str, Any]:
+    """The config a checkpoint stores, as a plain dict (for `load_config(read_stored=...)`: fine-tuning)."""
+    return read_checkpoint(path)["config"]
+
+
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
     """Load a checkpoint's weights into `model` (built from its config); CheckpointError when they differ."""
     try:

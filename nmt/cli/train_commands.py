@@ -22,6 +22,14 @@ ReplaceDataLink = Annotated[
     bool, typer.Option("--replace-data-link", help="Replace a <workdir>/data link nmt did not make (keeps its target).")
 ]
 Restart = Annotated[bool, typer.Option("--restart", help="Ignore checkpoints/last.pt and start from scratch.")]
+Init = Annotated[
+    str | None,
+    typer.Option(
+        "--init",
+        help="Fine-tune this checkpoint (e.g. from nmt import): --set train.init_from=PATH; give it to prepare too.",
+        show_default=False,
+    ),
+]
 NewData = Annotated[
     bool, typer.Option("--new-data", help="Resume on prepared data other than the checkpoint's (same vocabulary).")
 ]
@@ -51,17 +59,20 @@ def prepare(
     threads: Threads = 0,
     as_json: Json = False,
     replace_data_link: ReplaceDataLink = False,
+    init: Init = None,
 ) -> None:
     """Train the SentencePiece vocabulary and binarize every split into the experiment dir.
 
     Streams: memory stays flat in the corpus size. A second run with unchanged inputs and
     config does nothing; [bold]--force[/bold] rebuilds.
     """
+    from nmt.checkpoint import stored_config
     from nmt.config import load_config
     from nmt.data.prepare import prepare as run_prepare
     from nmt.data.summary import render_prepare
 
-    cfg = load_config(config, overrides=set_ or [])
+    overrides = [*(set_ or []), *([f"train.init_from={init}"] if init else [])]
+    cfg = load_config(config, overrides=overrides, read_stored=stored_config)
     result = run_prepare(cfg, force=force, threads=threads or None, replace_data_link=replace_data_link)
     render_prepare(result, cfg, as_json=as_json)
 
@@ -74,6 +85,7 @@ def train(
     restart: Restart = False,
     new_data: NewData = False,
     devices: Devices = 1,
+    init: Init = None,
 ) -> None:
     """Train (or resume) the experiment: token-budget batches, mixed precision, checkpoints.
 
@@ -81,15 +93,17 @@ def train(
     current step, writes a checkpoint and exits; run the same command to continue. Multi-GPU:
     [bold]torchrun --nproc_per_node=K -m nmt train CONFIG[/bold] (or [bold]--devices K[/bold]).
     """
+    overrides = [*(set_ or []), *([f"train.init_from={init}"] if init else [])]
     if devices > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun: re-launch under it
         from nmt.train.launch import launch
 
-        raise typer.Exit(launch(config, devices=devices, overrides=set_ or [], restart=restart, new_data=new_data))
+        raise typer.Exit(launch(config, devices=devices, overrides=overrides, restart=restart, new_data=new_data))
+    from nmt.checkpoint import stored_config
     from nmt.config import load_config
     from nmt.train.loop import train as run_train
     from nmt.train.run_log import summarize
 
-    cfg = load_config(config, overrides=set_ or [])
+    cfg = load_config(config, overrides=overrides, read_stored=stored_config)
     result = run_train(cfg, restart=restart, new_data=new_data)
     if os.environ.get("RANK", "0") == "0":
         summarize(result)

@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,8 +187,18 @@ def _set_override(raw: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value  # a string: converted by the field type, not by YAML
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load a YAML config (or the defaults when `path` is None) and apply `--set` overrides."""
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    read_stored: Callable[[str], dict[str, Any]] | None = None,
+) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply `--set` overrides.
+
+    `read_stored`: with `train.init_from`, a checkpoint path -> its stored config
+    (`nmt.checkpoint.stored_config`), whose model, vocabulary and languages the config then adopts
+    (`adopt_checkpoint`); `nmt prepare` and `nmt train` pass it. Without it the config is as written.
+    """
     raw: dict[str, Any] = {}
     where = str(path) if path is not None else "defaults"
     if path is not None:
@@ -216,8 +226,45 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if overrides and path is not None:
         where = f"{path} (with --set)"
     cfg = _build(ExperimentConfig, raw, "", where)
+    if cfg.train.init_from is not None and read_stored is not None:
+        stored = read_stored(cfg.train.init_from)
+        cfg = _build(ExperimentConfig, adopt_checkpoint(raw, cfg, where, stored), "", where)
     check_new_experiment(cfg, where=where)
     return cfg
+
+
+# model.* keys a fine-tuning config may set to other values than its checkpoint's (they shape no weight)
+FINE_TUNE_FREE = ("dropout", "attention_dropout", "activation_dropout")
+
+
+def adopt_checkpoint(raw: dict[str, Any], cfg: ExperimentConfig, where: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """`train.init_from`: the raw config with the checkpoint's model.*, vocab.* and (bilingual) languages
+    (`stored`, its config) for every key the config leaves unset; a key it sets to another value than the
+    checkpoint's is a ConfigError naming both (but dropout rates, which shape no weight, may change)."""
+    path = str(cfg.train.init_from)
+    raw = {**raw}
+    sections = [("model", [k for k in stored["model"] if k != "preset"]), ("vocab", ["size", "joint"])]
+    if not stored["data"].get("directions"):
+        sections.append(("data", ["src_lang", "tgt_lang"]))
+    for section, keys in sections:
+        mine = dict(raw.get(section) or {})
+        resolved = config_to_dict(getattr(cfg, section))
+        for key in keys:
+            theirs = stored[section].get(key)
+            if key in mine and mine[key] is not None:
+                if key not in FINE_TUNE_FREE and resolved.get(key) != theirs:
+                    raise ConfigError(
+                        f"{where}: {section}.{key} is {resolved.get(key)!r}, but the checkpoint it fine-tunes "
+                        f"(train.init_from: {path}) has {theirs!r}",
+                        hint=f"leave {section}.{key} out (it comes from the checkpoint) or set it to {theirs!r}",
+                    )
+            else:
+                mine[key] = theirs
+        if section == "model":
+            mine.pop("preset", None)  # every size comes from the checkpoint now
+            mine["preset"] = stored["model"].get("preset", "small")
+        raw[section] = mine
+    return raw
 
 
 def check_new_experiment(cfg: ExperimentConfig, *, where: str) -> None:

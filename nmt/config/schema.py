@@ -186,6 +186,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on native-bf16 CPUs
     compile: Literal["auto", True, False] = "auto"  # torch.compile the training step; auto: on CUDA only
     seed: int = 1  # seeds model init, shuffling and dropout
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights and vocabulary (nmt train --init)
     batch_tokens: int = 4096  # padded tokens per batch (max of source and target side)
     max_sentences: int | None = None  # optional cap on sentences per batch
     accum_steps: int = 1  # batches per optimizer step

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from nmt.checkpoint import read_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.console import progress
 from nmt.data import prepared
@@ -164,6 +165,7 @@ def _prepare(
                 vocab=vocab,
                 splits=summaries,
                 invalid_utf8_lines=invalid_lines,
+                init_from=cfg.train.init_from,
             )
     except OSError as exc:
         if exc.errno not in DISK_FULL:
@@ -180,7 +182,10 @@ def _train_vocab(
     cfg: ExperimentConfig, files: list[SplitFiles], line_counts: dict[str, int], *, replace: bool
 ) -> Vocab:
     """The vocabulary from the training text: of the one train split, or (multilingual) of every
-    language, each read from the first direction's train split that holds it."""
+    language, each read from the first direction's train split that holds it; with `train.init_from`,
+    the checkpoint's (no SentencePiece training: the data are encoded as that model reads text)."""
+    if cfg.train.init_from is not None:  # fine-tuning: the checkpoint's vocabulary, ids and all
+        return Vocab.from_checkpoint(read_checkpoint(cfg.train.init_from)["vocab"])
     text = lambda raw: to_text(raw, replace_invalid=replace)  # noqa: E731
     seed = cfg.vocab.sample_seed  # in the data hash, unlike train.seed: a changed sample is never "up to date"
     if not cfg.data.multilingual:

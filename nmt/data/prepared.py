@@ -6,6 +6,7 @@ manifest key of it.
         manifest.json                     FORMAT_VERSION, input hashes, config hash, counts, per-shard
                                           records (binarize.shard_record), vocabulary sizes and hash
         spm.model | spm.src.model + spm.tgt.model
+        pieces.src.json, pieces.tgt.json  with train.init_from of an imported model: its id tables (Vocab)
         <split>.<k>.<side>.bin / .idx     token ids and offsets (nmt.data.binarize)
         <split>.ref.txt                   raw target lines of every split but train, one per example
 
@@ -26,12 +27,13 @@ from nmt.config import ExperimentConfig, config_to_dict
 from nmt.data.binarize import TokenDataset
 from nmt.data.directions import Mixture, Part, ValidSet, marks_for
 from nmt.data.vocab import Vocab
-from nmt.errors import DataError
+from nmt.errors import ConfigError, DataError
 from nmt.fileio import atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 3  # 3: binaries in shards; data/ is a link to data.<id>
 MANIFEST = "manifest.json"
 JOINT_SPM, SRC_SPM, TGT_SPM = "spm.model", "spm.src.model", "spm.tgt.model"
+SRC_PIECES, TGT_PIECES = "pieces.src.json", "pieces.tgt.json"  # an imported model's id tables (train.init_from)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -42,7 +44,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
     if not cfg.data.multilingual:  # a bilingual config hashes as it did before multilingual data existed
         for key in ("directions", "sampling_temperature"):
             data.pop(key)
-    blob = json.dumps({"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}, sort_keys=True)
+    sections: dict[str, Any] = {"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}
+    if cfg.train.init_from is not None:  # the vocabulary is that checkpoint's (others hash as before)
+        sections["init_from"] = cfg.train.init_from
+    blob = json.dumps(sections, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -75,11 +80,16 @@ class SplitSummary:
 
 
 def write_vocab(directory: Path, vocab: Vocab) -> None:
-    if vocab.joint:
+    """The SentencePiece model(s), and an imported model's id tables (`Vocab`) when it has them."""
+    if vocab.src_model == vocab.tgt_model:
         atomic_write_bytes(directory / JOINT_SPM, vocab.src_model)
     else:
         atomic_write_bytes(directory / SRC_SPM, vocab.src_model)
         atomic_write_bytes(directory / TGT_SPM, vocab.tgt_model)
+    tables = vocab.checkpoint_pieces()
+    if tables is not None:
+        atomic_write_text(directory / SRC_PIECES, json.dumps(tables[0], ensure_ascii=False))
+        atomic_write_text(directory / TGT_PIECES, json.dumps(tables[1], ensure_ascii=False))
 
 
 def write_manifest(
@@ -91,6 +101,7 @@ def write_manifest(
     vocab: Vocab,
     splits: list[SplitSummary],
     invalid_utf8_lines: int,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """Write the manifest of a complete dataset in `directory`; returns it.
 
@@ -119,6 +130,7 @@ def write_manifest(
             for s in splits
         },
         "invalid_utf8_lines": invalid_utf8_lines,
+        **({"init_from": init_from} if init_from is not None else {}),
     }
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
@@ -161,11 +173,16 @@ def read_manifest(data_dir: Path) -> dict[str, Any] | None:
 def load_vocab(data_dir: Path) -> Vocab:
     """The prepared vocabulary, or DataError saying to run prepare."""
     joint, src, tgt = data_dir / JOINT_SPM, data_dir / SRC_SPM, data_dir / TGT_SPM
+    tables: tuple[Any, Any] = (None, None)
+    if (data_dir / SRC_PIECES).is_file():
+        tables = tuple(  # type: ignore[assignment]
+            tuple(json.loads((data_dir / name).read_text(encoding="utf-8"))) for name in (SRC_PIECES, TGT_PIECES)
+        )
     if joint.is_file():
         model = joint.read_bytes()
-        return Vocab(model, model)
+        return Vocab(model, model, *tables)
     if src.is_file() and tgt.is_file():
-        return Vocab(src.read_bytes(), tgt.read_bytes())
+        return Vocab(src.read_bytes(), tgt.read_bytes(), *tables)
     raise DataError(f"{data_dir}: no prepared vocabulary found", hint="run `nmt prepare CONFIG` first")
 
 
@@ -248,6 +265,14 @@ def check_manifest(manifest: dict[str, Any] | None, cfg: ExperimentConfig, data_
             f"{data_dir} was prepared by another version of nmt (data format {manifest.get('version')}, "
             f"this one reads {FORMAT_VERSION})",
             hint="run `nmt prepare CONFIG` again (it rebuilds in the current format)",
+        )
+    if manifest.get("init_from") != cfg.train.init_from:
+        raise ConfigError(
+            f"train.init_from is {cfg.train.init_from or 'not set'}, but {data_dir} was prepared "
+            f"{'for ' + manifest['init_from'] if manifest.get('init_from') else 'with its own vocabulary'}: "
+            "prepare and train must fine-tune the same checkpoint",
+            hint="give both the same train.init_from (in the config, or --set train.init_from=PATH to both), "
+            "then run `nmt prepare CONFIG` again",
         )
     if manifest.get("config_hash") != config_hash(cfg):
         raise DataError(

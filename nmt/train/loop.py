@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from nmt.checkpoint import save_checkpoint
+from nmt.checkpoint import load_weights, save_checkpoint
 from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
@@ -32,6 +32,7 @@ from nmt.errors import NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
+from nmt.model.layout import Layout, checkpoint_layout
 from nmt.precision import Precision, auto_note, bound_onednn_cache, emulated_bf16, resolve_precision
 from nmt.tokens import PAD_ID
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
@@ -39,7 +40,7 @@ from nmt.train.distributed import Dist, init_distributed
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.run_log import draw_curves, write_metrics
-from nmt.train.saving import Saver, average_checkpoints, numbered_checkpoints
+from nmt.train.saving import Saver, average_checkpoints, numbered_checkpoints, read_init
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import Counters, TrainResult, TrainState
 from nmt.train.validate import update_best, validate
@@ -78,19 +79,29 @@ def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run
     dist.check_same_data(read_manifest(exp.data_dir), exp.data_dir)  # before loading: a node without data fails on all
     dist.check_same_config(cfg)  # all settings but paths: else ranks hang, crash or diverge later
     data = load_datasets(cfg, exp)
+    # fine-tuning: the checkpoint's weights (and an imported model's layout); rank 0 reads, all receive
+    init = dist.from_main(lambda: read_init(cfg, data.vocab)) if cfg.train.init_from is not None else None
+    layout = checkpoint_layout(init, str(cfg.train.init_from)) if init is not None else Layout()
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, src_vocab_size=data.vocab.src_size, tgt_vocab_size=data.vocab.tgt_size)
+    model = build_model(
+        cfg.model, src_vocab_size=data.vocab.src_size, tgt_vocab_size=data.vocab.tgt_size, layout=layout
+    )
     model.to(device)
     check_lengths(cfg, data.train, *(v.data for v in data.valid))
     optimizer = build_optimizer(list(model.parameters()), cfg.train, device=device)
-    saver = Saver(exp, cfg, model, optimizer, precision, data)
+    saver = Saver(exp, cfg, model, optimizer, precision, data, layout=layout.to_dict())
     state = TrainState()
     # only rank 0's node needs the experiment dir: it decides, reads and broadcasts the checkpoint
     ckpt = dist.from_main(lambda: None if restart else saver.read_resumable())
     if ckpt is not None:
         state = saver.resume(ckpt, new_data=new_data, announce=dist.is_main)
-    elif dist.is_main:
-        exp.write_config(cfg)
+    else:
+        if init is not None:  # weights only: optimizer, schedule and step start fresh
+            load_weights(model, init, str(cfg.train.init_from))
+            if dist.is_main:
+                info(f"fine-tuning {cfg.train.init_from} (trained {int(init.get('step', 0)):,} steps before)")
+        if dist.is_main:
+            exp.write_config(cfg)
     return Run(cfg, exp, dist, device, precision, model, optimizer, data, saver), state
 
 
@@ -126,6 +137,8 @@ def train(
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
     result = TrainResult(state, stopped_by=reached_limit(state, cfg), params=n_params)
+    if cfg.train.init_from is not None and state.step == 0 and final_validation:
+        result.last_valid = validate_and_save(run, state)  # the starting point: the checkpoint's own scores
 
     with StopFlag() as flag:
         while result.stopped_by is None:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from nmt.checkpoint import (
 from nmt.config import ExperimentConfig, config_to_dict, diff_configs
 from nmt.console import info, warn
 from nmt.data.prepared import TrainingData
+from nmt.data.vocab import Vocab
 from nmt.errors import CheckpointError, NmtError
 from nmt.experiment import Experiment
 from nmt.fileio import atomic_open
@@ -64,6 +65,7 @@ class Saver:
     optimizer: torch.optim.Optimizer
     precision: Precision
     data: TrainingData
+    layout: dict[str, Any] = field(default_factory=dict)  # an imported model's (nmt.model.layout), kept in every save
 
     def read_resumable(self) -> dict[str, Any] | None:
         """`checkpoints/last.pt` checked for resuming under this config; None when absent."""
@@ -121,6 +123,8 @@ class Saver:
             epoch=state.epoch,
             train_state=train_state,
             prepared=self.data.fingerprints,
+            pieces=vocab.checkpoint_pieces(),
+            layout=self.layout,
         )
         save_checkpoint(path or self.exp.last_checkpoint, checkpoint)
 
@@ -272,3 +276,20 @@ def average_last(exp_dir: Path, last: int, output: Path | None = None) -> tuple[
     output = output or exp_dir / "checkpoints" / "averaged.pt"
     save_checkpoint(output, average_checkpoints(paths))
     return paths, output
+
+
+def read_init(cfg: ExperimentConfig, vocab: Vocab) -> dict[str, Any]:
+    """`train.init_from`'s checkpoint, checked to hold the vocabulary the data were prepared with."""
+    path = str(cfg.train.init_from)
+    ckpt = read_checkpoint(path)
+    theirs = Vocab.from_checkpoint(ckpt["vocab"])
+    same = (theirs.src_model, theirs.tgt_model, theirs.src_pieces, theirs.tgt_pieces) == (
+        vocab.src_model, vocab.tgt_model, vocab.src_pieces, vocab.tgt_pieces,
+    )  # fmt: skip
+    if not same:
+        raise CheckpointError(
+            f"{path} (train.init_from) has another vocabulary than the prepared data: the checkpoint was replaced "
+            "after `nmt prepare`",
+            hint="run `nmt prepare CONFIG --force` to encode the data with this checkpoint's vocabulary",
+        )
+    return ckpt

@@ -71,7 +71,7 @@ def test_yaml_float_written_as_string_is_converted(tmp_path: Path) -> None:
         ("trian:\n  lr: 1\n", "trian: unknown key; did you mean train?"),
         (
             "model:\n  activation: rellu\n",
-            "model.activation: invalid value 'rellu'; expected one of relu, gelu; did you mean relu?",
+            "model.activation: invalid value 'rellu'; expected one of relu, gelu, swish; did you mean relu?",
         ),
         ("train:\n  max_steps: many\n", "train.max_steps: expected an integer, got 'many'"),
         ("vocab:\n  joint: maybe\n", "vocab.joint: expected true or false, got 'maybe'"),

@@ -13,6 +13,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from nmt.checkpoint import stored_config
 from nmt.decode.load import load_model
 from nmt.decode.translate import load_for_decoding, translate_lines
 from nmt.errors import NmtError
@@ -237,3 +238,74 @@ def test_an_imported_model_exports_to_ctranslate2_and_translates_as_the_checkpoi
         loaded, cfg, device = load_for_decoding(path, overrides=overrides)
         outputs.append([row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)])
     assert outputs[0] == outputs[1] and all(len(ids) >= 5 for ids in outputs[0])
+
+
+# ---------------------------------------------------------------- fine-tuning an imported model
+
+
+def finetune_config(tmp: Path, ckpt: Path, extra: str = "") -> Path:
+    from tests.corpora import write_split
+
+    write_split(tmp / "corpus", "train", reverse_pairs(200, seed=11), src="de", tgt="en")
+    write_split(tmp / "corpus", "valid", reverse_pairs(20, seed=12), src="de", tgt="en")
+    path = tmp / "finetune.yaml"
+    path.write_text(f"""name: finetune
+workdir: {tmp / "exp"}
+data:
+  splits: {{train: {tmp / "corpus" / "train"}, valid: {tmp / "corpus" / "valid"}}}
+train: {{init_from: {ckpt}, device: cpu, precision: fp32, compile: false, batch_tokens: 512, lr: 1e-4,
+        warmup_steps: 2, max_steps: 4, valid_every: 2, log_every: 2}}
+decode: {{device: cpu, beam: 2}}
+{extra}""")
+    return path
+
+
+def test_fine_tuning_starts_exactly_at_the_imported_model(tmp_path: Path) -> None:
+    """`train.init_from`: prepare encodes with the checkpoint's vocabulary (no new one), the model, sizes and
+    layout come from it, and the validation at step 0 has Hugging Face's own loss on the same lines."""
+    from nmt.config import load_config
+    from nmt.data.prepare import prepare
+    from nmt.train.loop import train
+
+    directory = marian_dir(tmp_path / "m")
+    import_marian(directory, tmp_path / "model.pt")
+    cfg = load_config(finetune_config(tmp_path, tmp_path / "model.pt"), read_stored=stored_config)
+    assert (cfg.model.d_model, cfg.model.activation, cfg.model.norm) == (16, "swish", "post")  # the checkpoint's
+    prepare(cfg)
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["event"] == "valid")
+    assert first["step"] == 0
+
+    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
+    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    total, tokens = 0.0, 0
+    for src, tgt in reverse_pairs(20, seed=12):
+        batch = tokenizer([src], text_target=[tgt], return_tensors="pt")
+        with torch.inference_mode():
+            logits = hf(input_ids=batch["input_ids"], labels=batch["labels"]).logits[0]
+        total += torch.nn.functional.cross_entropy(logits, batch["labels"][0], reduction="sum").item()
+        tokens += batch["labels"].numel()
+    assert first["nll"] == pytest.approx(total / tokens, abs=1e-4)
+    later = [r for r in records if r["event"] == "valid" and r["step"] == 4]
+    assert later and later[0]["nll"] != first["nll"]  # it trained
+    again = load_model(tmp_path / "exp" / "checkpoints" / "last.pt")  # the layout and id table travel along
+    assert again.vocab.src_pieces is not None and again.model.layout.positions == "halves"  # type: ignore[union-attr]
+
+
+def test_fine_tuning_config_errors_name_both_values(tmp_path: Path) -> None:
+    from nmt.config import load_config
+    from nmt.data.prepare import prepare
+    from nmt.errors import ConfigError
+    from nmt.train.loop import train
+
+    import_marian(marian_dir(tmp_path / "m"), tmp_path / "model.pt")
+    path = finetune_config(tmp_path, tmp_path / "model.pt")
+    with pytest.raises(ConfigError, match=r"model\.d_model is 32, but the checkpoint it fine-tunes .* has 16"):
+        load_config(path, ["model.d_model=32"], read_stored=stored_config)
+    with pytest.raises(ConfigError, match=r"vocab\.size is 8000, but the checkpoint it fine-tunes .* has \d+"):
+        load_config(path, ["vocab.size=8000"], read_stored=stored_config)
+    assert load_config(path, ["model.dropout=0.3"], read_stored=stored_config).model.dropout == 0.3  # may change
+    prepare(load_config(path, read_stored=stored_config))
+    with pytest.raises(ConfigError, match=r"train\.init_from is not set, but .* was prepared for"):
+        train(load_config(path, ["train.init_from=null", "model.d_model=16", "model.preset=tiny"]))
