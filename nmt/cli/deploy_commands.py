@@ -39,6 +39,14 @@ ToName = Annotated[
     str | None,
     typer.Option("--to-name", help="With --argos, a bilingual model: target language name (default: ISO's)."),
 ]
+HF = Annotated[
+    Path | None,
+    typer.Option(
+        "--hf",
+        help="Write a Hugging Face MarianMT directory (transformers, ct2-transformers-converter).",
+        show_default=False,
+    ),
+]
 LangName = Annotated[
     list[str] | None,
     typer.Option(
@@ -163,6 +171,7 @@ def export(
     stanza_model: StanzaModel = None,
     lang_name: LangName = None,
     direction: Direction = None,
+    hf: HF = None,
 ) -> None:
     """Export a checkpoint for CTranslate2 (needs [bold]pip install 'nmt\\[ct2]'[/bold]).
 
@@ -186,6 +195,7 @@ def export(
         stanza_model=stanza_model,
         lang_names=lang_name,
         directions=direction,
+        hf=hf,
     )
     console.print(written)
 

@@ -21,8 +21,20 @@ def export_command(
     stanza_model: Path | None,
     lang_names: list[str] | None = None,
     directions: list[str] | None = None,
+    hf: Path | None = None,
 ) -> str:
     """Check which export the options ask for, run it, and return the line that says what was written."""
+    if hf is not None:
+        if output is not None or argos is not None:
+            raise NmtError("give one of -o DIR, --argos FILE|DIR and --hf DIR")
+        from nmt.export.hf import export_hf
+
+        h = export_hf(checkpoint, hf, force=force)
+        order = ", residual stream permuted into Marian's position order" if h.permuted else ""
+        return (
+            f"exported {h.checkpoint} (step {h.step:,}) -> {h.out_dir} "
+            f"(Hugging Face MarianMT{order}, {h.elapsed_s:.1f} s)"
+        )
     argos_only = {
         "--from-name": from_name, "--to-name": to_name, "--sbd-model": sbd_model, "--stanza-model": stanza_model,
         "--lang-name": lang_names or None, "--direction": directions or None,
