@@ -101,7 +101,10 @@ class Vocab:
         return [self.tgt.decode_pieces([table[i] for i in line if i not in (PAD_ID, BOS_ID, EOS_ID)]) for line in ids]
 
     def lang_id(self, lang: str) -> int | None:
-        """The id of `lang`'s language token (`lang_piece`), None when the vocabulary has none."""
+        """The id of `lang`'s language token (`lang_piece`), None when the vocabulary has none (an imported
+        model's: the id of its `>>xx<<` piece in the id table)."""
+        if self._tgt_ids is not None:
+            return self._tgt_ids.get(lang_piece(lang))
         i = self.tgt.piece_to_id(lang_piece(lang))
         return i if i > EOS_ID and self.tgt.is_control(i) else None
 

@@ -26,6 +26,10 @@ How it maps onto nmt (no `transformers` needed):
   shared encoder/decoder embeddings with a tied output layer are `share_embeddings: all`, a decoder
   tied to its output `decoder`, none tied `none` (a shared encoder/decoder embedding with an untied
   output layer becomes two equal copies: they may drift apart when fine-tuned).
+- Languages. A multi-target model's vocab.json holds `>>fra<<`-style tags, which a user puts before
+  the source text: imported, it is a multilingual model from its source language into each tagged
+  one (`data.directions`, `data.lang_token: source`), and `nmt translate --tgt-lang fra` puts the
+  tag's id before the source, as MarianTokenizer does with ">>fra<< text".
 - Text. `MarianTokenizer` (transformers 5.24) splits a leading `>>xx<<` off the text and encodes the
   rest with source.spm into pieces; it defines a Moses punctuation `normalize` but its encoding path
   never calls it, so nmt encodes the same way, without sacremoses.
@@ -42,6 +46,7 @@ import torch
 
 from nmt.checkpoint import build_checkpoint, save_checkpoint
 from nmt.config import ExperimentConfig, config_from_dict
+from nmt.config.schema import LANG_CODE
 from nmt.data.vocab import Vocab
 from nmt.errors import ConfigError, NmtError
 from nmt.model import build_model
@@ -70,7 +75,7 @@ class ImportResult:
 
     output: Path
     src_lang: str
-    tgt_lang: str
+    tgt_lang: str  # the target language, or the tagged ones ("fra, deu, ...") of a multi-target model
     params: int
     vocab_size: int
     share_embeddings: str
@@ -87,6 +92,11 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(path.parent, f"{path.name} is not readable JSON ({str(exc).splitlines()[0][:200]})") from None
+
+
+def target_tags(pieces: list[str]) -> list[str]:
+    """The languages of a multi-target OPUS-MT model's `>>xx<<` pieces (sorted; none for one target)."""
+    return sorted(p[2:-2] for p in pieces if p.startswith(">>") and p.endswith("<<") and LANG_CODE.fullmatch(p[2:-2]))
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -136,12 +146,15 @@ def _vocab_table(directory: Path, name: str, config: dict[str, Any]) -> tuple[li
     return pieces, rows
 
 
-def _languages(directory: Path, src_lang: str | None, tgt_lang: str | None) -> tuple[str, str]:
-    """The language pair: the flags, else tokenizer_config.json's source_lang/target_lang."""
+def _languages(directory: Path, src_lang: str | None, tgt_lang: str | None, *, tagged: bool) -> tuple[str, str | None]:
+    """The language pair: the flags, else tokenizer_config.json's source_lang/target_lang (a model with
+    target language tags needs only its source language)."""
     tok = directory / "tokenizer_config.json"
     given = _read_json(tok) if tok.is_file() else {}
     src = src_lang or (given.get("source_lang") if isinstance(given, dict) else None)
     tgt = tgt_lang or (given.get("target_lang") if isinstance(given, dict) else None)
+    if tagged and src:
+        return str(src).split("_")[0], None
     if not src or not tgt:
         raise NmtError(
             f"{directory}: the model does not name its languages (tokenizer_config.json has no source_lang/"
@@ -152,7 +165,15 @@ def _languages(directory: Path, src_lang: str | None, tgt_lang: str | None) -> t
 
 
 def _nmt_config(
-    directory: Path, config: dict[str, Any], src: str, tgt: str, *, share: str, joint: bool, vocab_size: int
+    directory: Path,
+    config: dict[str, Any],
+    src: str,
+    tgt: str | None,
+    *,
+    share: str,
+    joint: bool,
+    vocab_size: int,
+    tags: list[str],
 ) -> ExperimentConfig:
     heads = {config.get("encoder_attention_heads"), config.get("decoder_attention_heads")}
     ffn = {config.get("encoder_ffn_dim"), config.get("decoder_ffn_dim")}
@@ -169,7 +190,11 @@ def _nmt_config(
     gen = _read_json(generation) if generation.is_file() else {}
     raw = {
         "name": directory.name,
-        "data": {"src_lang": src, "tgt_lang": tgt},
+        "data": (
+            {"directions": [f"{src}-{t}" for t in tags if t != src], "lang_token": "source"}
+            if tags
+            else {"src_lang": src, "tgt_lang": tgt}
+        ),
         "vocab": {"joint": joint, "size": vocab_size},
         "model": {
             "arch": "transformer",
@@ -267,9 +292,10 @@ def import_marian(
         kind = given.get("model_type") if isinstance(given, dict) else None
         raise _bad(directory, f"config.json is not a MarianMT config (model_type {kind!r})")
     config = {**MARIAN_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-    src, tgt = _languages(directory, src_lang, tgt_lang)
     separate = bool(config.get("separate_vocabs")) or (directory / "target_vocab.json").is_file()
     src_pieces, src_rows = _vocab_table(directory, "vocab.json", config)
+    tags = [] if separate else target_tags(src_pieces)
+    src, tgt = _languages(directory, src_lang, tgt_lang, tagged=bool(tags))
     tgt_pieces, tgt_rows = _vocab_table(directory, "target_vocab.json", config) if separate else (src_pieces, src_rows)
     state = _read_weights(directory)
     enc, dec, out = _embeddings(state, directory)
@@ -284,7 +310,9 @@ def import_marian(
     share = _sharing(config)
     if share == "all" and separate:
         share = "decoder"
-    cfg = _nmt_config(directory, config, src, tgt, share=share, joint=not separate, vocab_size=len(src_pieces))
+    cfg = _nmt_config(
+        directory, config, src, tgt, share=share, joint=not separate, vocab_size=len(src_pieces), tags=tags
+    )
     bias = state.get("final_logits_bias", torch.zeros(1, out.size(0))).reshape(-1)
     layout = Layout(positions="halves", embed_scale=bool(config.get("scale_embedding", False)), logits_bias=True)
     model = build_model(cfg.model, src_vocab_size=len(src_pieces), tgt_vocab_size=len(tgt_pieces), layout=layout)
@@ -327,4 +355,4 @@ def import_marian(
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, ckpt)
     params = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
-    return ImportResult(output, src, tgt, params, len(tgt_pieces), share)
+    return ImportResult(output, src, tgt or ", ".join(tags), params, len(tgt_pieces), share)

@@ -43,7 +43,7 @@ def train_spm(lines: list[str], size: int) -> bytes:
 
 def marian_dir(
     tmp: Path, *, tied: bool = True, separate: bool = False, activation: str = "swish", scale: bool = True,
-    layers: tuple[int, int] = (2, 1), seed: int = 0,
+    layers: tuple[int, int] = (2, 1), seed: int = 0, tags: tuple[str, ...] = (),
 ) -> Path:  # fmt: skip
     """A random MarianMTModel with its tokenizer files, saved by transformers itself into `tmp`."""
     src_spm, tgt_spm = train_spm([s for s, _ in PAIRS], 28), train_spm([t for _, t in PAIRS], 32)
@@ -68,7 +68,8 @@ def marian_dir(
         size = vocab_json(pieces(src_spm), tmp / "spm" / "vocab.json", both)
         tgt_size = vocab_json(pieces(tgt_spm), tmp / "spm" / "target_vocab.json", both)
     else:
-        size = tgt_size = vocab_json(pieces(src_spm) + pieces(tgt_spm), tmp / "spm" / "vocab.json")
+        tag_pieces = [f">>{t}<<" for t in tags]  # a multi-target model's language tags, as OPUS-MT's
+        size = tgt_size = vocab_json(tag_pieces + pieces(src_spm) + pieces(tgt_spm), tmp / "spm" / "vocab.json")
     tokenizer = transformers.MarianTokenizer(
         str(tmp / "spm" / "source.spm"), str(tmp / "spm" / "target.spm"), str(tmp / "spm" / "vocab.json"),
         target_vocab_file=str(tmp / "spm" / "target_vocab.json") if separate else None,
@@ -309,3 +310,44 @@ def test_fine_tuning_config_errors_name_both_values(tmp_path: Path) -> None:
     prepare(load_config(path, read_stored=stored_config))
     with pytest.raises(ConfigError, match=r"train\.init_from is not set, but .* was prepared for"):
         train(load_config(path, ["train.init_from=null", "model.d_model=16", "model.preset=tiny"]))
+
+
+def test_a_multi_target_models_tags_are_its_languages_and_tgt_lang_picks_one(tmp_path: Path) -> None:
+    """OPUS-MT's `>>fra<<` tags: imported as a multilingual model with source-side tags; `--tgt-lang fra` puts
+    the tag before the source exactly as MarianTokenizer does with ">>fra<< text", and greedy outputs equal
+    transformers' for each tag."""
+    from nmt.decode.languages import LanguageRequest, choose_route
+    from nmt.decode.translate import TranslateStats, source_ids, translate_route
+
+    directory = marian_dir(tmp_path / "m", tags=("fra", "deu"))
+    result = import_marian(directory, tmp_path / "model.pt")
+    assert (result.src_lang, result.tgt_lang) == ("de", "deu, fra")
+    loaded, cfg, device = load_for_decoding(
+        tmp_path / "model.pt",
+        overrides=["decode.beam=1", "decode.min_len=8", "decode.max_len_a=0", "decode.max_len_b=8"],
+    )
+    assert loaded.cfg.data.directions == ("de-deu", "de-fra") and loaded.cfg.data.lang_token == "source"
+    with pytest.raises(NmtError, match="say which with --tgt-lang"):
+        choose_route(loaded.cfg, loaded.vocab, LanguageRequest())
+    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
+    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    table = loaded.vocab.src_pieces
+    assert table is not None
+    outputs = {}
+    for tag in ("fra", "deu"):
+        route = choose_route(loaded.cfg, loaded.vocab, LanguageRequest(tag))
+        ours_src, _ = source_ids(loaded, SOURCES, route.steps[-1][1])
+        batch = tokenizer([f">>{tag}<< {line}" for line in SOURCES], return_tensors="pt", padding=True)
+        for ids, row in zip(ours_src, batch["input_ids"].tolist(), strict=True):
+            assert [tokenizer.encoder[table[i]] for i in ids] == [i for i in row if i != hf.config.pad_token_id]
+        rows = translate_route(loaded, SOURCES, cfg, route, device=device, stats=TranslateStats())
+        ours = [[tokenizer.encoder[table[i]] for i in r[0].ids] for r in rows]
+        with torch.inference_mode():
+            generated = hf.generate(
+                **batch, num_beams=1, do_sample=False, min_new_tokens=8, max_new_tokens=9,
+                bad_words_ids=[[hf.config.pad_token_id]],
+            )  # fmt: skip
+        theirs = [[i for i in row.tolist()[1:] if i != tokenizer.eos_token_id] for row in generated]
+        assert ours == theirs
+        outputs[tag] = ours_src[0][0]
+    assert table[outputs["fra"]] == ">>fra<<" and table[outputs["deu"]] == ">>deu<<"  # each source starts with its tag
