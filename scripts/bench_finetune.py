@@ -54,7 +54,7 @@ def marian_dir(out: Path, shape: dict[str, int], src: list[str], tgt: list[str])
         )
         return buf.getvalue()
 
-    size = min(8000, shape["vocab"] // 3)
+    size = min(6000, shape["vocab"] // 3)
     (out / "spm").mkdir(parents=True)
     src_spm, tgt_spm = train(src, size), train(tgt, size)
     (out / "spm" / "source.spm").write_bytes(src_spm)
@@ -218,11 +218,12 @@ def main() -> None:
     from nmt.interop.marian import import_marian
 
     data_dir = Path(os.environ["NMT_DATA"]) / "multi30k"
-    src = list(read_lines(data_dir / "train.de.gz"))[: args.lines]
-    tgt = list(read_lines(data_dir / "train.en.gz"))[: args.lines]
+    all_src = list(read_lines(data_dir / "train.de.gz"))
+    all_tgt = list(read_lines(data_dir / "train.en.gz"))
+    src, tgt = all_src[: args.lines], all_tgt[: args.lines]
     with tempfile.TemporaryDirectory(prefix="nmt-bench-finetune.") as tmp:
         work = Path(tmp)
-        directory = marian_dir(work / "model", SHAPES[args.shape], src, tgt)
+        directory = marian_dir(work / "model", SHAPES[args.shape], all_src, all_tgt)  # SentencePiece on all of train
         result = import_marian(directory, work / "model.pt")
         tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
         data = batches(tokenizer, src, tgt, args.batch_tokens)
