@@ -12,9 +12,9 @@ sides train on exactly these batches, in this order, for --steps updates, dropou
 smoothing, AdamW at a constant learning rate, no clipping:
 
 - Hugging Face: `Seq2SeqTrainer` (use_cpu, bf16 autocast with --precision bf16), one batch per step;
-- nmt: its training step (`nmt.train.loss.label_smoothed_nll` with the gradient computed in its
-  forward, fused AdamW from `nmt.train.optim`, `nmt.precision` autocast) on the imported model, the
-  same ids mapped through the import's id table.
+- nmt: its training step (logits of the non-pad target positions only, `nmt.train.loss.label_smoothed_nll`
+  with the gradient computed in its forward, fused AdamW from `nmt.train.optim`, `nmt.precision` autocast)
+  on the imported model, the same ids mapped through the import's id table.
 
 Reports one JSON line: target tokens/s of each (the median of per-step rates after the first 3
 steps), their ratio, and each side's mean loss over the last 5 steps (their relative difference).
@@ -182,11 +182,13 @@ def run_nmt(
         labels = [to_nmt[torch.tensor(r)].tolist() for r in label_rows]
         tgt_out = pad(labels, PAD_ID)
         tgt_in = pad([[BOS_ID, *r[:-1]] for r in labels], PAD_ID)
+        keep = tgt_out.flatten().ne(PAD_ID).nonzero().squeeze(1)  # as nmt.data.batching.collate: on the host
+        gold = tgt_out.flatten()[keep]
         n = sum(len(r) for r in labels)
         t0 = time.perf_counter()
         with precision.autocast():
-            logits = model(src, src.eq(PAD_ID), tgt_in)  # type: ignore[operator]
-        loss, nll = label_smoothed_nll(logits, tgt_out, smoothing=0.0, pad_id=PAD_ID, in_place=True)
+            logits = model(src, src.eq(PAD_ID), tgt_in, keep=keep)  # type: ignore[operator]
+        loss, nll = label_smoothed_nll(logits, gold, smoothing=0.0, pad_id=PAD_ID, in_place=True)
         del logits
         (loss / n).backward()
         optimizer.step()

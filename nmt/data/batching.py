@@ -97,6 +97,10 @@ class Batch:
     tgt_in: torch.Tensor  # (B, T) bos + target ids
     tgt_out: torch.Tensor  # (B, T) target ids + eos, pad-filled
     n_tgt_tokens: int  # non-pad tokens in tgt_out (known on the host: no sync)
+    # the non-pad positions of tgt_out.flatten() (N,), built on the host, and the gold ids there (N,): the
+    # model projects only these rows onto the vocabulary (`keep`), the loss reads `tgt_gold`
+    tgt_keep: torch.Tensor
+    tgt_gold: torch.Tensor
 
     def to(self, device: torch.device) -> Batch:
         nb = device.type == "cuda"
@@ -106,6 +110,8 @@ class Batch:
             self.tgt_in.to(device, non_blocking=nb),
             self.tgt_out.to(device, non_blocking=nb),
             self.n_tgt_tokens,
+            self.tgt_keep.to(device, non_blocking=nb),
+            self.tgt_gold.to(device, non_blocking=nb),
         )
 
 
@@ -131,12 +137,15 @@ def collate(dataset: TokenDataset | Mixture, indices: np.ndarray, *, pad_multipl
     dataset.check_ids("src", src, indices)  # a shard changed since it was opened and checked
     dataset.check_ids("tgt", tgt_out, indices)
     src_ids = torch.from_numpy(src)
+    keep = np.flatnonzero(tgt_out.reshape(-1) != PAD_ID)
     return Batch(
         src_ids,
         src_ids == PAD_ID,
         torch.from_numpy(tgt_in),
         torch.from_numpy(tgt_out),
-        int(sum(len(t) + 1 for _, t in pairs)),
+        int(keep.size),
+        torch.from_numpy(keep),
+        torch.from_numpy(tgt_out.reshape(-1)[keep]),
     )
 
 

@@ -42,8 +42,9 @@ class Seq2SeqModel(Protocol):
         """(B, S) ids and padding mask -> encoder memory."""
         ...
 
-    def forward(self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T)."""
+    def forward(self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, keep: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T); with `keep`, flat
+        indices (N,) into the B*T positions (training: the non-pad ones), only those rows: (N, V)."""
         ...
 
     def init_state(self, memory: Memory, *, group: int = 1) -> DecoderState:

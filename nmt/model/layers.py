@@ -146,3 +146,8 @@ class DecoderLayer(_Residual):
         y, weights = self.cross_attn.attend(h, cross_kv, key_pad=src_pad, need_weights=need_weights, group=group)
         x = self._out(x, y, self.cross_attn_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), weights
+
+
+def select_rows(x: Tensor, keep: Tensor | None) -> Tensor:
+    """`x` (B, T, D) as it is, or its rows at the flat indices `keep` (N,) into the B*T positions: (N, D)."""
+    return x if keep is None else x.flatten(0, 1).index_select(0, keep)

@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.model.embeddings import check_shareable
+from nmt.model.layers import select_rows
 
 Cell = Literal["lstm", "gru"]
 Attention = Literal["none", "bahdanau", "luong_dot", "luong_general"]
@@ -295,9 +296,16 @@ class RNNSeq2Seq(nn.Module):
         return out, weights if need_weights else None, RNNState(h, c, feed)
 
     def forward(
-        self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, return_attention: bool = False
+        self,
+        src_ids: Tensor,
+        src_pad: Tensor,
+        tgt_in: Tensor,
+        *,
+        return_attention: bool = False,
+        keep: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T).
+        """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T); with
+        `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V).
 
         With `return_attention`, also the attention weights (B, T, S); a model without
         attention raises ValueError.
@@ -308,7 +316,7 @@ class RNNSeq2Seq(nn.Module):
         out, weights, _ = self._decode(
             self.dropout(self.tgt_embed(tgt_in)), memory, self.init_state(memory), need_weights=return_attention
         )
-        logits = self.out_proj(self.dropout(out))
+        logits = self.out_proj(select_rows(self.dropout(out), keep))
         if return_attention:
             assert weights is not None
             return logits, weights

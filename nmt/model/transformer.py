@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from nmt.config import ModelConfig
 from nmt.model.attention import KVCache
 from nmt.model.embeddings import Embeddings, TokenEmbedding, check_shareable
-from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec
+from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec, select_rows
 from nmt.model.layout import Layout
 
 
@@ -213,35 +213,56 @@ class Transformer(nn.Module):
         return TransformerMemory(self.enc_norm(x), src_pad)
 
     def decode(
-        self, tgt_in: Tensor, memory: TransformerMemory, *, need_weights: bool = False
+        self, tgt_in: Tensor, memory: TransformerMemory, *, need_weights: bool = False, keep: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V) and, if asked, the last
-        layer's head-averaged cross-attention weights (B, T, S)."""
+        layer's head-averaged cross-attention weights (B, T, S). With `keep` (flat indices into
+        the B*T positions), the logits of those positions only, (N, V): padding is never projected
+        onto the vocabulary (the largest matrix product of a step with a large vocabulary)."""
         x = self.tgt_embed(tgt_in)
         weights = None
         last = len(self.decoder) - 1
         for i, layer in enumerate(self.decoder):
             cross_kv = layer.cross_kv(memory.out)
             x, weights = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == last)
-        return self.out_proj(self.dec_norm(x)), weights
+        return self.out_proj(select_rows(self.dec_norm(x), keep)), weights
 
     @overload
     def forward(
-        self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, return_attention: Literal[False] = False
+        self,
+        src_ids: Tensor,
+        src_pad: Tensor,
+        tgt_in: Tensor,
+        *,
+        return_attention: Literal[False] = False,
+        keep: Tensor | None = None,
     ) -> Tensor: ...
     @overload
     def forward(
-        self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, return_attention: Literal[True]
+        self,
+        src_ids: Tensor,
+        src_pad: Tensor,
+        tgt_in: Tensor,
+        *,
+        return_attention: Literal[True],
+        keep: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]: ...
     def forward(
-        self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, return_attention: bool = False
+        self,
+        src_ids: Tensor,
+        src_pad: Tensor,
+        tgt_in: Tensor,
+        *,
+        return_attention: bool = False,
+        keep: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T).
+        """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T);
+        with `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V).
 
         With `return_attention`, also the last decoder layer's cross-attention weights
         (B, T, S), averaged over heads.
         """
-        logits, weights = self.decode(tgt_in, self.encode(src_ids, src_pad), need_weights=return_attention)
+        logits, weights = self.decode(tgt_in, self.encode(src_ids, src_pad), need_weights=return_attention, keep=keep)
         if return_attention:
             assert weights is not None
             return logits, weights

@@ -169,9 +169,10 @@ def train(
                     batch = batch.to(device)
                     with dist.no_sync(ddp_model, last=i == len(step_batches) - 1):
                         with precision.autocast():
-                            logits = step_model(batch.src_ids, batch.src_pad, batch.tgt_in)
+                            # the logits of the non-pad target positions only: (N, V)
+                            logits = step_model(batch.src_ids, batch.src_pad, batch.tgt_in, keep=batch.tgt_keep)
                         loss, nll = label_smoothed_nll(
-                            logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID, in_place=True
+                            logits, batch.tgt_gold, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID, in_place=True
                         )
                         del logits  # now the loss's gradient buffer (in_place): freed by the backward
                         precision.scaler.scale(loss * (dist.world_size / total_tokens)).backward()

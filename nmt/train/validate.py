@@ -137,8 +137,8 @@ def evaluate_loss(
     for idx in dist.share(batches):
         batch = collate(ds, idx).to(device)
         with precision.autocast():
-            logits = model(batch.src_ids, batch.src_pad, batch.tgt_in)
-        loss, nll = label_smoothed_nll(logits, batch.tgt_out, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID)
+            logits = model(batch.src_ids, batch.src_pad, batch.tgt_in, keep=batch.tgt_keep)
+        loss, nll = label_smoothed_nll(logits, batch.tgt_gold, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID)
         total += torch.stack([loss, nll])
         tokens += batch.n_tgt_tokens
     sums = dist.all_reduce_sum(torch.cat([total, total.new_tensor([float(tokens)])]))

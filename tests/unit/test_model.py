@@ -351,3 +351,33 @@ def test_config_dropouts_reach_the_layers() -> None:
     layer = model.decoder[0]  # type: ignore[attr-defined]
     assert layer.self_attn.dropout == layer.cross_attn.dropout == 0.2
     assert layer.ffn.dropout.p == 0.3 and layer.dropout.p == 0.1
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnn"])
+def test_training_projects_only_non_pad_rows_with_the_full_forwards_loss_and_gradient(arch: str) -> None:
+    """`keep` (the training step's non-pad target positions): the same logits as the full forward
+    there, and the same loss and parameter gradients as the loss over the full (B, T, V) logits."""
+    from nmt.train.loss import label_smoothed_nll
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=2, dropout=0.0)
+    model = build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
+    src_ids, src_pad, tgt_in = padded_batch()
+    tgt_out = torch.roll(tgt_in, -1, dims=1)  # any gold ids, padded where tgt_in is
+    tgt_out[tgt_in.eq(PAD_ID)] = PAD_ID
+    keep = tgt_out.flatten().ne(PAD_ID).nonzero().squeeze(1)
+    assert 0 < keep.numel() < tgt_out.numel()
+
+    full = model(src_ids, src_pad, tgt_in)
+    loss_full, _ = label_smoothed_nll(full, tgt_out, smoothing=0.1, pad_id=PAD_ID)
+    grads_full = torch.autograd.grad(loss_full, list(model.parameters()), allow_unused=True)
+    kept = model(src_ids, src_pad, tgt_in, keep=keep)
+    assert kept.shape == (keep.numel(), VOCAB)
+    torch.testing.assert_close(kept, full.flatten(0, 1)[keep], rtol=0, atol=1e-6)
+    loss_kept, _ = label_smoothed_nll(kept, tgt_out.flatten()[keep], smoothing=0.1, pad_id=PAD_ID, in_place=True)
+    torch.testing.assert_close(loss_kept, loss_full, rtol=1e-6, atol=0)
+    grads_kept = torch.autograd.grad(loss_kept, list(model.parameters()), allow_unused=True)
+    for a, b in zip(grads_kept, grads_full, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

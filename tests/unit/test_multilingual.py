@@ -19,7 +19,7 @@ from nmt.data.prepared import load_vocab, open_for_training, open_split
 from nmt.decode.languages import LanguageRequest, choose_route
 from nmt.errors import ConfigError, DataError
 from nmt.experiment import Experiment
-from nmt.tokens import BOS_ID
+from nmt.tokens import BOS_ID, PAD_ID
 from nmt.train.loop import train
 from tests.corpora import FAST, multilingual_config
 
@@ -142,6 +142,9 @@ def test_each_example_starts_the_decoder_with_its_target_language(toy: Path) -> 
     assert BOS_ID not in batch.tgt_in[:, 0].tolist()
     src, tgt = mix[400]
     assert batch.tgt_out[1, : len(tgt)].tolist() == tgt.tolist()  # no loss spent on the language token
+    non_pad = batch.tgt_out.flatten().ne(PAD_ID)  # the positions the training step projects and scores
+    assert batch.tgt_keep.tolist() == non_pad.nonzero().squeeze(1).tolist() and batch.n_tgt_tokens == non_pad.sum()
+    assert batch.tgt_gold.tolist() == batch.tgt_out.flatten()[non_pad].tolist()
     assert [v.name for v in data.valid] == DIRECTIONS and [len(v.refs) for v in data.valid] == [40] * 3
 
 
