@@ -43,20 +43,10 @@ from nmt.console import warn
 from nmt.data.vocab import Vocab
 from nmt.errors import NmtError
 from nmt.fileio import atomic_directory
+from nmt.marian_format import ACTIVATIONS, LAYER_NAMES
 from nmt.model.layout import checkpoint_layout
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-HF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish"}
-# nmt's name within a layer -> MarianMT's (the inverse of nmt.interop.marian's)
-LAYER_NAMES = {
-    "self_attn.q_proj": "self_attn.q_proj", "self_attn.k_proj": "self_attn.k_proj",
-    "self_attn.v_proj": "self_attn.v_proj", "self_attn.out_proj": "self_attn.out_proj",
-    "self_attn_norm": "self_attn_layer_norm",
-    "cross_attn.q_proj": "encoder_attn.q_proj", "cross_attn.k_proj": "encoder_attn.k_proj",
-    "cross_attn.v_proj": "encoder_attn.v_proj", "cross_attn.out_proj": "encoder_attn.out_proj",
-    "cross_attn_norm": "encoder_attn_layer_norm",
-    "ffn.fc1": "fc1", "ffn.fc2": "fc2", "ffn_norm": "final_layer_norm",
-}  # fmt: skip
 # how each layer weight meets the residual stream: "in" reads it (columns), "out" writes it (rows)
 RESIDUAL_SIDE = {
     "self_attn.q_proj": "in", "self_attn.k_proj": "in", "self_attn.v_proj": "in", "self_attn.out_proj": "out",
@@ -164,7 +154,7 @@ def _config(cfg: ExperimentConfig, vocab: Vocab, embed_scale: bool) -> dict[str,
         "decoder_attention_heads": m.n_heads,
         "encoder_ffn_dim": m.ffn_dim,
         "decoder_ffn_dim": m.ffn_dim,
-        "activation_function": HF_ACTIVATIONS[m.activation],
+        "activation_function": ACTIVATIONS[m.activation],
         "max_position_embeddings": m.max_len,
         "dropout": m.dropout,
         "attention_dropout": m.attention_dropout,

@@ -49,6 +49,7 @@ from nmt.config import ExperimentConfig, config_from_dict
 from nmt.config.schema import LANG_CODE
 from nmt.data.vocab import Vocab
 from nmt.errors import ConfigError, NmtError
+from nmt.marian_format import NMT_ACTIVATIONS, NMT_LAYER_NAMES
 from nmt.model import build_model
 from nmt.model.layout import Layout
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -56,7 +57,6 @@ from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 REQUIRED = ("config.json", "source.spm", "target.spm", "vocab.json")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 NO_LOGIT = -1e4  # the output bias of the start row nmt adds (bos): out of every softmax, finite for the loss
-ACTIVATIONS = {"swish": "swish", "silu": "swish", "gelu": "gelu", "relu": "relu"}
 # transformers' MarianConfig defaults: save_pretrained writes only the values that differ from them
 MARIAN_DEFAULTS: dict[str, Any] = {
     "vocab_size": 58101, "decoder_vocab_size": None, "max_position_embeddings": 1024,
@@ -180,11 +180,11 @@ def _nmt_config(
     if len(heads) != 1 or len(ffn) != 1:
         what = "encoder and decoder differ in attention heads or FFN size, which nmt's Transformer cannot express"
         raise _bad(directory, what, hint="such a model cannot be imported")
-    activation = ACTIVATIONS.get(str(config["activation_function"]))
+    activation = NMT_ACTIVATIONS.get(str(config["activation_function"]))
     if activation is None:
         raise _bad(
             directory,
-            f"activation_function {config.get('activation_function')!r} is not one of {', '.join(ACTIVATIONS)}",
+            f"activation_function {config.get('activation_function')!r} is not one of {', '.join(NMT_ACTIVATIONS)}",
         )
     generation = directory / "generation_config.json"
     gen = _read_json(generation) if generation.is_file() else {}
@@ -246,17 +246,6 @@ def _embeddings(state: dict[str, torch.Tensor], directory: Path) -> tuple[torch.
     return enc, dec, out
 
 
-LAYER_NAMES = {  # Hugging Face -> nmt, within a layer
-    "self_attn.q_proj": "self_attn.q_proj", "self_attn.k_proj": "self_attn.k_proj",
-    "self_attn.v_proj": "self_attn.v_proj", "self_attn.out_proj": "self_attn.out_proj",
-    "self_attn_layer_norm": "self_attn_norm",
-    "encoder_attn.q_proj": "cross_attn.q_proj", "encoder_attn.k_proj": "cross_attn.k_proj",
-    "encoder_attn.v_proj": "cross_attn.v_proj", "encoder_attn.out_proj": "cross_attn.out_proj",
-    "encoder_attn_layer_norm": "cross_attn_norm",
-    "fc1": "ffn.fc1", "fc2": "ffn.fc2", "final_layer_norm": "ffn_norm",
-}  # fmt: skip
-
-
 def _layer_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The encoder and decoder layers' weights under nmt's names."""
     out = {}
@@ -265,8 +254,8 @@ def _layer_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if len(parts) < 5 or parts[0] != "model" or parts[1] not in ("encoder", "decoder") or parts[2] != "layers":
             continue
         stack, index, name, kind = parts[1], parts[3], ".".join(parts[4:-1]), parts[-1]
-        if name in LAYER_NAMES:
-            out[f"{stack}.{index}.{LAYER_NAMES[name]}.{kind}"] = value
+        if name in NMT_LAYER_NAMES:
+            out[f"{stack}.{index}.{NMT_LAYER_NAMES[name]}.{kind}"] = value
     return out
 
 

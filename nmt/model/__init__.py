@@ -44,7 +44,8 @@ class Seq2SeqModel(Protocol):
 
     def forward(self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, keep: Tensor | None = None) -> Tensor:
         """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T); with `keep`, flat
-        indices (N,) into the B*T positions (training: the non-pad ones), only those rows: (N, V)."""
+        indices (N,) into the B*T positions (training: the non-pad ones, a prefix of each row), only
+        those rows: (N, V); positions outside `keep` may then be skipped throughout the decoder."""
         ...
 
     def init_state(self, memory: Memory, *, group: int = 1) -> DecoderState:

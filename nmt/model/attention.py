@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt.model.packing import Rows
+
 
 @dataclass(frozen=True, slots=True)
 class KVCache:
@@ -124,19 +126,27 @@ class MultiHeadAttention(nn.Module):
             projections = (self.q_proj, self.k_proj, self.v_proj)
             self.fused_qkv = (torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
 
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, KVCache]:
+    def project_qkv(self, x: Tensor, *, rows: Rows | None = None) -> tuple[Tensor, KVCache]:
         """Queries (B, H, L, Dh) and keys/values of self-attention inputs `x` (B, L, D): one matmul
-        with the fused weight of a decoding copy (`fuse_qkv`), else three."""
+        with the fused weight of a decoding copy (`fuse_qkv`), else three. With `rows`, `x` is the
+        real positions' (N, D), projected as they are and laid out padded (zeros at padding)."""
+        if rows is not None:
+            q, k, v = (self._heads(rows.unpack(p(x))) for p in (self.q_proj, self.k_proj, self.v_proj))
+            return q, KVCache(k, v)
         if self.fused_qkv is None:
             return self._heads(self.q_proj(x)), self.project_kv(x)
         qkv = F.linear(x, *self.fused_qkv)
         q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
         return q, KVCache(k, v)
 
-    def attend(self, query: Tensor, kv: KVCache, **options: Any) -> tuple[Tensor, Tensor | None]:
-        """Attend from `query` (B, T, D) to projected keys/values `kv`: `attend_heads` after the query
-        projection (the options are its keyword arguments)."""
-        return self.attend_heads(self._heads(self.q_proj(query)), kv, **options)
+    def attend(
+        self, query: Tensor, kv: KVCache, *, rows: Rows | None = None, **options: Any
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from `query` (B, T, D), or with `rows` the real positions' (N, D), to projected
+        keys/values `kv`: `attend_heads` after the query projection (the options are its keyword
+        arguments)."""
+        q = self.q_proj(query)
+        return self.attend_heads(self._heads(q if rows is None else rows.unpack(q)), kv, rows=rows, **options)
 
     def attend_heads(
         self,
@@ -147,6 +157,7 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         need_weights: bool = False,
         group: int = 1,
+        rows: Rows | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from queries already projected and split into heads, q (B, H, T, Dh), to `kv`.
 
@@ -157,9 +168,10 @@ class MultiHeadAttention(nn.Module):
             group: `group` consecutive query rows share one row of `kv` and `key_pad` (the beams
                 of one source sentence in cross-attention): `kv` has B / group rows. Their queries
                 are stacked into one attention call per source instead of repeating its K/V.
+            rows: output the real positions only, (N, D), their output projection only.
 
         Returns:
-            output (B, T, D) and the weights or None.
+            output (B, T, D) (with `rows`: (N, D)) and the weights or None.
         """
         batch, _, tgt_len, _ = q.shape
         if group > 1:
@@ -182,7 +194,8 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=allowed, dropout_p=dropout_p)
         if group > 1:
             out = out.unflatten(2, (group, tgt_len)).transpose(1, 2).flatten(0, 1)  # back to (B, H, T, Dh)
-        return self.out_proj(out.transpose(1, 2).flatten(2)), weights
+        out = out.transpose(1, 2).flatten(2)
+        return self.out_proj(out if rows is None else rows.pack(out)), weights
 
     def forward(
         self,

@@ -17,6 +17,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from nmt.model.attention import KVCache, MultiHeadAttention
+from nmt.model.packing import Rows
 
 
 @dataclass(frozen=True)
@@ -99,20 +100,32 @@ class DecoderLayer(_Residual):
         return self.cross_attn.project_kv(memory_out)
 
     def forward(
-        self, x: Tensor, cross_kv: KVCache, *, src_pad: Tensor, need_weights: bool = False
+        self,
+        x: Tensor,
+        cross_kv: KVCache,
+        *,
+        src_pad: Tensor,
+        need_weights: bool = False,
+        rows: Rows | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced pass over the whole target.
 
         Args:
-            x: (B, T, D) decoder states.
+            x: (B, T, D) decoder states, or with `rows` the real positions' only, (N, D).
             cross_kv: from `cross_kv(memory_out)`.
             src_pad: (B, S) True at source padding.
             need_weights: also return head-averaged cross-attention weights (B, T, S).
+            rows: the real target positions (`nmt.model.packing`): every position-wise part
+                runs on those N rows, the attention on the padded layout.
         """
         h = self._in(x, self.self_attn_norm)
-        y, _ = self.self_attn(h, h, causal=True)
+        if rows is None:
+            y, _ = self.self_attn(h, h, causal=True)
+        else:
+            q, kv = self.self_attn.project_qkv(h, rows=rows)
+            y, _ = self.self_attn.attend_heads(q, kv, causal=True, rows=rows)
         x = self._out(x, y, self.self_attn_norm)
-        return self._cross_and_ffn(x, cross_kv, src_pad=src_pad, need_weights=need_weights)
+        return self._cross_and_ffn(x, cross_kv, src_pad=src_pad, need_weights=need_weights, rows=rows)
 
     def step(
         self,
@@ -140,14 +153,18 @@ class DecoderLayer(_Residual):
         return x
 
     def _cross_and_ffn(
-        self, x: Tensor, cross_kv: KVCache, *, src_pad: Tensor, need_weights: bool, group: int = 1
+        self,
+        x: Tensor,
+        cross_kv: KVCache,
+        *,
+        src_pad: Tensor,
+        need_weights: bool,
+        group: int = 1,
+        rows: Rows | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         h = self._in(x, self.cross_attn_norm)
-        y, weights = self.cross_attn.attend(h, cross_kv, key_pad=src_pad, need_weights=need_weights, group=group)
+        y, weights = self.cross_attn.attend(
+            h, cross_kv, key_pad=src_pad, need_weights=need_weights, group=group, rows=rows
+        )
         x = self._out(x, y, self.cross_attn_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), weights
-
-
-def select_rows(x: Tensor, keep: Tensor | None) -> Tensor:
-    """`x` (B, T, D) as it is, or its rows at the flat indices `keep` (N,) into the B*T positions: (N, D)."""
-    return x if keep is None else x.flatten(0, 1).index_select(0, keep)

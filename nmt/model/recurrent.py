@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.model.embeddings import check_shareable
-from nmt.model.layers import select_rows
+from nmt.model.packing import select_rows
 
 Cell = Literal["lstm", "gru"]
 Attention = Literal["none", "bahdanau", "luong_dot", "luong_general"]

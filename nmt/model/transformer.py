@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from nmt.config import ModelConfig
 from nmt.model.attention import KVCache
 from nmt.model.embeddings import Embeddings, TokenEmbedding, check_shareable
-from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec, select_rows
+from nmt.model.layers import DecoderLayer, EncoderLayer, LayerSpec
 from nmt.model.layout import Layout
+from nmt.model.packing import Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,15 +218,19 @@ class Transformer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V) and, if asked, the last
         layer's head-averaged cross-attention weights (B, T, S). With `keep` (flat indices into
-        the B*T positions), the logits of those positions only, (N, V): padding is never projected
-        onto the vocabulary (the largest matrix product of a step with a large vocabulary)."""
+        the B*T positions of each row's real prefix, as `nmt.data.batching.collate` builds them),
+        the logits of those positions only, (N, V): padding never goes through the decoder's
+        position-wise parts or the projection onto the vocabulary (`nmt.model.packing`)."""
         x = self.tgt_embed(tgt_in)
+        rows = None if keep is None else Rows(keep, *tgt_in.shape)
+        if rows is not None:  # the real positions only, from here to the logits (nmt.model.packing)
+            x = rows.pack(x)
         weights = None
         last = len(self.decoder) - 1
         for i, layer in enumerate(self.decoder):
             cross_kv = layer.cross_kv(memory.out)
-            x, weights = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == last)
-        return self.out_proj(select_rows(self.dec_norm(x), keep)), weights
+            x, weights = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == last, rows=rows)
+        return self.out_proj(self.dec_norm(x)), weights
 
     @overload
     def forward(

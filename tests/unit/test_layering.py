@@ -11,7 +11,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "nmt"
 LEAVES = {
     "config", "errors", "fileio", "console", "experiment", "metrics", "demo", "plots", "tokens", "device", "checkpoint",
-    "precision", "export_format", "iso639",
+    "precision", "export_format", "iso639", "marian_format",
 }  # fmt: skip
 STAGES = {"data", "model", "decode", "export", "train", "evaluate", "serve", "interop", "cli"}
 # stage -> stages it must not import

@@ -353,14 +353,15 @@ def test_config_dropouts_reach_the_layers() -> None:
     assert layer.ffn.dropout.p == 0.3 and layer.dropout.p == 0.1
 
 
-@pytest.mark.parametrize("arch", ["transformer", "rnn"])
-def test_training_projects_only_non_pad_rows_with_the_full_forwards_loss_and_gradient(arch: str) -> None:
-    """`keep` (the training step's non-pad target positions): the same logits as the full forward
-    there, and the same loss and parameter gradients as the loss over the full (B, T, V) logits."""
+@pytest.mark.parametrize("arch, norm", [("transformer", "pre"), ("transformer", "post"), ("rnn", "pre")])
+def test_training_skips_target_padding_with_the_full_forwards_logits_loss_and_gradient(arch: str, norm: str) -> None:
+    """`keep` (the training step's non-pad target positions; the Transformer then skips padding
+    in the whole decoder): the same logits as the full forward there, and the same loss and
+    parameter gradients as the loss over the full (B, T, V) logits."""
     from nmt.train.loss import label_smoothed_nll
 
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=2, dropout=0.0)
+    cfg = ModelConfig(arch=arch, norm=norm, d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=2, dropout=0.0)  # type: ignore[arg-type]
     model = build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
     src_ids, src_pad, tgt_in = padded_batch()
     tgt_out = torch.roll(tgt_in, -1, dims=1)  # any gold ids, padded where tgt_in is
