@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,20 +234,27 @@ def multilingual_model(tmp_path_factory: pytest.TempPathFactory) -> Multilingual
 def random_multilingual_checkpoint(tmp: Path, *, lang_token: str = "target", seed: int = 0) -> Path:
     """A self-contained checkpoint of a randomly initialised multilingual model (en-de, en-fr, de-en over the
     toy number words, tiny preset, max_len 48) whose language token goes where `lang_token` says."""
-    import torch
-
-    from nmt.checkpoint import build_checkpoint, save_checkpoint
     from nmt.config import load_config
     from nmt.data.prepare import prepare
     from nmt.data.prepared import load_vocab
     from nmt.experiment import Experiment
-    from nmt.model import build_model
     from tests.corpora import multilingual_config
 
     path = multilingual_config(tmp, list(MULTILINGUAL_DIRECTIONS), extra="decode:\n  device: cpu\n  beam: 3\n")
     cfg = load_config(path, [f"data.lang_token={lang_token}", "model.max_len=48"])
     prepare(cfg)
     vocab = load_vocab(Experiment.from_config(cfg).data_dir)
+    return save_random_checkpoint(tmp / "model.pt", cfg, vocab, seed=seed)
+
+
+def save_random_checkpoint(path: Path, cfg: Any, vocab: Any, *, seed: int = 0) -> Path:
+    """A self-contained checkpoint at `path` of a model of `cfg` (an ExperimentConfig) randomly initialised
+    from `seed`, over `vocab` (a Vocab): no training."""
+    import torch
+
+    from nmt.checkpoint import build_checkpoint, save_checkpoint
+    from nmt.model import build_model
+
     torch.manual_seed(seed)
     net = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
     ckpt = build_checkpoint(
@@ -257,5 +265,5 @@ def random_multilingual_checkpoint(tmp: Path, *, lang_token: str = "target", see
         epoch=0,
         train_state=None,
     )
-    save_checkpoint(tmp / "model.pt", ckpt)
-    return tmp / "model.pt"
+    save_checkpoint(path, ckpt)
+    return path

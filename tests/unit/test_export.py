@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from nmt import export_format  # noqa: E402
-from nmt.checkpoint import build_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from nmt.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from nmt.config import DecodeConfig, ExperimentConfig, ModelConfig, config_from_dict  # noqa: E402
 from nmt.data.vocab import Vocab  # noqa: E402
 from nmt.decode import ct2  # noqa: E402
@@ -23,9 +23,8 @@ from nmt.decode.load import load_model  # noqa: E402
 from nmt.decode.translate import load_for_decoding, translate, translate_lines  # noqa: E402
 from nmt.errors import CheckpointError, ConfigError, NmtError  # noqa: E402
 from nmt.export.ct2 import export_checkpoint  # noqa: E402
-from nmt.model import build_model  # noqa: E402
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
-from tests.conftest import TinyCheckpoint  # noqa: E402
+from tests.conftest import TinyCheckpoint, save_random_checkpoint  # noqa: E402
 from tests.corpora import reverse_pairs, toy_vocabs  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -47,18 +46,7 @@ def write_checkpoint(path: Path, vocab: Vocab, *, seed: int = 0, **model: object
             "decode": {"device": "cpu", "beam": 3},
         }
     )
-    torch.manual_seed(seed)
-    net = build_model(cfg.model, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size)
-    ckpt = build_checkpoint(
-        model_state=net.state_dict(),  # type: ignore[attr-defined]
-        cfg=cfg,
-        vocab_models=(vocab.src_model, vocab.tgt_model),
-        step=7,
-        epoch=0,
-        train_state=None,
-    )
-    save_checkpoint(path, ckpt)
-    return path
+    return save_random_checkpoint(path, cfg, vocab, seed=seed)
 
 
 # Every switch of the exportable Transformer, each value in at least one model; separate

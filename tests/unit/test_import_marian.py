@@ -8,6 +8,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sentencepiece as spm
@@ -110,10 +111,17 @@ def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return directory, tmp / "model.pt"
 
 
+def hugging_face(directory: Path) -> tuple[Any, Any]:
+    """transformers' tokenizer and model (eval mode) for a MarianMT directory, offline."""
+    return (
+        transformers.MarianTokenizer.from_pretrained(directory),
+        transformers.MarianMTModel.from_pretrained(directory).eval(),
+    )
+
+
 def test_log_probs_and_text_ids_equal_hugging_face(imported: tuple[Path, Path]) -> None:
     directory, ckpt = imported
-    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    tokenizer, hf = hugging_face(directory)
     native = load_model(ckpt)
     vocab, model = native.vocab, native.model
     assert vocab.src_pieces is not None and vocab.tgt_pieces is not None
@@ -143,27 +151,33 @@ def test_log_probs_and_text_ids_equal_hugging_face(imported: tuple[Path, Path]) 
     assert worst < 1e-4
 
 
-def test_greedy_ids_equal_hugging_face_generate_at_a_fixed_length(imported: tuple[Path, Path]) -> None:
-    """Random models repeat themselves and rarely stop: both sides write exactly 12 tokens then EOS."""
+@pytest.mark.parametrize("beam", [1, 4])
+def test_greedy_and_beam_ids_equal_hugging_face_generate_at_a_fixed_length(
+    imported: tuple[Path, Path], beam: int
+) -> None:
+    """Random models repeat themselves and rarely stop: both sides write exactly 12 tokens then EOS (HF
+    forces the EOS, nmt allows only EOS at its limit)."""
     directory, ckpt = imported
-    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    tokenizer, hf = hugging_face(directory)
     length = 12
     batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
     with torch.inference_mode():
         generated = hf.generate(
-            **batch, num_beams=1, do_sample=False, min_new_tokens=length, max_new_tokens=length + 1,
-            bad_words_ids=[[hf.config.pad_token_id]],
+            **batch, num_beams=beam, do_sample=False, min_new_tokens=length, max_new_tokens=length + 1,
+            bad_words_ids=[[hf.config.pad_token_id]], forced_eos_token_id=tokenizer.eos_token_id, length_penalty=1.0,
         )  # fmt: skip
     loaded, cfg, device = load_for_decoding(
         ckpt,
-        overrides=["decode.beam=1", f"decode.min_len={length}", "decode.max_len_a=0", f"decode.max_len_b={length}"],
+        overrides=[f"decode.beam={beam}", f"decode.min_len={length}", "decode.max_len_a=0"]
+        + [f"decode.max_len_b={length}"],
     )
     ours = [row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)]
     tgt_encoder = tokenizer.target_encoder if tokenizer.separate_vocabs else tokenizer.encoder
     pieces = loaded.vocab.tgt_pieces
     assert pieces is not None
-    theirs = [[i for i in row.tolist()[1:] if i != tokenizer.eos_token_id] for row in generated]
+    theirs = [
+        [i for i in row.tolist()[1:] if i not in (tokenizer.eos_token_id, hf.config.pad_token_id)] for row in generated
+    ]
     assert [[tgt_encoder[pieces[i]] for i in ids] for ids in ours] == theirs
 
 
@@ -196,32 +210,6 @@ def test_what_is_not_a_marian_directory_gets_one_paragraph(tmp_path: Path) -> No
     with pytest.raises(NmtError, match="exists"):
         import_marian(bad, tmp_path / "x.pt", src_lang="de", tgt_lang="en")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ok", "x.pt"]
-
-
-def test_beam_4_ids_equal_hugging_face_generate_at_a_fixed_length(imported: tuple[Path, Path]) -> None:
-    """Beam 4, 12 tokens then EOS on both sides (HF forces the EOS, nmt allows only EOS at its limit)."""
-    directory, ckpt = imported
-    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
-    length = 12
-    batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        generated = hf.generate(
-            **batch, num_beams=4, do_sample=False, min_new_tokens=length, max_new_tokens=length + 1,
-            bad_words_ids=[[hf.config.pad_token_id]], forced_eos_token_id=tokenizer.eos_token_id, length_penalty=1.0,
-        )  # fmt: skip
-    loaded, cfg, device = load_for_decoding(
-        ckpt,
-        overrides=["decode.beam=4", f"decode.min_len={length}", "decode.max_len_a=0", f"decode.max_len_b={length}"],
-    )
-    ours = [row[0].ids for row in translate_lines(loaded, SOURCES, cfg, device=device)]
-    tgt_encoder = tokenizer.target_encoder if tokenizer.separate_vocabs else tokenizer.encoder
-    pieces = loaded.vocab.tgt_pieces
-    assert pieces is not None
-    theirs = [
-        [i for i in row.tolist()[1:] if i not in (tokenizer.eos_token_id, hf.config.pad_token_id)] for row in generated
-    ]
-    assert [[tgt_encoder[pieces[i]] for i in ids] for ids in ours] == theirs
 
 
 def test_an_imported_model_exports_to_ctranslate2_and_translates_as_the_checkpoint(
@@ -278,8 +266,7 @@ def test_fine_tuning_starts_exactly_at_the_imported_model(tmp_path: Path) -> Non
     first = next(r for r in records if r["event"] == "valid")
     assert first["step"] == 0
 
-    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    tokenizer, hf = hugging_face(directory)
     total, tokens = 0.0, 0
     for src, tgt in reverse_pairs(20, seed=12):
         batch = tokenizer([src], text_target=[tgt], return_tensors="pt")
@@ -329,8 +316,7 @@ def test_a_multi_target_models_tags_are_its_languages_and_tgt_lang_picks_one(tmp
     assert loaded.cfg.data.directions == ("de-deu", "de-fra") and loaded.cfg.data.lang_token == "source"
     with pytest.raises(NmtError, match="say which with --tgt-lang"):
         choose_route(loaded.cfg, loaded.vocab, LanguageRequest())
-    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-    hf = transformers.MarianMTModel.from_pretrained(directory).eval()
+    tokenizer, hf = hugging_face(directory)
     table = loaded.vocab.src_pieces
     assert table is not None
     outputs = {}
