@@ -10,6 +10,7 @@ import typer
 from nmt.cli.app import app
 from nmt.cli.options import SEARCH_FLAGS, DecodeSetOption, guarded, with_decode_flags
 from nmt.console import console
+from nmt.errors import NmtError
 
 ExportFrom = Annotated[Path, typer.Argument(help="Checkpoint (.pt) of a Transformer.", show_default=False)]
 ExportTo = Annotated[
@@ -125,7 +126,28 @@ ShutdownTimeout = Annotated[
 
 
 ImportFrom = Annotated[
-    Path, typer.Argument(help="A Hugging Face MarianMT directory (an OPUS-MT model).", show_default=False)
+    Path,
+    typer.Argument(
+        help="A Hugging Face MarianMT directory (an OPUS-MT model), or a fairseq Transformer checkpoint (.pt).",
+        show_default=False,
+    ),
+]
+ImportSpm = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--spm",
+        help="fairseq: the SentencePiece model that split the text (twice: source, then target).",
+        show_default=False,
+    ),
+]
+ImportDictDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--dict-dir",
+        help="fairseq: the directory with dict.<src>.txt and dict.<tgt>.txt (default: the checkpoint's recorded "
+        "data directory, else the checkpoint's own).",
+        show_default=False,
+    ),
 ]
 ImportTo = Annotated[
     Path, typer.Option("-o", "--output", help="The nmt checkpoint (.pt) to write.", show_default=False)
@@ -141,19 +163,41 @@ TgtLang = Annotated[
 @app.command("import")
 @guarded
 def import_(
-    directory: ImportFrom, output: ImportTo, src_lang: SrcLang = None, tgt_lang: TgtLang = None, force: Force = False
+    directory: ImportFrom,
+    output: ImportTo,
+    src_lang: SrcLang = None,
+    tgt_lang: TgtLang = None,
+    force: Force = False,
+    spm: ImportSpm = None,
+    dict_dir: ImportDictDir = None,
 ) -> None:
-    """Import a Hugging Face MarianMT model (OPUS-MT) as a self-contained nmt checkpoint.
+    """Import a Hugging Face MarianMT model (OPUS-MT) or a fairseq Transformer as a self-contained nmt checkpoint.
 
-    Reads config.json, model.safetensors (or pytorch_model.bin), source.spm, target.spm and vocab.json;
-    needs no transformers. The checkpoint then works with translate, evaluate, export and serve.
+    A directory is read as MarianMT: config.json, model.safetensors (or pytorch_model.bin), source.spm,
+    target.spm and vocab.json; needs no transformers. A file is read as a fairseq checkpoint
+    ([bold]--spm SPM.model[/bold], dictionaries from [bold]--dict-dir[/bold] or the recorded data directory),
+    unpickled without running anything it names; needs no fairseq. The checkpoint then works with
+    translate, evaluate, export, serve and train --init.
     """
-    from nmt.interop.marian import import_marian
+    if directory.is_file() or spm:
+        from nmt.interop.fairseq import import_fairseq
 
-    r = import_marian(directory, output, src_lang=src_lang, tgt_lang=tgt_lang, force=force)
+        if not spm:
+            raise NmtError(
+                f"{directory}: a fairseq checkpoint needs the SentencePiece model its text was split with",
+                hint=f"nmt import {directory} --spm SPM.model -o OUT.pt",
+            )
+        r = import_fairseq(
+            directory, output, spm=spm, dict_dir=dict_dir, src_lang=src_lang, tgt_lang=tgt_lang, force=force
+        )
+    else:
+        from nmt.interop.marian import import_marian
+
+        r = import_marian(directory, output, src_lang=src_lang, tgt_lang=tgt_lang, force=force)
+    note = f", {r.source_note}" if r.source_note else ""
     console.print(
         f"imported {directory} -> {r.output} ({r.src_lang} -> {r.tgt_lang}, {r.params / 1e6:.1f}M parameters, "
-        f"vocabulary {r.vocab_size:,}, share_embeddings {r.share_embeddings})"
+        f"vocabulary {r.vocab_size:,}, share_embeddings {r.share_embeddings}{note})"
     )
 
 

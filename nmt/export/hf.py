@@ -195,6 +195,12 @@ def export_hf(checkpoint: Path, out_dir: Path, *, force: bool = False) -> HFResu
     check_expressible(cfg, checkpoint)
     vocab = Vocab.from_checkpoint(ckpt["vocab"])
     layout = checkpoint_layout(ckpt, checkpoint)
+    if layout.positions == "fairseq":
+        raise _refuse(checkpoint, "fairseq's position table (an imported fairseq model)",
+                      "MarianMT's sinusoidal table has other frequencies and numbers positions from 0")  # fmt: skip
+    if layout.layernorm_embedding:
+        raise _refuse(checkpoint, "a LayerNorm on the embeddings (fairseq's --layernorm-embedding)",
+                      "MarianMT has none")  # fmt: skip
     src_pieces, tgt_pieces = _pieces(vocab)
     for pieces in (src_pieces, tgt_pieces):
         assert pieces[:2] == ["</s>", "<unk>"] and pieces[-2:] == ["<s>", "<pad>"], (pieces[:2], pieces[-2:])

@@ -6,12 +6,13 @@ does the same for fairseq's Transformer, which has the same layout):
 
 - token embeddings: `TokenEmbedding.weight`, scaled by sqrt(D) (`scale_embeddings`);
 - positions: nmt's own table, written out as the spec's position encodings (row i is
-  position i: the sinusoidal buffer, or the learned embedding's weight);
+  position i: the sinusoidal buffer in its layout, or the learned embedding's weight);
+  an imported fairseq `--layernorm-embedding` model's LayerNorm after them (`layernorm_embedding`);
 - self-attention: q/k/v projections fused into one (3D, D) linear, then the output one;
   cross-attention: q, k/v fused into one (2D, D) linear, then the output one;
 - each sublayer's LayerNorm, pre or post (`pre_norm`), and in pre-norm the stacks' final
   LayerNorms; eps 1e-5 (torch's default, which nmt uses);
-- the output projection, without bias. Tied weights are written once each place they
+- the output projection, with the bias an imported model has. Tied weights are written once each place they
   are used; CTranslate2's `optimize` aliases the identical copies, so the file holds one.
 """
 
@@ -84,6 +85,8 @@ def _set_inputs(
     spec.scale_embeddings = scaled  # CTranslate2 multiplies by sqrt(D), as TokenEmbedding does
     table = embed.learned.weight if embed.learned is not None else embed.table
     spec.position_encodings.encodings = _array(table)
+    if isinstance(embed.norm, nn.LayerNorm):  # an imported fairseq --layernorm-embedding model
+        _set_norm(spec.layernorm_embedding, embed.norm)
 
 
 def transformer_spec_of(
@@ -95,6 +98,7 @@ def transformer_spec_of(
         n_heads,
         pre_norm=norm == "pre",
         activation=_ACTIVATIONS[activation],
+        layernorm_embedding=isinstance(model.src_embed.norm, nn.LayerNorm),
     )
     _set_inputs(spec.encoder, model.src_embed)
     for layer_spec, layer in zip(spec.encoder.layer, model.encoder, strict=True):

@@ -38,25 +38,21 @@ How it maps onto nmt (no `transformers` needed):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nmt.checkpoint import build_checkpoint, save_checkpoint
 from nmt.config import ExperimentConfig, config_from_dict
 from nmt.config.schema import LANG_CODE
-from nmt.data.vocab import Vocab
 from nmt.errors import ConfigError, NmtError
-from nmt.marian_format import NMT_ACTIVATIONS, NMT_LAYER_NAMES
-from nmt.model import build_model
+from nmt.interop.writing import ImportResult, layer_weights, start_row_bias, write_imported
+from nmt.marian_format import NMT_ACTIVATIONS
 from nmt.model.layout import Layout
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 REQUIRED = ("config.json", "source.spm", "target.spm", "vocab.json")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-NO_LOGIT = -1e4  # the output bias of the start row nmt adds (bos): out of every softmax, finite for the loss
 # transformers' MarianConfig defaults: save_pretrained writes only the values that differ from them
 MARIAN_DEFAULTS: dict[str, Any] = {
     "vocab_size": 58101, "decoder_vocab_size": None, "max_position_embeddings": 1024,
@@ -67,18 +63,6 @@ MARIAN_DEFAULTS: dict[str, Any] = {
     "pad_token_id": 58100, "eos_token_id": 0, "share_encoder_decoder_embeddings": True,
     "tie_word_embeddings": True,
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    """What `import_marian` wrote."""
-
-    output: Path
-    src_lang: str
-    tgt_lang: str  # the target language, or the tagged ones ("fra, deu, ...") of a multi-target model
-    params: int
-    vocab_size: int
-    share_embeddings: str
 
 
 def _bad(
@@ -246,19 +230,6 @@ def _embeddings(state: dict[str, torch.Tensor], directory: Path) -> tuple[torch.
     return enc, dec, out
 
 
-def _layer_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder and decoder layers' weights under nmt's names."""
-    out = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if len(parts) < 5 or parts[0] != "model" or parts[1] not in ("encoder", "decoder") or parts[2] != "layers":
-            continue
-        stack, index, name, kind = parts[1], parts[3], ".".join(parts[4:-1]), parts[-1]
-        if name in NMT_LAYER_NAMES:
-            out[f"{stack}.{index}.{NMT_LAYER_NAMES[name]}.{kind}"] = value
-    return out
-
-
 def import_marian(
     directory: Path, output: Path, *, src_lang: str | None = None, tgt_lang: str | None = None, force: bool = False
 ) -> ImportResult:
@@ -304,44 +275,20 @@ def import_marian(
     )
     bias = state.get("final_logits_bias", torch.zeros(1, out.size(0))).reshape(-1)
     layout = Layout(positions="halves", embed_scale=bool(config.get("scale_embedding", False)), logits_bias=True)
-    model = build_model(cfg.model, src_vocab_size=len(src_pieces), tgt_vocab_size=len(tgt_pieces), layout=layout)
-    weights = _layer_weights(state)
+    weights = layer_weights(state, prefix="model.")
     src_index, tgt_index = torch.tensor(src_rows), torch.tensor(tgt_rows)
     weights["src_embed.tokens.weight"] = enc.index_select(0, src_index)
     weights["tgt_embed.tokens.weight"] = dec.index_select(0, tgt_index)
     weights["out_proj.weight"] = out.index_select(0, tgt_index)
-    out_bias = bias.index_select(0, tgt_index).clone()
-    out_bias[BOS_ID] = NO_LOGIT
-    weights["out_proj.bias"] = out_bias
-    expected = model.state_dict()  # type: ignore[attr-defined]
-    missing_keys = sorted(set(expected) - set(weights))
-    if missing_keys:
-        raise _bad(
-            directory, f"the weights lack {len(missing_keys)} tensors nmt's model needs (e.g. {missing_keys[0]})"
-        )
-    wrong = [k for k in expected if tuple(weights[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        got, want = tuple(weights[wrong[0]].shape), tuple(expected[wrong[0]].shape)
-        raise _bad(directory, f"{wrong[0]} has shape {got}, config.json implies {want}")
-    model.load_state_dict({k: weights[k].float() for k in expected})  # type: ignore[attr-defined]
+    weights["out_proj.bias"] = start_row_bias(bias.index_select(0, tgt_index))
     src_model, tgt_model = (directory / "source.spm").read_bytes(), (directory / "target.spm").read_bytes()
-    try:
-        Vocab(src_model, tgt_model)
-    except RuntimeError as exc:
-        raise _bad(
-            directory, f"source.spm or target.spm is not a SentencePiece model ({str(exc).splitlines()[0][:200]})"
-        ) from None
-    ckpt = build_checkpoint(
-        model_state=model.state_dict(),  # type: ignore[attr-defined]
+    params = write_imported(
+        output=output,
         cfg=cfg,
+        layout=layout,
+        weights=weights,
         vocab_models=(src_model, tgt_model),
-        step=0,
-        epoch=0,
-        train_state=None,
         pieces=(src_pieces, tgt_pieces),
-        layout=layout.to_dict(),
+        bad=lambda what: _bad(directory, what),
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(output, ckpt)
-    params = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
     return ImportResult(output, src, tgt or ", ".join(tags), params, len(tgt_pieces), share)

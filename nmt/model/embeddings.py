@@ -21,13 +21,29 @@ def check_shareable(share_embeddings: str, src_vocab_size: int, tgt_vocab_size: 
         )
 
 
-def sinusoidal_table(max_len: int, d_model: int, *, layout: Literal["interleaved", "halves"] = "interleaved") -> Tensor:
+TableLayout = Literal["interleaved", "halves", "fairseq"]
+FAIRSEQ_FIRST_POSITION = 2  # fairseq numbers positions from padding_idx + 1, and its padding_idx is 1
+
+
+def sinusoidal_table(max_len: int, d_model: int, *, layout: TableLayout = "interleaved") -> Tensor:
     """The (max_len, D) table of Vaswani et al. (2017), section 3.5.
 
     interleaved: PE[pos, 2i] = sin(pos / 10000^(2i/D)) and PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
     halves (Marian's, as Hugging Face's MarianSinusoidalPositionalEmbedding builds it): the same
     sines in columns 0 .. ceil(D/2)-1 and the cosines after them.
+    fairseq (its SinusoidalPositionalEmbedding, in float32 as it computes it): sin(p * w_i) in columns
+    0 .. D/2-1 and cos(p * w_i) after them, w_i = 10000^(-i/(D/2-1)), a zero column last when D is
+    odd; row r is fairseq's position r + 2, where its first token sits.
     """
+    if layout == "fairseq":
+        half = d_model // 2
+        step = math.log(10000) / (half - 1)
+        freqs = torch.exp(torch.arange(half, dtype=torch.float) * -step)
+        angles = torch.arange(max_len + FAIRSEQ_FIRST_POSITION, dtype=torch.float).unsqueeze(1) * freqs.unsqueeze(0)
+        out = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+        if d_model % 2:
+            out = torch.cat([out, torch.zeros(out.size(0), 1)], dim=1)
+        return out[FAIRSEQ_FIRST_POSITION:].contiguous()
     if layout == "halves":  # in float64, as Hugging Face computes it (numpy), then float32
         pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
         angles = pos / torch.pow(10000.0, 2 * (torch.arange(d_model, dtype=torch.float64) // 2) / d_model)
@@ -69,12 +85,14 @@ class TokenEmbedding(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """Scaled token embedding + position embedding, then dropout: (B, T) ids -> (B, T, D).
+    """Scaled token embedding + position embedding, [a LayerNorm,] then dropout: (B, T) ids -> (B, T, D).
 
     Args:
         tokens: the token embedding, possibly shared with the other side and the output layer.
         max_len: positions 0 .. max_len-1 are supported.
         positions: 'sinusoidal' (fixed table, not saved in the state dict) or 'learned'.
+        table_layout: the sinusoidal table's (`sinusoidal_table`).
+        layernorm: a LayerNorm over the sum (an imported fairseq `--layernorm-embedding` model).
     """
 
     table: Tensor  # (max_len, D) sinusoidal buffer, only when positions == 'sinusoidal'
@@ -86,7 +104,8 @@ class Embeddings(nn.Module):
         max_len: int,
         positions: Literal["sinusoidal", "learned"],
         dropout: float,
-        table_layout: Literal["interleaved", "halves"] = "interleaved",
+        table_layout: TableLayout = "interleaved",
+        layernorm: bool = False,
     ) -> None:
         super().__init__()
         d_model = tokens.weight.size(1)
@@ -99,6 +118,7 @@ class Embeddings(nn.Module):
         else:
             # Recomputed on construction, so checkpoints carry no table and any max_len loads.
             self.register_buffer("table", sinusoidal_table(max_len, d_model, layout=table_layout), persistent=False)
+        self.norm: nn.Module = nn.LayerNorm(d_model) if layernorm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
@@ -113,4 +133,4 @@ class Embeddings(nn.Module):
             pos = self.learned.weight[offset : offset + length]
         else:
             pos = self.table[offset : offset + length]
-        return self.dropout(self.tokens(ids) + pos.to(self.tokens.weight.dtype))
+        return self.dropout(self.norm(self.tokens(ids) + pos.to(self.tokens.weight.dtype)))

@@ -16,14 +16,20 @@ from nmt.errors import CheckpointError
 
 @dataclass(frozen=True)
 class Layout:
-    """positions: the sinusoidal table's layout: nmt's interleaved sin/cos (Vaswani et al.), or
-    sin in the first half of the dimensions and cos in the second (Marian's, and fairseq's);
-    embed_scale: token embeddings are multiplied by sqrt(d_model) (Marian's `scale_embedding`);
-    logits_bias: the output projection adds a bias (MarianMT's `final_logits_bias`)."""
+    """positions: the sinusoidal table's layout: nmt's interleaved sin/cos (Vaswani et al.);
+    "halves", sin in the first half of the dimensions and cos in the second (Marian's); "fairseq",
+    halves too but with frequencies 10000^(-i/(D/2-1)) and positions counted from 2 (fairseq's
+    padding_idx + 1), so row p of nmt's table is row p + 2 of fairseq's;
+    embed_scale: token embeddings are multiplied by sqrt(d_model) (Marian's `scale_embedding`,
+    fairseq unless `--no-scale-embedding`);
+    logits_bias: the output projection adds a bias (MarianMT's `final_logits_bias`);
+    layernorm_embedding: a LayerNorm after adding the positions, before dropout (fairseq's
+    `--layernorm-embedding`, mBART's)."""
 
-    positions: Literal["interleaved", "halves"] = "interleaved"
+    positions: Literal["interleaved", "halves", "fairseq"] = "interleaved"
     embed_scale: bool = True
     logits_bias: bool = False
+    layernorm_embedding: bool = False
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Layout:
@@ -33,8 +39,8 @@ class Layout:
         if unknown:
             raise ValueError(f"unknown layout key(s) {', '.join(unknown)}")
         layout = cls(**raw)
-        if layout.positions not in ("interleaved", "halves"):
-            raise ValueError(f"layout positions {layout.positions!r} is not interleaved or halves")
+        if layout.positions not in ("interleaved", "halves", "fairseq"):
+            raise ValueError(f"layout positions {layout.positions!r} is not interleaved, halves or fairseq")
         return layout
 
     def to_dict(self) -> dict[str, Any]:

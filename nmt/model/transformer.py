@@ -113,7 +113,7 @@ class Transformer(nn.Module):
             projection; 'none' ties nothing.
         max_len: longest source or target sequence (tokens incl. bos/eos).
         layout: an imported model's differences (position table layout, embedding scale, output
-            bias; `nmt.model.layout`); the default is nmt's own.
+            bias, embedding LayerNorm; `nmt.model.layout`); the default is nmt's own.
     """
 
     def __init__(
@@ -146,12 +146,12 @@ class Transformer(nn.Module):
             if share_embeddings == "all"
             else TokenEmbedding(tgt_vocab_size, d_model, scaled=layout.embed_scale)
         )
-        table = layout.positions
+        table, norm_embed = layout.positions, layout.layernorm_embedding
         self.src_embed = Embeddings(
-            src_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table
+            src_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table, layernorm=norm_embed
         )
         self.tgt_embed = Embeddings(
-            tgt_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table
+            tgt_tokens, max_len=max_len, positions=positions, dropout=dropout, table_layout=table, layernorm=norm_embed
         )
         spec = LayerSpec(
             d_model, n_heads, ffn_dim, dropout, attention_dropout, activation_dropout, activation=activation, norm=norm
