@@ -208,3 +208,71 @@ def evaluate(
         tgt_lang=tgt_lang,
         direction=direction,
     )
+
+
+BtInput = Annotated[
+    Path,
+    typer.Option("-i", "--input", help="Monolingual text in the language the model reads (plain or .gz).",
+                 show_default=False),
+]  # fmt: skip
+BtPrefix = Annotated[
+    Path,
+    typer.Option("-o", "--output", help="PREFIX: writes PREFIX.<written language> and PREFIX.<input language>.",
+                 show_default=False),
+]  # fmt: skip
+BtMaxLen = Annotated[
+    int | None,
+    typer.Option("--max-len", min=1, help="Drop pairs with a side longer than this (default: data.max_len)."),
+]
+BtMaxRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--max-ratio", min=1.0, help="Drop pairs with a longer/shorter token ratio above this (data.max_ratio)."
+    ),
+]
+
+
+@app.command()
+@guarded
+@with_decode_flags(*SEARCH_FLAGS, *SAMPLING_FLAGS)
+def backtranslate(
+    checkpoint: Model,
+    input: BtInput,
+    output: BtPrefix,
+    tgt_lang: TgtLang = None,
+    src_lang: SrcLang = None,
+    max_len: BtMaxLen = None,
+    max_ratio: BtMaxRatio = None,
+    as_json: Json = False,
+    set_: DecodeSetOption = None,
+    *,
+    decode_set: list[str],
+) -> None:
+    """Back-translate target-side monolingual text with a reverse model into synthetic training pairs.
+
+    Writes PREFIX.<src> (the translations) and PREFIX.<tgt> (the input lines), line-aligned, for
+    [bold]data.splits[/bold]; pairs that are empty, too long or too unbalanced are dropped and counted.
+    [bold]--sampling --top-k 10[/bold] samples the sources instead of beam search.
+    """
+    from nmt.console import emit_json, table
+    from nmt.decode.backtranslate import backtranslate as run_backtranslate
+    from nmt.decode.languages import LanguageRequest
+
+    r = run_backtranslate(
+        checkpoint,
+        input=input,
+        prefix=output,
+        overrides=decode_set,
+        languages=LanguageRequest(tgt_lang, src_lang, None),
+        max_len=max_len,
+        max_ratio=max_ratio,
+    )
+    record = {"lines": r.lines, "written": r.written, "dropped": r.dropped, "invalid_utf8": r.invalid_utf8,
+              "files": list(r.files), "seconds": round(r.elapsed_s, 2)}  # fmt: skip
+    if as_json:
+        emit_json(record)
+        return
+    rows = [("lines read", r.lines), ("pairs written", r.written)]
+    rows += [(f"dropped: {reason.replace('_', ' ')}", n) for reason, n in r.dropped.items()]
+    rows += [("invalid UTF-8 repaired", r.invalid_utf8)] if r.invalid_utf8 else []
+    table(f"back-translation -> {r.files[0]}, {r.files[1]} ({r.elapsed_s:.1f} s)", ["", "count"], rows)
