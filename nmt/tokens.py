@@ -16,3 +16,10 @@ def lang_piece(lang: str) -> str:
     them (a user's literal ">>fr<<" is text) and decoding drops them.
     """
     return f">>{lang}<<"
+
+
+def tag_piece(tag: str) -> str:
+    """The control token of a training source's tag (`data.splits.train[k].tag`, e.g. back-translated
+    pairs: <tag:bt>), placed before the source of that source's pairs. A control symbol of the
+    vocabulary after the language tokens: text never encodes to it, so a user cannot send it."""
+    return f"<tag:{tag}>"

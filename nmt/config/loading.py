@@ -75,8 +75,14 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
     if origin is Literal:
         return _convert_literal(value, args, key, where)
     if dataclasses.is_dataclass(tp):
+        if tp is SplitSpec and isinstance(value, list | tuple):  # the train split's sources
+            return tuple(_convert(v, tp, f"{key}[{i}]", where, meta) for i, v in enumerate(value))
+        if tp is SplitSpec and isinstance(value, str) and value.lstrip().startswith("["):  # --set ...train=[...]
+            return _convert(yaml.safe_load(value), tp, key, where, meta)
         if tp is SplitSpec and isinstance(value, str):
             value = {"prefix": value}
+        if tp is SplitSpec and isinstance(value, dict) and "path" in value:
+            value = {("prefix" if k == "path" else k): v for k, v in value.items()}
         if not isinstance(value, dict):
             raise _bad(where, key, "a mapping", value)
         return _build(tp, value, key, where)
@@ -315,7 +321,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> Experime
 def config_to_dict(cfg: Any) -> Any:
     """Plain dict/list/scalar form of a config, suitable for YAML, JSON and checkpoints."""
     if isinstance(cfg, SplitSpec):
-        return cfg.prefix if cfg.prefix is not None else {"src": cfg.src, "tgt": cfg.tgt}
+        files: Any = cfg.prefix if cfg.prefix is not None else {"src": cfg.src, "tgt": cfg.tgt}
+        if cfg.plain:
+            return files
+        extra = {"weight": cfg.weight, **({"tag": cfg.tag} if cfg.tag is not None else {})}
+        return {"path": files, **extra} if isinstance(files, str) else {**files, **extra}
     if dataclasses.is_dataclass(cfg):
         return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, dict):

@@ -24,18 +24,37 @@ def _resolved() -> Any:
     return field(default=None, metadata=RESOLVED)
 
 
+TAG = re.compile(r"[a-z][a-z0-9_]{0,15}")  # a training source's tag, e.g. bt
+
+
 @dataclass(frozen=True, kw_only=True)
 class SplitSpec:
-    """One parallel split: a prefix (`<dir>/train` + `.de`/`.en`) or explicit files."""
+    """One parallel split, or one source of the train split: a prefix (`<dir>/train` + `.de`/`.en`; `path`
+    in a list of sources) or explicit files. The train split may be a list of sources, each with a weight
+    (examples drawn per epoch = weight x its size) and an optional tag (a control token leading the source
+    side of its pairs, e.g. for back-translated data)."""
 
     prefix: str | None = field(default=None, metadata=PATH)
     src: str | None = field(default=None, metadata=PATH)  # explicit source file
     tgt: str | None = field(default=None, metadata=PATH)  # explicit target file
+    weight: float = 1.0  # train sources: examples drawn per epoch = weight x size (0.5: half, 2: each twice)
+    tag: str | None = None  # train sources: its pairs' source starts with the control token <tag:NAME>
 
     def __post_init__(self) -> None:
         if (self.prefix is None) == (self.src is None or self.tgt is None):
-            raise ValueError("give either a prefix string or both src and tgt files")
+            raise ValueError("give either a prefix string (path) or both src and tgt files")
+        if not self.weight > 0:
+            raise ValueError(f"weight must be > 0, got {self.weight!r}")
+        if self.tag is not None and not TAG.fullmatch(self.tag):
+            raise ValueError(f"tag {self.tag!r} is not a lowercase name of at most 16 letters, digits or _ (e.g. bt)")
 
+    @property
+    def plain(self) -> bool:
+        """Weight 1, no tag: a source as every split had before sources could be mixed."""
+        return self.weight == 1.0 and self.tag is None
+
+
+Sources = SplitSpec | tuple[SplitSpec, ...]  # a split's files: one source, or (train) several
 
 LANG_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Za-z0-9]{2,8})?")  # ISO 639-1/3, optionally _Script or _REGION
 
@@ -48,7 +67,8 @@ class DataConfig:
     directions: list[str] = field(default_factory=list)  # multilingual: e.g. [de-en, en-de]; one model for all
     lang_token: Literal["target", "source"] = "target"  # multilingual: >>xx<< starts the decoder, or leads the source
     sampling_temperature: float = 5.0  # multilingual: direction (and vocabulary language) sampling, p ~ n^(1/T)
-    splits: dict[str, SplitSpec] = field(default_factory=dict)  # name -> files; needs train and valid
+    splits: dict[str, Sources] = field(default_factory=dict)  # name -> files (train, valid, ...); train may be a list
+
     max_len: int = 250  # training pairs longer than this (SentencePiece tokens) are dropped
     max_ratio: float = 3.0  # training pairs with a longer/shorter token ratio above this are dropped
     on_invalid_utf8: Literal["error", "replace"] = "error"  # replace: U+FFFD and count
@@ -63,6 +83,7 @@ class DataConfig:
             object.__setattr__(self, "tgt_lang", self.tgt_lang or "en")
         if self.splits and not {"train", "valid"} <= set(self.splits):
             raise ValueError("data.splits needs at least 'train' and 'valid'")
+        _check_sources(self)
         _check_range("data.max_len", self.max_len, low=1)
         _check_range("data.max_ratio", self.max_ratio, low=1.0)
         _check_range("data.shard_size", self.shard_size, low=1)
@@ -72,6 +93,16 @@ class DataConfig:
     @property
     def multilingual(self) -> bool:
         return bool(self.directions)
+
+    def sources(self, split: str) -> tuple[SplitSpec, ...]:
+        """The sources of a split: one, or (train) the listed ones in order."""
+        spec = self.splits[split]
+        return spec if isinstance(spec, tuple) else (spec,)
+
+    @property
+    def tags(self) -> list[str]:
+        """The train sources' tags, sorted (each a control token of the vocabulary)."""
+        return sorted({s.tag for s in self.sources("train") if s.tag is not None}) if "train" in self.splits else []
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -84,6 +115,23 @@ class DataConfig:
     def languages(self) -> list[str]:
         """Every language a direction reads or writes, sorted (the order of the language tokens' ids)."""
         return sorted({lang for pair in self.pairs for lang in pair})
+
+
+def _check_sources(cfg: DataConfig) -> None:
+    """Only the train split mixes sources (weights, tags); the first train source is a plain one."""
+    for name, spec in cfg.splits.items():
+        sources = spec if isinstance(spec, tuple) else (spec,)
+        if not sources:
+            raise ValueError(f"data.splits.{name}: an empty list of sources")
+        if name != "train" and (len(sources) > 1 or not sources[0].plain):
+            raise ValueError(
+                f"data.splits.{name}: only the train split mixes sources or takes a weight or tag; "
+                f"{name} is scored as one set of files"
+            )
+    if "train" in cfg.splits:
+        first = cfg.sources("train")[0]
+        if first.tag is not None:
+            raise ValueError("data.splits.train: the first source is the real parallel data: give it no tag")
 
 
 def _check_directions(cfg: DataConfig) -> None:

@@ -39,8 +39,14 @@ def direction_part(direction: str, split: str) -> str:
 
 
 def split_of(part: str) -> str:
-    """The split a part belongs to: `de-en/train` -> `train`; a bilingual split is its own."""
-    return part.rpartition("/")[2]
+    """The split a part belongs to: `de-en/train` -> `train`, `train~1` (a second source) -> `train`;
+    a bilingual split is its own."""
+    return part.rpartition("/")[2].partition("~")[0]
+
+
+def source_part(split: str, k: int) -> str:
+    """The name of source k of a split in the prepared data: `train` for the first, `train~1`, ... after."""
+    return split if k == 0 else f"{split}~{k}"
 
 
 def resolve_splits(cfg: DataConfig, *, only: str | None = None) -> tuple[list[SplitFiles], list[str]]:
@@ -51,14 +57,19 @@ def resolve_splits(cfg: DataConfig, *, only: str | None = None) -> tuple[list[Sp
     valid must exist for every direction (DataError naming the direction and the file), another
     split leaves out the directions it has no files for (a note each).
     """
-    splits = {name: spec for name, spec in cfg.splits.items() if only in (None, name)}
+    splits = [
+        (source_part(name, k), spec)
+        for name in cfg.splits
+        if only in (None, name)
+        for k, spec in enumerate(cfg.sources(name))
+    ]
     if not cfg.multilingual:
-        return [resolve_split(name, spec, cfg) for name, spec in splits.items()], []
+        return [resolve_split(name, spec, cfg) for name, spec in splits], []
     files, notes = [], []
-    for name, spec in splits.items():
+    for name, spec in splits:
         if spec.prefix is None:
             raise DataError(
-                f"data.splits.{name}: a multilingual config (data.directions) gives each split as a prefix",
+                f"data.splits.{split_of(name)}: a multilingual config (data.directions) gives each split as a prefix",
                 hint=f"write {name}: <dir>/{name}; the files are <prefix>.<lang>[.gz] for every language",
             )
         for direction, (src, tgt) in zip(cfg.directions, cfg.pairs, strict=True):
@@ -74,7 +85,8 @@ def resolve_splits(cfg: DataConfig, *, only: str | None = None) -> tuple[list[Sp
                         f"data.directions: {direction}: {exc.message}",
                         hint="every direction needs train and valid files; remove the direction or add its files",
                     ) from None
-                notes.append(f"split {name!r} has no {direction} files ({exc.message}): that direction is left out")
+                what = f"split {name!r}" if "~" not in name else f"train source {spec.prefix}"
+                notes.append(f"{what} has no {direction} files ({exc.message}): that direction is left out")
     return files, notes
 
 

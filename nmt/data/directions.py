@@ -49,17 +49,39 @@ def marks_for(cfg: ExperimentConfig, vocab: Vocab, tgt_lang: str | None) -> Mark
 
 @dataclass(frozen=True)
 class Part:
-    """One direction's share of a split (all of it, or its first `size` examples)."""
+    """One direction's share of a split, from one of its sources (all of it, or its first `size` examples).
+
+    `weight` and `tag_id` are its train source's (`data.splits.train`): examples drawn per epoch =
+    weight x size within its direction, and the tag's control token before each source.
+    """
 
     name: str  # the direction, e.g. "de-en"; "" for a bilingual split
     data: TokenDataset
     marks: Marks
     tgt_lang: str
     size: int
+    weight: float = 1.0
+    tag_id: int | None = None
 
     @classmethod
-    def of(cls, name: str, data: TokenDataset, marks: Marks, tgt_lang: str, *, limit: int | None = None) -> Part:
-        return cls(name, data, marks, tgt_lang, len(data) if limit is None else min(limit, len(data)))
+    def of(
+        cls,
+        name: str,
+        data: TokenDataset,
+        marks: Marks,
+        tgt_lang: str,
+        *,
+        limit: int | None = None,
+        weight: float = 1.0,
+        tag_id: int | None = None,
+    ) -> Part:
+        size = len(data) if limit is None else min(limit, len(data))
+        return cls(name, data, marks, tgt_lang, size, weight, tag_id)
+
+    @property
+    def src_prefix(self) -> list[int]:
+        """What goes before each source's tokens: the source's tag, then the language tag (if any)."""
+        return [t for t in (self.tag_id, self.marks.src_tag) if t is not None]
 
 
 class Mixture:
@@ -74,7 +96,7 @@ class Mixture:
         sizes = [p.size for p in self.parts]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.src_lens = np.concatenate(
-            [p.data.src_lens[: p.size].astype(np.int64) + (p.marks.src_tag is not None) for p in self.parts]
+            [p.data.src_lens[: p.size].astype(np.int64) + len(p.src_prefix) for p in self.parts]
         )
         self.tgt_lens = np.concatenate([p.data.tgt_lens[: p.size].astype(np.int64) for p in self.parts])
         self._starts = np.repeat([p.marks.start_id for p in self.parts], sizes)
@@ -92,8 +114,8 @@ class Mixture:
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         part, j = self._locate(i)
         src, tgt = part.data[j]
-        if part.marks.src_tag is not None:
-            src = np.concatenate([[part.marks.src_tag], src]).astype(np.int64)
+        if part.src_prefix:
+            src = np.concatenate([part.src_prefix, src]).astype(np.int64)
         return src, tgt
 
     def start_ids(self, indices: np.ndarray) -> np.ndarray:
@@ -103,15 +125,23 @@ class Mixture:
         self.parts[0].data.check_ids(side, ids, indices)  # one vocabulary for every part
 
     def epoch_examples(self, *, seed: int, epoch: int, temperature: float) -> np.ndarray:
-        """The examples of one epoch: every example once with one part; with several, part k
-        contributes round(N * p_k) examples, p_k ~ n_k ** (1 / temperature), N the total: whole
-        passes over it, then a seeded draw without replacement for the rest (small parts are
-        repeated, large ones thinned). A function of (seed, epoch): a resume draws the same."""
-        if len(self.parts) == 1:
+        """The examples of one epoch. Each direction d has a weighted size n_d = sum of w_k * n_k over its
+        sources k (weight w_k, n_k examples); with several directions, direction d contributes
+        round(N * p_d) examples, p_d ~ n_d ** (1 / temperature), N = the sum of the n_d (one direction:
+        n_d); within it, source k contributes its share w_k * n_k / n_d of them. A part's count is whole
+        passes over it, then a seeded draw without replacement for the rest (small parts repeated,
+        large ones thinned). One part of weight 1: every example once, in order. A function of
+        (seed, epoch): a resume draws the same."""
+        if len(self.parts) == 1 and self.parts[0].weight == 1.0:
             return np.arange(len(self), dtype=np.int64)
         sizes = np.array([p.size for p in self.parts], dtype=np.float64)
-        weights = sizes ** (1.0 / temperature)
-        counts = np.rint(sizes.sum() * weights / weights.sum()).astype(np.int64)
+        weighted = sizes * np.array([p.weight for p in self.parts])
+        names = list(dict.fromkeys(p.name for p in self.parts))
+        group = np.array([names.index(p.name) for p in self.parts])
+        totals = np.bincount(group, weights=weighted, minlength=len(names))
+        shares = totals ** (1.0 / temperature)
+        direction_counts = totals.sum() * shares / shares.sum()
+        counts = np.rint(direction_counts[group] * weighted / totals[group]).astype(np.int64)
         rng = np.random.default_rng([seed, epoch, 0x6D6978])  # not the batch order's stream
         chosen = []
         for k, (n, count) in enumerate(zip(sizes.astype(np.int64), counts, strict=True)):

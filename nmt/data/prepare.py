@@ -64,6 +64,7 @@ from nmt.fileio import (
     foreign_link_error,
     remove_unlinked,
 )
+from nmt.tokens import tag_piece
 
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -181,22 +182,32 @@ def _prepare(
 def _train_vocab(
     cfg: ExperimentConfig, files: list[SplitFiles], line_counts: dict[str, int], *, replace: bool
 ) -> Vocab:
-    """The vocabulary from the training text: of the one train split, or (multilingual) of every
-    language, each read from the first direction's train split that holds it; with `train.init_from`,
-    the checkpoint's (no SentencePiece training: the data are encoded as that model reads text)."""
+    """The vocabulary from the training text: of every source of the train split, or (multilingual) of
+    every language, each read from the first direction's train split that holds it, with the train
+    sources' tags as control symbols (after the language tokens); with `train.init_from`, the
+    checkpoint's (no SentencePiece training: the data are encoded as that model reads text)."""
     if cfg.train.init_from is not None:  # fine-tuning: the checkpoint's vocabulary, ids and all
-        return Vocab.from_checkpoint(read_checkpoint(cfg.train.init_from)["vocab"])
+        vocab = Vocab.from_checkpoint(read_checkpoint(cfg.train.init_from)["vocab"])
+        missing = [t for t in cfg.data.tags if vocab.tag_id(t) is None]
+        if missing:
+            raise ConfigError(
+                f"data.splits.train: tag {missing[0]} is not a token of {cfg.train.init_from}'s vocabulary",
+                hint="a fine-tuned model keeps its vocabulary: drop the tag, or train from scratch with it",
+            )
+        return vocab
     text = lambda raw: to_text(raw, replace_invalid=replace)  # noqa: E731
     seed = cfg.vocab.sample_seed  # in the data hash, unlike train.seed: a changed sample is never "up to date"
-    if not cfg.data.multilingual:
-        train = next(f for f in files if f.name == "train")
+    tags = [tag_piece(t) for t in cfg.data.tags]
+    if not cfg.data.multilingual:  # every train source in the sample, back-translated text included
+        train = [f for f in files if split_of(f.name) == "train"]
         return train_vocab(
-            lambda: raw_line_pairs(train),
-            line_counts["train"],
+            lambda: itertools.chain.from_iterable(raw_line_pairs(f) for f in train),
+            sum(line_counts[f.name] for f in train),
             cfg.vocab,
             seed=seed,
             text=text,
-            where=f"split 'train': {train.src} and {train.tgt}",
+            where=f"split 'train': {', '.join(f'{f.src} and {f.tgt}' for f in train)}",
+            control_symbols=tags,
         )
     by_name = {f.name: f for f in files}
     sources: dict[str, Any] = {}
@@ -205,7 +216,9 @@ def _train_vocab(
         for side, lang in enumerate(pair):
             if lang not in sources:
                 sources[lang] = (lambda part=part: raw_line_pairs(part), line_counts[part.name], side)
-    return train_multilingual_vocab(sources, cfg.vocab, temperature=cfg.data.sampling_temperature, seed=seed, text=text)
+    return train_multilingual_vocab(
+        sources, cfg.vocab, temperature=cfg.data.sampling_temperature, seed=seed, text=text, control_symbols=tags
+    )
 
 
 def _scan(files: list[SplitFiles], *, replace: bool) -> tuple[dict[str, int], int]:

@@ -25,6 +25,7 @@ from typing import Any
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_to_dict
 from nmt.data.binarize import TokenDataset
+from nmt.data.corpus import source_part
 from nmt.data.directions import Mixture, Part, ValidSet, marks_for
 from nmt.data.vocab import Vocab
 from nmt.errors import ConfigError, DataError
@@ -45,6 +46,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
         for key in ("directions", "sampling_temperature"):
             data.pop(key)
     sections: dict[str, Any] = {"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}
+    if len(cfg.data.sources("train")) > 1 or cfg.data.tags:  # more sources, tags: another vocabulary and data
+        sections["train_sources"] = [{"tag": s.tag} for s in cfg.data.sources("train")]
     if cfg.train.init_from is not None:  # the vocabulary is that checkpoint's (others hash as before)
         sections["init_from"] = cfg.train.init_from
     blob = json.dumps(sections, sort_keys=True)
@@ -292,10 +295,19 @@ def open_for_training(cfg: ExperimentConfig, data_dir: Path, config_path: Path) 
     limit = cfg.train.valid_max_lines
     train_parts, valid = [], []
     names = cfg.data.directions or [""]
+    sources = cfg.data.sources("train")
+    splits = set(manifest.get("splits") or {})
     for name, (_, tgt_lang) in zip(names, cfg.data.pairs, strict=True):
         marks = marks_for(cfg, vocab, tgt_lang)
-        train_split, valid_split = (f"{name}/{s}" if name else s for s in ("train", "valid"))
-        train_parts.append(Part.of(name, open_split(data_dir, train_split, vocab, manifest), marks, tgt_lang))
+        within = lambda s, name=name: f"{name}/{s}" if name else s  # noqa: E731
+        for k, source in enumerate(sources):
+            split = within(source_part("train", k))
+            if k > 0 and split not in splits:  # a multilingual source without this direction's files
+                continue
+            tag = None if source.tag is None else vocab.tag_id(source.tag)
+            data = open_split(data_dir, split, vocab, manifest)
+            train_parts.append(Part.of(name, data, marks, tgt_lang, weight=source.weight, tag_id=tag))
+        valid_split = within("valid")
         valid_ds = open_split(data_dir, valid_split, vocab, manifest)
         refs = load_references(data_dir, valid_split, examples=len(valid_ds))
         part = Part.of(name, valid_ds, marks, tgt_lang, limit=limit)

@@ -19,7 +19,7 @@ import sentencepiece as spm
 
 from nmt.config import VocabConfig
 from nmt.errors import ConfigError, DataError
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece, tag_piece
 
 
 @dataclass
@@ -99,6 +99,13 @@ class Vocab:
             return self.tgt.decode(ids)
         table = self.tgt_pieces
         return [self.tgt.decode_pieces([table[i] for i in line if i not in (PAD_ID, BOS_ID, EOS_ID)]) for line in ids]
+
+    def tag_id(self, tag: str) -> int | None:
+        """The source-side id of a training source's tag (`tag_piece`), None when the vocabulary has none."""
+        if self._src_ids is not None:
+            return self._src_ids.get(tag_piece(tag))
+        i = self.src.piece_to_id(tag_piece(tag))
+        return i if i > EOS_ID and self.src.is_control(i) else None
 
     def lang_id(self, lang: str) -> int | None:
         """The id of `lang`'s language token (`lang_piece`), None when the vocabulary has none (an imported
@@ -241,10 +248,11 @@ def train_vocab(
     seed: int,
     text: Callable[[T], str],
     where: str = "the training text",
+    control_symbols: Sequence[str] = (),
 ) -> Vocab:
     """A joint or per-side vocabulary from the training pairs (`pairs()` starts a fresh pass over
-    them, `text` turns one side of a pair into a stripped line); DataError when no pair has two
-    non-empty sides among those drawn."""
+    them, `text` turns one side of a pair into a stripped line), with `control_symbols` (the train
+    sources' tags) at ids 4..; DataError when no pair has two non-empty sides among those drawn."""
 
     def train(sides: tuple[int, ...], seed: int, what: str) -> bytes:
         sentences = sample_sentences(
@@ -256,7 +264,7 @@ def train_vocab(
                 f"{where} contain no non-empty pairs"
                 + (f" among the {cfg.max_sentences:,} lines drawn" if len(sides) * n_pairs > cfg.max_sentences else "")
             )
-        return train_spm(itertools.chain([first], sentences), cfg, what=what)
+        return train_spm(itertools.chain([first], sentences), cfg, what=what, control_symbols=control_symbols)
 
     if cfg.joint:
         model = train((0, 1), seed, "joint source+target")
@@ -285,8 +293,10 @@ def train_multilingual_vocab(
     temperature: float,
     seed: int,
     text: Callable[[T], str],
+    control_symbols: Sequence[str] = (),
 ) -> Vocab:
-    """One joint vocabulary over several languages, with their language tokens (`lang_piece`).
+    """One joint vocabulary over several languages, with their language tokens (`lang_piece`), then
+    `control_symbols` (the train sources' tags).
 
     `sources[lang]` = (fresh pass over a training split's pairs, its pair count, the side (0/1)
     that is in `lang`). Each language contributes `language_quotas` sentences, drawn by
@@ -310,6 +320,9 @@ def train_multilingual_vocab(
     if first is None:
         raise DataError("the training splits of data.directions contain no non-empty pairs")
     model = train_spm(
-        itertools.chain([first], stream), cfg, what="multilingual", control_symbols=[lang_piece(x) for x in langs]
+        itertools.chain([first], stream),
+        cfg,
+        what="multilingual",
+        control_symbols=[*(lang_piece(x) for x in langs), *control_symbols],
     )
     return Vocab(model, model)
