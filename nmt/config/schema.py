@@ -286,6 +286,7 @@ class DecodeConfig:
     max_len_a: float = 1.2  # max output length = a * source length + b
     max_len_b: int = 10  # (tokens) the b of max_len_a
     min_len: int = 1  # shortest output (tokens, EOS excluded)
+    early_stopping: bool = False  # beam: stop at K hypotheses ended among each step's K best (fairseq's); else exact
     no_repeat_ngram: int = 0  # forbid repeating n-grams of this size; 0 disables
     batch_tokens: int = 4096  # source tokens per translation batch
     sampling: bool = False  # sample instead of searching (back-translation)

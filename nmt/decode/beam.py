@@ -4,7 +4,9 @@ A decoding time step works on all n*K rows (n unfinished sentences x K beams) at
 `forbid_tokens_` masks the step's log-probs, `select_topk` adds each beam's best ones to the
 running scores (`expand_scores`) and keeps the best 2K candidates per sentence,
 `finalize_finished` moves the ones ending in EOS into a tensor store of the best K
-finished hypotheses per sentence, and `is_done` applies the exact stopping rule. The
+finished hypotheses per sentence, and `is_done` applies the exact stopping rule (or, with
+`decode.early_stopping`, fairseq's: only an EOS among the step's K best candidates ends a
+hypothesis, and a sentence stops once K have ended; an imported fairseq model decodes so). The
 driver `beam_search` only wires these together; its single host sync per step decides
 which sentences leave the batch. No step allocates a tensor of the log-probs' (n*K, V)
 size: on CPU, touching fresh memory of that size costs more than the work done in it.
@@ -333,8 +335,11 @@ def beam_search(
 
         values, beam_idx, token_ids, step_scores = select_topk(scores, logp, k=2 * beam)  # each (n, 2K)
         ends = token_ids == EOS_ID
+        finishing = ends & values.isfinite()
+        if cfg.early_stopping:  # fairseq's rule: only an EOS among the step's K best candidates ends a hypothesis
+            finishing[:, beam:] = False
         store = finalize_finished(
-            store, alive, values=values, is_eos=ends & values.isfinite(), parents=beam_idx,
+            store, alive, values=values, is_eos=finishing, parents=beam_idx,
             eos_scores=step_scores, length=step + 1, mode=mode, alpha=alpha,
         )  # fmt: skip
 
@@ -346,7 +351,10 @@ def beam_search(
             history = gather_beams(history, beam_idx)
             history[:, :, step] = last_ids
 
-        done = is_done(scores[:, 0], store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
+        if cfg.early_stopping:  # K hypotheses ended (or none is open): done, as fairseq and HF early_stopping
+            done = store.scores[alive, -1].isfinite() | scores[:, 0].isinf()
+        else:
+            done = is_done(scores[:, 0], store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
         rows = (first_rows[:n] + beam_idx).view(-1)
         keep = (~done).nonzero().squeeze(1)  # host sync: which sentences stay in the batch
         if keep.numel() == 0:

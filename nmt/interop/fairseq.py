@@ -30,7 +30,10 @@ fairseq's sinusoidal table (sin|cos halves, frequencies over D/2-1, positions fr
 Anything else (adaptive input/softmax, different encoder and decoder widths, an extra output projection,
 `--no-decoder-final-norm`, cross-self-attention, layer dropping at inference, other architectures) is a
 one-paragraph error naming it. The decode section is fairseq-generate's defaults: beam 5, length penalty
-1.0 (score / |y|, EOS counted, as nmt's `average`), at most 200 tokens (`max_len_a 0`, `max_len_b 200`).
+1.0 (score / |y|, EOS counted, as nmt's `average`), at most 200 tokens (`max_len_a 0`, `max_len_b 200`),
+and its stopping rule (`early_stopping`: a hypothesis ends only on an EOS among the step's 5 best
+candidates, and a sentence is done once 5 have ended; nmt's exact rule would search on for longer,
+better-scoring outputs, which fairseq never returns).
 """
 
 from __future__ import annotations
@@ -255,8 +258,15 @@ def _nmt_config(
             "share_embeddings": share,
             "max_len": max_len,
         },
-        # fairseq-generate's defaults: beam 5, --lenpen 1 (score / |y|), --max-len-a 0 --max-len-b 200
-        "decode": {"beam": 5, "length_penalty": "average", "alpha": 1.0, "max_len_a": 0.0, "max_len_b": 200},
+        # fairseq-generate's defaults: beam 5, --lenpen 1 (score / |y|), --max-len-a 0 --max-len-b 200, its stopping
+        "decode": {
+            "beam": 5,
+            "length_penalty": "average",
+            "alpha": 1.0,
+            "max_len_a": 0.0,
+            "max_len_b": 200,
+            "early_stopping": True,
+        },
     }
     try:
         return config_from_dict(raw, where=f"{path} (imported)")

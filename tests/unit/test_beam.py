@@ -338,3 +338,48 @@ def test_no_repeat_ngram(model: torch.nn.Module, decoder: str) -> None:
             assert hyp.token_scores == pytest.approx(forward_token_scores(model, src, hyp.tokens), abs=1e-5)
             bigrams = list(zip(hyp.tokens, hyp.tokens[1:], strict=False))
             assert len(bigrams) == len(set(bigrams)), hyp.tokens
+
+
+# ---------------------------------------------------------------- fairseq's stopping rule (decode.early_stopping)
+
+
+@torch.inference_mode()
+def fairseq_beam_reference(
+    model: torch.nn.Module, src: list[int], *, beam: int, max_out: int, min_len: int, mode: str, alpha: float
+) -> tuple[list[int], float]:
+    """fairseq's SequenceGenerator, written out one hypothesis at a time with full forward passes: each
+    step ranks the 2K best extensions of the open hypotheses; an EOS among the first K ranks ends a
+    hypothesis (scored sum / lp(|y|)) while fewer than K have ended; the K best other extensions stay
+    open; a sentence is done once K have ended. The best ended hypothesis (tokens, score)."""
+    open_hyps: list[tuple[list[int], float]] = [([], 0.0)]
+    ended: list[tuple[list[int], float]] = []
+    for step in range(max_out + 1):
+        cands = []
+        for tokens, score in open_hyps:
+            src_ids, tgt_in = torch.tensor([src]), torch.tensor([[BOS_ID, *tokens]])
+            logp = torch.log_softmax(model(src_ids, src_ids == PAD_ID, tgt_in).float(), -1)[0, -1].tolist()
+            for v, lp in enumerate(logp):
+                if v in (PAD_ID, BOS_ID) or (v == EOS_ID and step < min_len) or (v != EOS_ID and step == max_out):
+                    continue
+                cands.append((score + lp, tokens, v))
+        cands.sort(key=lambda c: -c[0])
+        cands = cands[: 2 * beam]
+        for rank, (score, tokens, v) in enumerate(cands):
+            if v == EOS_ID and rank < beam and len(ended) < beam:
+                ended.append((tokens, score / reference_lp(len(tokens) + 1, mode, alpha)))
+        if len(ended) >= beam:
+            break
+        open_hyps = [(tokens + [v], score) for score, tokens, v in cands if v != EOS_ID][:beam]
+    return max(ended, key=lambda e: e[1])
+
+
+@pytest.mark.parametrize("beam_size", [2, 3])
+@pytest.mark.parametrize(("mode", "alpha"), [("average", 1.0), ("gnmt", 0.6)])
+def test_early_stopping_is_fairseqs_search(model: torch.nn.Module, beam_size: int, mode: str, alpha: float) -> None:
+    src_ids, src_pad = padded_batch(SRC_ROWS)
+    cfg = settings(beam=beam_size, max_len_a=0.0, max_len_b=6, length_penalty=mode, alpha=alpha, early_stopping=True)
+    results = beam_search(model, src_ids, src_pad, cfg=cfg)
+    for src, hyps in zip(SRC_ROWS, results, strict=True):
+        tokens, score = fairseq_beam_reference(model, src, beam=beam_size, max_out=6, min_len=1, mode=mode, alpha=alpha)
+        assert hyps[0].tokens == tokens
+        assert hyps[0].score == pytest.approx(score, abs=1e-5)
