@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from nmt.config import DecodeConfig
 from nmt.console import progress
@@ -33,6 +34,7 @@ from nmt.errors import ConfigError, DataError
 from nmt.fileio import DecodeStats, atomic_open
 
 REASONS = ("empty", "too_long", "ratio")
+COUNT_BATCH = 2000  # pairs whose tokens SentencePiece counts in one call
 
 
 @dataclass
@@ -98,6 +100,19 @@ def backtranslate(
             pending.append(line)
             yield line
 
+    def write(batch: list[tuple[str, str]], synthetic: IO[bytes], real: IO[bytes]) -> None:
+        """Count both sides' tokens for a batch of (input line, translation) at once, then write or drop."""
+        ins = [len(ids) for ids in loaded.vocab.encode_src([line for line, _ in batch])]
+        outs = [len(ids) for ids in loaded.vocab.encode_tgt([text for _, text in batch])]
+        for (line, text), n_in, n_out in zip(batch, ins, outs, strict=True):
+            reason = drop_reason(n_out, n_in, max_len=max_len, max_ratio=max_ratio)
+            if reason is not None:
+                result.dropped[reason] += 1
+                continue
+            synthetic.write(f"{text}\n".encode())
+            real.write(f"{line.strip()}\n".encode())
+            result.written += 1
+
     start = time.perf_counter()
     with (
         atomic_open(src_path) as synthetic,
@@ -108,18 +123,14 @@ def backtranslate(
             loaded, remember(read_input(input, read_stats)), decode_cfg, route,
             device=device, stats=stats, on_batch=bar.update,
         )  # fmt: skip
+        batch: list[tuple[str, str]] = []
         for best in translations:
-            line, hyp = pending.popleft(), best[0]
+            batch.append((pending.popleft(), best[0].text))
             result.lines += 1
-            in_tokens = len(loaded.vocab.encode_src([line])[0]) if line.strip() else 0
-            out_tokens = len(loaded.vocab.encode_tgt([hyp.text])[0]) if hyp.text.strip() else 0
-            reason = drop_reason(out_tokens, in_tokens, max_len=max_len, max_ratio=max_ratio)
-            if reason is not None:
-                result.dropped[reason] += 1
-                continue
-            synthetic.write(f"{hyp.text}\n".encode())
-            real.write(f"{line.strip()}\n".encode())
-            result.written += 1
+            if len(batch) == COUNT_BATCH:
+                write(batch, synthetic, real)
+                batch = []
+        write(batch, synthetic, real)
     result.invalid_utf8 = read_stats.invalid_utf8_lines
     result.elapsed_s = time.perf_counter() - start
     return result
