@@ -6,6 +6,8 @@
     <workdir>/checkpoints/          step_N.pt, last.pt, best.pt, averaged.pt
     <workdir>/metrics.jsonl         one JSON object per log / validation event
     <workdir>/curves.png            training curves drawn from metrics.jsonl at each validation
+    <workdir>/pretrain/             `nmt pretrain`'s run: its own config.yaml, checkpoints/,
+                                    metrics.jsonl and curves.png, on the same <workdir>/data
 
 The SentencePiece models live inside data/ so that a prepared dataset and its vocabulary
 are always replaced together, atomically.
@@ -25,10 +27,15 @@ class Experiment:
     """Paths inside one experiment directory."""
 
     root: Path
+    shared_data: Path | None = None  # the prepared data of another experiment dir (a pretraining run's)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> Experiment:
         return cls(Path(cfg.workdir))
+
+    def pretraining(self) -> Experiment:
+        """The experiment dir of `nmt pretrain` inside this one, reading this one's prepared data."""
+        return Experiment(self.root / "pretrain", shared_data=self.data_dir)
 
     @property
     def config_path(self) -> Path:
@@ -36,7 +43,7 @@ class Experiment:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.shared_data or self.root / "data"
 
     @property
     def checkpoint_dir(self) -> Path:

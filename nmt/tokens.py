@@ -23,3 +23,10 @@ def tag_piece(tag: str) -> str:
     pairs: <tag:bt>), placed before the source of that source's pairs. A control symbol of the
     vocabulary after the language tokens: text never encodes to it, so a user cannot send it."""
     return f"<tag:{tag}>"
+
+
+def mask_piece() -> str:
+    """The mask token `nmt pretrain` puts where text infilling removed a span (`nmt.data.noising`): a control
+    symbol after the language tokens and tags (in a vocabulary prepared with data.monolingual), so that no
+    text encodes to it."""
+    return "<mask>"

@@ -2,8 +2,9 @@
 # The low-resource simulation of BENCHMARKS.md ("Better models from little parallel data"), from Multi30k
 # task 1 de-en, with no monolingual line whose translation is anywhere in training:
 #   parallel:   train lines 1-5,000 (de and en)
-#   mono.de:    German of train lines 5,001-17,000 only   (for denoising pretraining)
-#   mono.en:    English of train lines 17,001-29,000 only (back-translated into German by an en->de model)
+#   mono.de:    German of train lines 5,001-17,000 only   (denoising pretraining)
+#   mono.en:    English of train lines 17,001-29,000 only (back-translated into German by an en->de model;
+#               pretraining too, configs/lowres_de_en_pretrain.yaml)
 # The fr and cs sides are translations of these lines: not used.
 #   usage: NMT_DATA=$(realpath ../shared/data) bash scripts/make_lowres_multi30k.sh OUT_DIR
 set -euo pipefail

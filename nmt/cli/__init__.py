@@ -17,7 +17,9 @@ from nmt.cli import decode_commands, deploy_commands, train_commands  # noqa: F4
 from nmt.cli.app import app
 
 # as `nmt --help` lists them (import_: `nmt import`)
-ORDER = ("import_", "prepare", "train", "average", "evaluate", "translate", "backtranslate", "export", "serve")
+ORDER = (
+    "import_", "prepare", "pretrain", "train", "average", "evaluate", "translate", "backtranslate", "export", "serve",
+)  # fmt: skip
 app.registered_commands.sort(key=lambda command: ORDER.index(command.callback.__name__))
 
 

@@ -113,6 +113,27 @@ def train(
 
 @app.command()
 @guarded
+def pretrain(config: ConfigArg, set_: SetOption = None, restart: Restart = False) -> None:
+    """Denoising pretraining (BART's text infilling) on [bold]data.monolingual[/bold], prepared by `nmt prepare`.
+
+    Runs in [bold]<workdir>/pretrain[/bold] (checkpoints, resume, Ctrl-C, curves as in `nmt train`), validated
+    by the denoising loss on each file's held-out last lines. Then fine-tune: [bold]nmt prepare CONFIG --init
+    W/pretrain/checkpoints/best.pt[/bold] and [bold]nmt train CONFIG --init[/bold] the same path.
+    """
+    from nmt.checkpoint import stored_config
+    from nmt.config import load_config
+    from nmt.train.loop import pretrain as run_pretrain
+    from nmt.train.run_log import summarize
+
+    cfg = load_config(config, overrides=list(set_ or []), read_stored=stored_config)
+    result = run_pretrain(cfg, restart=restart)
+    summarize(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@guarded
 def average(checkpoints: Checkpoints = None, output: AverageOut = None, last: Last = None) -> None:
     """Average the parameters of several checkpoints (a standard last step in NMT).
 

@@ -30,13 +30,14 @@ from nmt.config.schema import (
     DecodeConfig,
     ExperimentConfig,
     ModelConfig,
+    PretrainConfig,
     SplitSpec,
     TrainConfig,
     VocabConfig,
 )
 
 __all__ = [
-    "PATH", "PRESETS", "RESOLVED", "DataConfig", "DecodeConfig", "ExperimentConfig", "ModelConfig", "SplitSpec",
-    "TrainConfig", "VocabConfig", "apply_decode_overrides", "check_new_experiment", "config_from_dict",
+    "PATH", "PRESETS", "RESOLVED", "DataConfig", "DecodeConfig", "ExperimentConfig", "ModelConfig", "PretrainConfig",
+    "SplitSpec", "TrainConfig", "VocabConfig", "apply_decode_overrides", "check_new_experiment", "config_from_dict",
     "config_to_dict", "diff_configs", "dump_config", "expand_path", "field_docs", "load_config", "reference_markdown",
 ]  # fmt: skip

@@ -87,6 +87,10 @@ def _convert(value: Any, tp: Any, key: str, where: str, meta: Any) -> Any:
             raise _bad(where, key, "a mapping", value)
         return _build(tp, value, key, where)
     if origin is dict:
+        if isinstance(value, str) and value.lstrip().startswith("{"):  # --set data.monolingual={de: mono.de}
+            value = yaml.safe_load(value)
+        if _is_null(value):  # --set data.monolingual=null: none
+            value = {}
         if not isinstance(value, dict):
             raise _bad(where, key, "a mapping", value)
         # `--set data.splits.NAME=null` removes an entry

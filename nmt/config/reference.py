@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from nmt.config.schema import DataConfig, DecodeConfig, ModelConfig, TrainConfig, VocabConfig
+from nmt.config.schema import DataConfig, DecodeConfig, ModelConfig, PretrainConfig, TrainConfig, VocabConfig
 
 
 def field_docs() -> list[tuple[str, str, str, str]]:
@@ -20,6 +20,7 @@ def field_docs() -> list[tuple[str, str, str, str]]:
         ("model", ModelConfig),
         ("train", TrainConfig),
         ("decode", DecodeConfig),
+        ("pretrain", PretrainConfig),
     ):
         hints = typing.get_type_hints(cls)
         source = inspect.getsource(cls).splitlines()

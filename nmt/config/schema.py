@@ -68,6 +68,7 @@ class DataConfig:
     lang_token: Literal["target", "source"] = "target"  # multilingual: >>xx<< starts the decoder, or leads the source
     sampling_temperature: float = 5.0  # multilingual: direction (and vocabulary language) sampling, p ~ n^(1/T)
     splits: dict[str, Sources] = field(default_factory=dict)  # name -> files (train, valid, ...); train may be a list
+    monolingual: dict[str, str] = field(default_factory=dict, metadata=PATH)  # nmt pretrain: language -> text file
 
     max_len: int = 250  # training pairs longer than this (SentencePiece tokens) are dropped
     max_ratio: float = 3.0  # training pairs with a longer/shorter token ratio above this are dropped
@@ -84,6 +85,7 @@ class DataConfig:
         if self.splits and not {"train", "valid"} <= set(self.splits):
             raise ValueError("data.splits needs at least 'train' and 'valid'")
         _check_sources(self)
+        _check_monolingual(self)
         _check_range("data.max_len", self.max_len, low=1)
         _check_range("data.max_ratio", self.max_ratio, low=1.0)
         _check_range("data.shard_size", self.shard_size, low=1)
@@ -132,6 +134,17 @@ def _check_sources(cfg: DataConfig) -> None:
         first = cfg.sources("train")[0]
         if first.tag is not None:
             raise ValueError("data.splits.train: the first source is the real parallel data: give it no tag")
+
+
+def _check_monolingual(cfg: DataConfig) -> None:
+    """data.monolingual: each key a language this model reads or writes (its files are checked by prepare)."""
+    for lang in cfg.monolingual:
+        if lang not in cfg.languages:
+            where = "data.directions" if cfg.directions else "data.src_lang/tgt_lang"
+            raise ValueError(
+                f"data.monolingual: {lang!r} is not a language of this model ({', '.join(cfg.languages)}, from "
+                f"{where}); pretraining text must be in a language the model translates from or into"
+            )
 
 
 def _check_directions(cfg: DataConfig) -> None:
@@ -309,6 +322,20 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PretrainConfig:
+    """`nmt pretrain`: BART's text infilling on `data.monolingual` (nmt.data.noising)."""
+
+    mask_ratio: float = 0.35  # share of each sentence's tokens masked (BART: 0.3, mBART: 0.35)
+    poisson_lambda: float = 3.0  # mean length of a masked span (Poisson); each span becomes one <mask>
+    valid_lines: int = 1000  # the last N lines of each monolingual file (at most a tenth of it) are held out
+
+    def __post_init__(self) -> None:
+        _check_range("pretrain.mask_ratio", self.mask_ratio, low=0.0, high=0.9)
+        _check_range("pretrain.poisson_lambda", self.poisson_lambda, low=0.1, high=100.0)
+        _check_range("pretrain.valid_lines", self.valid_lines, low=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     name: str = "experiment"  # shown in logs and tables
     workdir: str = field(default="data/exp/experiment", metadata=PATH)  # the experiment directory
@@ -317,9 +344,15 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", str(Path(self.workdir).absolute()))
+        if self.data.monolingual and not self.vocab.joint:
+            raise ValueError(
+                "data.monolingual needs vocab.joint: true: denoising pretraining reads and writes the same text, so "
+                "the encoder and the decoder share one vocabulary"
+            )
         if self.data.directions and not self.vocab.joint:
             raise ValueError(
                 "data.directions needs vocab.joint: true: a multilingual model has one SentencePiece vocabulary "

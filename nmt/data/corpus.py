@@ -33,6 +33,41 @@ def _find(prefix: str, lang: str, split: str) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class MonoFile:
+    """One language's monolingual text (`data.monolingual`), resolved."""
+
+    lang: str
+    path: Path
+
+
+def mono_part(lang: str, *, valid: bool = False) -> str:
+    """The name of a language's monolingual text in the prepared data: `mono.de`, held-out lines `mono.valid.de`."""
+    return f"mono.valid.{lang}" if valid else f"mono.{lang}"
+
+
+def resolve_monolingual(cfg: DataConfig) -> list[MonoFile]:
+    """`data.monolingual`'s files in language order (the path as given, else with .gz), or DataError naming
+    the entry (a missing file; an unknown language is the config's error, `DataConfig`)."""
+    files = []
+    for lang in sorted(cfg.monolingual):
+        path = Path(cfg.monolingual[lang])
+        found = next((p for p in (path, Path(f"{path}.gz")) if p.is_file()), None)
+        if found is None:
+            raise DataError(
+                f"data.monolingual.{lang}: {path}: file not found",
+                hint="give each language a text file, one sentence per line (.gz allowed); check NMT_DATA",
+            )
+        files.append(MonoFile(lang, found))
+    return files
+
+
+def held_out(lines: int, valid_lines: int) -> int:
+    """How many of a monolingual file's last lines `nmt pretrain` validates on: `pretrain.valid_lines`, at most
+    a tenth of the file (0 for a file of under 10 lines)."""
+    return min(valid_lines, lines // 10)
+
+
 def direction_part(direction: str, split: str) -> str:
     """The name of one direction's part of a split in a multilingual dataset: `de-en/train`."""
     return f"{direction}/{split}"

@@ -121,6 +121,11 @@ class Mixture:
     def start_ids(self, indices: np.ndarray) -> np.ndarray:
         return self._starts[indices]
 
+    def at_epoch(self, epoch: int) -> Mixture:
+        """The examples as epoch `epoch` reads them: these (a noised dataset, `nmt.data.noising.Denoising`,
+        draws each epoch's noise)."""
+        return self
+
     def check_ids(self, side: str, ids: np.ndarray, indices: np.ndarray) -> None:
         self.parts[0].data.check_ids(side, ids, indices)  # one vocabulary for every part
 

@@ -17,14 +17,22 @@ overlap, which shortens spans and lowers the share on short inputs):
   inserts exactly one mask.
 The first `keep_prefix` tokens (a language token) are never masked or moved. The same `rng` state
 gives the same output.
+
+`Denoising` serves monolingual text as training examples of this noise: source = the noised
+sentence (after its language token, when several languages are pretrained: mBART's), target =
+the sentence. Example i of epoch e is noised by a generator seeded with (seed, e, i), so every
+epoch sees new noise and a resumed run the same noise as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from nmt.data.directions import Mixture, Part
 
 REDRAWS = 20
 
@@ -79,3 +87,39 @@ def text_infilling(
             out.append(body[i])
             i += 1
     return out
+
+
+class Denoising(Mixture):
+    """Monolingual parts (one per language; prepared with source ids only) as text-infilling examples.
+
+    `src_lens` are the sentences' lengths before the noise (with the language token): the noise
+    removes about 2/3 of a masked span's tokens net, and adds one only for a zero-length span, so
+    a batch cut by these lengths is within a few tokens of its budget.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[Part],
+        split: str,
+        *,
+        mask_id: int,
+        seed: int,
+        ratio: float = 0.35,
+        lam: float = 3.0,
+        epoch: int = 0,
+    ) -> None:
+        super().__init__(parts, split)
+        self.tgt_lens = np.concatenate([p.data.src_lens[: p.size].astype(np.int64) for p in self.parts])
+        self.mask_id, self.seed, self.ratio, self.lam, self.epoch = mask_id, seed, ratio, lam, epoch
+
+    def at_epoch(self, epoch: int) -> Denoising:
+        view = copy.copy(self)
+        view.epoch = epoch
+        return view
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        part, j = self._locate(i)
+        sentence = part.data[j][0]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        noised = text_infilling(sentence.tolist(), mask_id=self.mask_id, rng=rng, ratio=self.ratio, lam=self.lam)
+        return np.array(part.src_prefix + noised, dtype=np.int64), sentence

@@ -28,6 +28,7 @@ import contextlib
 import errno
 import hashlib
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,11 +44,15 @@ from nmt.data import prepared
 from nmt.data.binarize import ShardWriter, token_dtype
 from nmt.data.corpus import (
     CleanStats,
+    MonoFile,
     SplitFiles,
     direction_part,
+    held_out,
     keep_mask,
     line_pair_chunks,
+    mono_part,
     raw_line_pairs,
+    resolve_monolingual,
     resolve_splits,
     scan_split,
     split_of,
@@ -62,9 +67,11 @@ from nmt.fileio import (
     exclusive_lock,
     foreign_link,
     foreign_link_error,
+    read_raw_lines,
     remove_unlinked,
+    scan_text,
 )
-from nmt.tokens import tag_piece
+from nmt.tokens import mask_piece, tag_piece
 
 ENCODE_CHUNK = 20_000  # pairs encoded at a time: bounds memory (a few MB of ids), keeps every core busy
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -105,10 +112,14 @@ def prepare(
             "data.splits is empty", hint="list at least train and valid, e.g. train: ${NMT_DATA}/multi30k/train"
         )
     files, notes = resolve_splits(cfg.data)
+    mono = resolve_monolingual(cfg.data)
     inputs = {
         f.name: {"src": str(f.src), "tgt": str(f.tgt), "src_sha256": _sha256(f.src), "tgt_sha256": _sha256(f.tgt)}
         for f in files
     }
+    for m in mono:  # one file read as both sides of its examples
+        digest = _sha256(m.path)
+        inputs[mono_part(m.lang)] = {"src": str(m.path), "tgt": str(m.path), "src_sha256": digest, "tgt_sha256": digest}
     cfg_hash = prepared.config_hash(cfg)
     old = prepared.read_manifest(exp.data_dir)
     if not force and old is not None and prepared.up_to_date(old, cfg_hash, inputs):
@@ -120,7 +131,7 @@ def prepare(
             if foreign is not None and not (replace_data_link and exp.data_dir.is_symlink()):
                 raise foreign_link_error(exp.data_dir, foreign)  # before any work, not after it
             remove_unlinked(exp.data_dir)  # what a killed run left behind
-            result = _prepare(cfg, exp, files, inputs, cfg_hash, threads, replace_data_link)
+            result = _prepare(cfg, exp, files, mono, inputs, cfg_hash, threads, replace_data_link)
             result.notes = notes
             return result
     except OSError as exc:  # the inputs were read before: this is the experiment dir (a full disk is caught below)
@@ -134,6 +145,7 @@ def _prepare(
     cfg: ExperimentConfig,
     exp: Experiment,
     files: list[SplitFiles],
+    mono: list[MonoFile],
     inputs: dict[str, Any],
     cfg_hash: str,
     threads: int | None,
@@ -143,9 +155,11 @@ def _prepare(
     t0 = time.perf_counter()
     replace = cfg.data.on_invalid_utf8 == "replace"
     line_counts, invalid_lines = _scan(files, replace=replace)
+    mono_lines, mono_invalid = _scan_monolingual(mono, cfg, replace=replace)
+    invalid_lines += mono_invalid
     timings["scan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vocab = _train_vocab(cfg, files, line_counts, replace=replace)
+    vocab = _train_vocab(cfg, files, line_counts, replace=replace, mono=mono, mono_lines=mono_lines)
     timings["spm_train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -157,12 +171,14 @@ def _prepare(
             for direction in cfg.data.directions:
                 (staging / direction).mkdir()
             summaries = [_encode_split(f, line_counts[f.name], vocab, cfg, staging, replace, threads) for f in files]
+            for m in mono:
+                summaries += _encode_monolingual(m, mono_lines[m.lang], vocab, cfg, staging, replace, threads)
             prepared.write_vocab(staging, vocab)
             manifest = prepared.write_manifest(
                 staging,
                 cfg_hash=cfg_hash,
                 inputs=inputs,
-                lines=line_counts,
+                lines={**line_counts, **{mono_part(m.lang): mono_lines[m.lang] for m in mono}},
                 vocab=vocab,
                 splits=summaries,
                 invalid_utf8_lines=invalid_lines,
@@ -180,12 +196,19 @@ def _prepare(
 
 
 def _train_vocab(
-    cfg: ExperimentConfig, files: list[SplitFiles], line_counts: dict[str, int], *, replace: bool
+    cfg: ExperimentConfig,
+    files: list[SplitFiles],
+    line_counts: dict[str, int],
+    *,
+    replace: bool,
+    mono: list[MonoFile],
+    mono_lines: dict[str, int],
 ) -> Vocab:
     """The vocabulary from the training text: of every source of the train split, or (multilingual) of
     every language, each read from the first direction's train split that holds it, with the train
-    sources' tags as control symbols (after the language tokens); with `train.init_from`, the
-    checkpoint's (no SentencePiece training: the data are encoded as that model reads text)."""
+    sources' tags as control symbols (after the language tokens); with `data.monolingual`, see
+    `_pretraining_vocab`; with `train.init_from`, the checkpoint's (no SentencePiece training: the
+    data are encoded as that model reads text)."""
     if cfg.train.init_from is not None:  # fine-tuning: the checkpoint's vocabulary, ids and all
         vocab = Vocab.from_checkpoint(read_checkpoint(cfg.train.init_from)["vocab"])
         missing = [t for t in cfg.data.tags if vocab.tag_id(t) is None]
@@ -198,6 +221,8 @@ def _train_vocab(
     text = lambda raw: to_text(raw, replace_invalid=replace)  # noqa: E731
     seed = cfg.vocab.sample_seed  # in the data hash, unlike train.seed: a changed sample is never "up to date"
     tags = [tag_piece(t) for t in cfg.data.tags]
+    if mono:
+        return _pretraining_vocab(cfg, files, line_counts, mono, mono_lines, text=text, control_symbols=tags)
     if not cfg.data.multilingual:  # every train source in the sample, back-translated text included
         train = [f for f in files if split_of(f.name) == "train"]
         return train_vocab(
@@ -219,6 +244,78 @@ def _train_vocab(
     return train_multilingual_vocab(
         sources, cfg.vocab, temperature=cfg.data.sampling_temperature, seed=seed, text=text, control_symbols=tags
     )
+
+
+def _pretraining_vocab(
+    cfg: ExperimentConfig,
+    files: list[SplitFiles],
+    line_counts: dict[str, int],
+    mono: list[MonoFile],
+    mono_lines: dict[str, int],
+    *,
+    text: Any,
+    control_symbols: list[str],
+) -> Vocab:
+    """The joint vocabulary of a config with `data.monolingual`: per language, its side of the parallel
+    train text (every train source; multilingual: of each direction that has the language) followed
+    by its monolingual text without the held-out lines, sampled per language by
+    `data.sampling_temperature` (`language_quotas`) within `vocab.max_sentences`. Control symbols:
+    the language tokens (multilingual, or more than one pretrained language: mBART's), the train
+    sources' tags, then the mask token."""
+    by_lang: dict[str, list[tuple[SplitFiles, int]]] = {lang: [] for lang in cfg.data.languages}
+    pair_of = dict(zip(cfg.data.directions or [""], cfg.data.pairs, strict=True))
+    for f in files:
+        if split_of(f.name) != "train":
+            continue
+        src, tgt = pair_of[f.name.partition("/")[0] if cfg.data.multilingual else ""]
+        by_lang[src].append((f, 0))
+        by_lang[tgt].append((f, 1))
+    mono_by_lang = {m.lang: m for m in mono}
+    sources: dict[str, Any] = {}
+    for lang, parts in by_lang.items():
+        m = mono_by_lang.get(lang)
+        n_mono = 0 if m is None else mono_lines[lang] - held_out(mono_lines[lang], cfg.pretrain.valid_lines)
+
+        def lines(parts: list[tuple[SplitFiles, int]] = parts, m: MonoFile | None = m, n_mono: int = n_mono) -> Any:
+            for f, side in parts:
+                yield from ((pair[side], pair[side]) for pair in raw_line_pairs(f))
+            if m is not None:
+                yield from ((raw, raw) for raw in itertools.islice(read_raw_lines(m.path), n_mono))
+
+        sources[lang] = (lines, sum(line_counts[f.name] for f, _ in parts) + n_mono, 0)
+    return train_multilingual_vocab(
+        sources,
+        cfg.vocab,
+        temperature=cfg.data.sampling_temperature,
+        seed=cfg.vocab.sample_seed,
+        text=text,
+        control_symbols=[*control_symbols, mask_piece()],
+        lang_tokens=cfg.data.multilingual or len(mono) > 1,
+    )
+
+
+def _scan_monolingual(mono: list[MonoFile], cfg: ExperimentConfig, *, replace: bool) -> tuple[dict[str, int], int]:
+    """Line count of every monolingual file and the lines with invalid UTF-8; DataError for a file that is
+    empty, too short to hold out validation lines, or (unless replacing) not UTF-8."""
+    counts, invalid = {}, 0
+    for m in mono:
+        scan = scan_text(m.path)
+        where = f"data.monolingual.{m.lang}: {m.path}"
+        if scan.lines == 0:
+            raise DataError(f"{where} is empty", hint="give each language a file with one sentence per line")
+        if held_out(scan.lines, cfg.pretrain.valid_lines) == 0:
+            raise DataError(
+                f"{where} has {scan.lines} line(s): nmt pretrain holds out a tenth of it (at most "
+                "pretrain.valid_lines) to validate on, so it needs at least 10",
+                hint="give more monolingual text, or leave the language out of data.monolingual",
+            )
+        if scan.first_invalid is not None and not replace:
+            raise DataError(
+                f"data.monolingual.{m.lang}: {scan.first_invalid}",
+                hint="re-encode the file as UTF-8, or set data.on_invalid_utf8: replace to replace and count them",
+            )
+        counts[m.lang], invalid = scan.lines, invalid + scan.invalid_lines
+    return counts, invalid
 
 
 def _scan(files: list[SplitFiles], *, replace: bool) -> tuple[dict[str, int], int]:
@@ -323,6 +420,47 @@ def _encode_split(
             hint="check data.max_len / data.max_ratio and that source and target files are the right ones",
         )
     return _split_summary(files.name, n_lines, clean, shards, writer.records, src_hist, tgt_hist)
+
+
+def _encode_monolingual(
+    m: MonoFile,
+    n_lines: int,
+    vocab: Vocab,
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    replace: bool,
+    threads: int | None,
+) -> list[SplitSummary]:
+    """A language's monolingual text as two parts, `mono.<lang>` (training) and `mono.valid.<lang>` (its
+    last `held_out` lines): source ids only (the target of a denoising example is its source, before
+    the noise), empty lines and lines over `data.max_len` tokens dropped and counted in both."""
+    n_valid = held_out(n_lines, cfg.pretrain.valid_lines)
+    dtype = token_dtype(vocab.src_size)
+    out = []
+    lines = read_raw_lines(m.path)
+    for name, count in ((mono_part(m.lang), n_lines - n_valid), (mono_part(m.lang, valid=True), n_valid)):
+        writer = ShardWriter(
+            out_dir, name, shard_size=cfg.data.shard_size, src_vocab_size=vocab.src_size, tgt_vocab_size=vocab.tgt_size
+        )
+        clean, hist = CleanStats(), _Lengths()
+        bar = progress(total=count, desc=f"encode {name}", unit="line")
+        taken = itertools.islice(lines, count)
+        while chunk := [to_text(raw, replace_invalid=replace) for raw in itertools.islice(taken, ENCODE_CHUNK)]:
+            flat, lens = _pack(vocab.encode_src(chunk, threads=threads), dtype)
+            keep = keep_mask(lens, lens, max_len=cfg.data.max_len, max_ratio=math.inf, stats=clean)
+            flat, lens = flat[np.repeat(keep, lens)], lens[keep]
+            writer.add((flat, lens), (flat[:0], np.zeros_like(lens)))
+            hist.add(lens)
+            bar.update(len(chunk))
+        bar.close()
+        shards = writer.close()
+        if clean.kept == 0:
+            raise DataError(
+                f"data.monolingual.{m.lang}: {m.path}: every line of {name} was dropped ({clean.dropped})",
+                hint="check that the file holds text, and data.max_len",
+            )
+        out.append(_split_summary(name, count, clean, shards, writer.records, hist, _Lengths()))
+    return out
 
 
 def _split_summary(

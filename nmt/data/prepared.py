@@ -9,6 +9,8 @@ manifest key of it.
         pieces.src.json, pieces.tgt.json  with train.init_from of an imported model: its id tables (Vocab)
         <split>.<k>.<side>.bin / .idx     token ids and offsets (nmt.data.binarize)
         <split>.ref.txt                   raw target lines of every split but train, one per example
+        mono.<lang>.<k>.src.bin / .idx    data.monolingual: source ids only (`nmt pretrain`), held-out
+        mono.valid.<lang>.<k>.src.bin     lines in mono.valid.<lang> (the tgt files are empty)
 
 Everything read is checked when opened: the format version and the config hash, the shard
 files against the manifest's records, the references' count against the split's examples.
@@ -25,8 +27,9 @@ from typing import Any
 from nmt import __version__
 from nmt.config import ExperimentConfig, config_to_dict
 from nmt.data.binarize import TokenDataset
-from nmt.data.corpus import source_part
-from nmt.data.directions import Mixture, Part, ValidSet, marks_for
+from nmt.data.corpus import mono_part, source_part
+from nmt.data.directions import Marks, Mixture, Part, ValidSet, marks_for
+from nmt.data.noising import Denoising
 from nmt.data.vocab import Vocab
 from nmt.errors import ConfigError, DataError
 from nmt.fileio import atomic_write_bytes, atomic_write_text
@@ -45,6 +48,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     if not cfg.data.multilingual:  # a bilingual config hashes as it did before multilingual data existed
         for key in ("directions", "sampling_temperature"):
             data.pop(key)
+    if cfg.data.monolingual:  # the languages (the files are in the inputs' hashes) and the held-out lines
+        data["monolingual"] = sorted(cfg.data.monolingual)
+        data["sampling_temperature"] = cfg.data.sampling_temperature  # samples the vocabulary's languages
+        data["pretrain_valid_lines"] = cfg.pretrain.valid_lines
+    else:  # as before monolingual data existed
+        data.pop("monolingual")
     sections: dict[str, Any] = {"data": data, "vocab": config_to_dict(cfg.vocab), "v": FORMAT_VERSION}
     if len(cfg.data.sources("train")) > 1 or cfg.data.tags:  # more sources, tags: another vocabulary and data
         sections["train_sources"] = [{"tag": s.tag} for s in cfg.data.sources("train")]
@@ -313,3 +322,35 @@ def open_for_training(cfg: ExperimentConfig, data_dir: Path, config_path: Path) 
         part = Part.of(name, valid_ds, marks, tgt_lang, limit=limit)
         valid.append(ValidSet(name, Mixture([part], "valid"), refs[: part.size]))
     return TrainingData(data_dir, manifest, vocab, Mixture(train_parts, "train"), valid)
+
+
+def open_for_pretraining(cfg: ExperimentConfig, data_dir: Path, config_path: Path) -> TrainingData:
+    """`nmt pretrain`'s data: every `data.monolingual` language's text as `Denoising` examples (train: the
+    languages drawn with `data.sampling_temperature`; valid: one set per language, its held-out lines
+    noised as epoch 0), each checked as `open_for_training` checks its splits."""
+    if not cfg.data.monolingual:
+        raise ConfigError(
+            "nmt pretrain reads data.monolingual, which this config does not set",
+            hint="list monolingual text per language, e.g. data.monolingual: {de: mono.de}, then run `nmt prepare`",
+        )
+    manifest = read_manifest(data_dir)
+    check_manifest(manifest, cfg, data_dir, config_path)
+    assert manifest is not None
+    vocab = load_vocab(data_dir)
+    if vocab.mask_id is None:  # a fine-tuned (init_from) vocabulary that was not prepared for pretraining
+        raise ConfigError(
+            f"{data_dir}: the vocabulary has no mask token, so it cannot be pretrained with text infilling",
+            hint="pretrain a model with its own vocabulary (no train.init_from), prepared with data.monolingual",
+        )
+    tagged = cfg.data.multilingual or len(cfg.data.monolingual) > 1  # mBART: the language token leads
+    train_parts, valid = [], []
+    noise = {"mask_id": vocab.mask_id, "seed": cfg.train.seed, "ratio": cfg.pretrain.mask_ratio,
+             "lam": cfg.pretrain.poisson_lambda}  # fmt: skip
+    for lang in sorted(cfg.data.monolingual):
+        token = vocab.lang_id(lang) if tagged else None
+        marks = Marks() if token is None else Marks(start_id=token, src_tag=token)
+        train_parts.append(Part.of(lang, open_split(data_dir, mono_part(lang), vocab, manifest), marks, lang))
+        valid_ds = open_split(data_dir, mono_part(lang, valid=True), vocab, manifest)
+        part = Part.of(lang, valid_ds, marks, lang, limit=cfg.train.valid_max_lines)
+        valid.append(ValidSet(lang if tagged else "", Denoising([part], "valid", **noise), []))
+    return TrainingData(data_dir, manifest, vocab, Denoising(train_parts, "train", **noise), valid)

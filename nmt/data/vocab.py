@@ -19,7 +19,7 @@ import sentencepiece as spm
 
 from nmt.config import VocabConfig
 from nmt.errors import ConfigError, DataError
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece, tag_piece
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID, lang_piece, mask_piece, tag_piece
 
 
 @dataclass
@@ -105,6 +105,15 @@ class Vocab:
         if self._src_ids is not None:
             return self._src_ids.get(tag_piece(tag))
         i = self.src.piece_to_id(tag_piece(tag))
+        return i if i > EOS_ID and self.src.is_control(i) else None
+
+    @property
+    def mask_id(self) -> int | None:
+        """The id of the mask token (`mask_piece`), None when the vocabulary has none (prepared without
+        data.monolingual, or an imported model's)."""
+        if self._src_ids is not None:
+            return self._src_ids.get(mask_piece())
+        i = self.src.piece_to_id(mask_piece())
         return i if i > EOS_ID and self.src.is_control(i) else None
 
     def lang_id(self, lang: str) -> int | None:
@@ -294,9 +303,10 @@ def train_multilingual_vocab(
     seed: int,
     text: Callable[[T], str],
     control_symbols: Sequence[str] = (),
+    lang_tokens: bool = True,
 ) -> Vocab:
-    """One joint vocabulary over several languages, with their language tokens (`lang_piece`), then
-    `control_symbols` (the train sources' tags).
+    """One joint vocabulary over several languages, with their language tokens (`lang_piece`; none
+    when not `lang_tokens`), then `control_symbols` (the train sources' tags, the mask token).
 
     `sources[lang]` = (fresh pass over a training split's pairs, its pair count, the side (0/1)
     that is in `lang`). Each language contributes `language_quotas` sentences, drawn by
@@ -318,11 +328,11 @@ def train_multilingual_vocab(
     stream = sentences()
     first = next(stream, None)
     if first is None:
-        raise DataError("the training splits of data.directions contain no non-empty pairs")
+        raise DataError("the training text (train splits, data.monolingual) contains no non-empty lines")
     model = train_spm(
         itertools.chain([first], stream),
         cfg,
         what="multilingual",
-        control_symbols=[*(lang_piece(x) for x in langs), *control_symbols],
+        control_symbols=[*(lang_piece(x) for x in langs if lang_tokens), *control_symbols],
     )
     return Vocab(model, model)

@@ -12,6 +12,7 @@ waits alone in a collective.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from nmt.config import ExperimentConfig
 from nmt.console import info, progress, warn
 from nmt.data.batching import check_budget, collate, make_batches, padded_lengths
 from nmt.data.directions import Mixture
-from nmt.data.prepared import TrainingData, open_for_training, read_manifest
+from nmt.data.prepared import TrainingData, open_for_pretraining, open_for_training, read_manifest
 from nmt.device import resolve_device
-from nmt.errors import NmtError, TrainingStopped
+from nmt.errors import ConfigError, NmtError, TrainingStopped
 from nmt.experiment import Experiment
 from nmt.metrics import check_tokenizer
 from nmt.model import build_model
@@ -43,7 +44,7 @@ from nmt.train.run_log import draw_curves, write_metrics
 from nmt.train.saving import Saver, average_checkpoints, numbered_checkpoints, read_init
 from nmt.train.signals import StopCode, StopFlag, local_stop
 from nmt.train.state import Counters, TrainResult, TrainState
-from nmt.train.validate import update_best, validate
+from nmt.train.validate import Validation, update_best, validate
 
 
 @dataclass
@@ -59,12 +60,24 @@ class Run:
     optimizer: torch.optim.Optimizer
     data: TrainingData
     saver: Saver
+    pretraining: bool = False  # `nmt pretrain`: denoising examples, validated by loss only
+
+    def validate(self, model: torch.nn.Module) -> Validation:
+        return validate(
+            model, self.data.valid, self.data.vocab, self.cfg, device=self.device, precision=self.precision,
+            dist=self.dist, score_bleu=not self.pretraining,
+        )  # fmt: skip
 
 
-def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run, TrainState]:
-    """Everything the loop needs, checked before any step; the state resumed from last.pt unless `restart`."""
+def set_up(
+    cfg: ExperimentConfig, *, restart: bool, new_data: bool, pretraining: bool = False
+) -> tuple[Run, TrainState]:
+    """Everything the loop needs, checked before any step; the state resumed from last.pt unless `restart`.
+    `pretraining`: `nmt pretrain`'s run (`pretrain`), in <workdir>/pretrain on the same prepared data."""
     exp = Experiment.from_config(cfg)
-    for _, tgt_lang in cfg.data.pairs:  # validation BLEU needs its tokenizer: say so now
+    if pretraining:
+        exp = exp.pretraining()
+    for _, tgt_lang in [] if pretraining else cfg.data.pairs:  # validation BLEU needs its tokenizer: say so now
         check_tokenizer(tgt_lang, where="data.directions" if cfg.data.multilingual else "data.tgt_lang")
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device.type)
@@ -78,7 +91,7 @@ def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run
         )
     dist.check_same_data(read_manifest(exp.data_dir), exp.data_dir)  # before loading: a node without data fails on all
     dist.check_same_config(cfg)  # all settings but paths: else ranks hang, crash or diverge later
-    data = load_datasets(cfg, exp)
+    data = load_datasets(cfg, exp, pretraining=pretraining)
     # fine-tuning: the checkpoint's weights (and an imported model's layout); rank 0 reads, all receive
     init = dist.from_main(lambda: read_init(cfg, data.vocab)) if cfg.train.init_from is not None else None
     layout = checkpoint_layout(init, str(cfg.train.init_from)) if init is not None else Layout()
@@ -102,19 +115,38 @@ def set_up(cfg: ExperimentConfig, *, restart: bool, new_data: bool) -> tuple[Run
                 info(f"fine-tuning {cfg.train.init_from} (trained {int(init.get('step', 0)):,} steps before)")
         if dist.is_main:
             exp.write_config(cfg)
-    return Run(cfg, exp, dist, device, precision, model, optimizer, data, saver), state
+    return Run(cfg, exp, dist, device, precision, model, optimizer, data, saver, pretraining), state
+
+
+def pretrain(cfg: ExperimentConfig, *, restart: bool = False) -> TrainResult:
+    """`nmt pretrain`: the training loop on `data.monolingual`'s text as text-infilling examples
+    (`nmt.data.noising`), in <workdir>/pretrain (checkpoints, resume, signals, curves as `nmt train`),
+    best.pt by the validation loss on the held-out lines. Its checkpoints are what `train.init_from`
+    fine-tunes (the vocabulary holds the mask and, for several languages, the language tokens)."""
+    if cfg.train.init_from is not None:
+        raise ConfigError(
+            f"nmt pretrain starts from random weights, but train.init_from is set ({cfg.train.init_from})",
+            hint="pretrain without it; give the pretrained checkpoint to `nmt train` as train.init_from",
+        )
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, best_metric="loss"))
+    return train(cfg, restart=restart, pretraining=True)
 
 
 def train(
-    cfg: ExperimentConfig, *, restart: bool = False, new_data: bool = False, final_validation: bool = True
+    cfg: ExperimentConfig,
+    *,
+    restart: bool = False,
+    new_data: bool = False,
+    final_validation: bool = True,
+    pretraining: bool = False,
 ) -> TrainResult:
     """Train (or resume) the experiment described by `cfg`.
 
     `new_data`: a resume may continue on prepared data other than the checkpoint's (same
     vocabulary), starting the current epoch over. `final_validation=False` skips the
-    validation + checkpoint after the last step (benchmarks).
+    validation + checkpoint after the last step (benchmarks). `pretraining`: see `pretrain`.
     """
-    run, state = set_up(cfg, restart=restart, new_data=new_data)
+    run, state = set_up(cfg, restart=restart, new_data=new_data, pretraining=pretraining)
     dist, device, precision, model, optimizer = run.dist, run.device, run.precision, run.model, run.optimizer
     exp, train_ds = run.exp, run.data.train
     ddp_model = dist.wrap(model, device)
@@ -156,11 +188,12 @@ def train(
             batches = [examples[b] for b in batches]
             # each rank its own, equally many; an error when there are fewer batches than ranks
             batches = dist.epoch_share(batches, lengths=lengths, batch_tokens=cfg.train.batch_tokens)
+            epoch_ds = train_ds.at_epoch(state.epoch)  # pretraining: this epoch's noise
             groups = [batches[i : i + cfg.train.accum_steps] for i in range(0, len(batches), cfg.train.accum_steps)]
             bar = progress(total=len(groups), desc=f"epoch {state.epoch}", unit="step", force=None)
             bar.update(state.groups_done)
             for group in groups[state.groups_done :]:
-                step_batches = [collate(train_ds, idx, pad_multiple=pad_multiple) for idx in group]
+                step_batches = [collate(epoch_ds, idx, pad_multiple=pad_multiple) for idx in group]
                 tokens = sum(b.n_tgt_tokens for b in step_batches)
                 # all ranks' target tokens, kept on the device: normalising by it needs no host sync
                 total_tokens = dist.all_reduce_sum(torch.tensor(float(tokens), device=device))
@@ -259,9 +292,11 @@ def check_finite(state: TrainState, *, max_nonfinite: int) -> None:
         )
 
 
-def load_datasets(cfg: ExperimentConfig, exp: Experiment) -> TrainingData:
-    """The prepared vocabulary, splits and references, checked against the config and the token budget."""
-    data = open_for_training(cfg, exp.data_dir, exp.config_path)
+def load_datasets(cfg: ExperimentConfig, exp: Experiment, *, pretraining: bool = False) -> TrainingData:
+    """The prepared vocabulary, splits and references (pretraining: the monolingual text), checked against
+    the config and the token budget."""
+    opener = open_for_pretraining if pretraining else open_for_training
+    data = opener(cfg, exp.data_dir, exp.config_path)
     check_budget(data.train, batch_tokens=cfg.train.batch_tokens)
     return data
 
@@ -300,17 +335,19 @@ def log_record(
 
 def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
     """Validate (every rank); record the metrics, and on rank 0 save the checkpoints (`Saver.save_validated`)."""
-    cfg, data, dist = run.cfg, run.data, run.dist
-    valid = validate(run.model, data.valid, data.vocab, cfg, device=run.device, precision=run.precision, dist=dist)
+    cfg, dist = run.cfg, run.dist
+    valid = run.validate(run.model)
+    each = (valid.directions or {}).items()
     improved = update_best(state, valid.metric(cfg.train.best_metric))
     record = valid.record(state, improved=improved)
     write_metrics(run.exp, record, is_main=dist.is_main)
     draw_curves(run.exp, is_main=dist.is_main)
     if dist.is_main:
         info(
-            f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}, BLEU {valid.bleu:.2f}"
+            f"step {state.step:,}: valid loss {valid.loss:.3f}, ppl {valid.ppl:.2f}"
+            + (f", BLEU {valid.bleu:.2f}" if valid.bleu is not None else "")
             + (
-                f" (mean of {', '.join(f'{d} {v.bleu:.1f}' for d, v in valid.directions.items())})"
+                f" (mean of {', '.join(f'{d} {v.loss if v.bleu is None else v.bleu:.2f}' for d, v in each)})"
                 if valid.directions
                 else ""
             )
@@ -344,7 +381,7 @@ def average_and_validate(run: Run, state: TrainState) -> dict[str, Any]:
     model = build_model(cfg.model, src_vocab_size=run.data.vocab.src_size, tgt_vocab_size=run.data.vocab.tgt_size)
     model.load_state_dict(done["model"])
     model.to(run.device)
-    valid = validate(model, run.data.valid, run.data.vocab, cfg, device=run.device, precision=run.precision, dist=dist)
+    valid = run.validate(model)
     steps = [int(Path(p).stem.removeprefix("step_")) for p in done["paths"]]
     record = {**valid.record(state, improved=False), "event": "averaged", "averaged_steps": steps}
     del record["best"]
@@ -352,7 +389,8 @@ def average_and_validate(run: Run, state: TrainState) -> dict[str, Any]:
     if dist.is_main:
         best = f"best.pt (step {state.best_step:,}): {cfg.train.best_metric} {state.best:.2f}" if state.best else ""
         info(
-            f"averaged.pt, the mean of steps {', '.join(f'{s:,}' for s in steps)}: valid loss {valid.loss:.3f}, "
-            f"BLEU {valid.bleu:.2f}" + (f"; {best}" if best else "")
+            f"averaged.pt, the mean of steps {', '.join(f'{s:,}' for s in steps)}: valid loss {valid.loss:.3f}"
+            + (f", BLEU {valid.bleu:.2f}" if valid.bleu is not None else "")
+            + (f"; {best}" if best else "")
         )
     return record

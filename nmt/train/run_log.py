@@ -88,7 +88,7 @@ def summarize(result: TrainResult) -> None:
         ("skipped non-finite steps", s.nonfinite_steps),
     ]
     if v:
-        rows += [("last valid loss", v["loss"]), ("last valid BLEU", v["bleu"])]
+        rows += [("last valid loss", v["loss"])] + ([("last valid BLEU", v["bleu"])] if "bleu" in v else [])
     table("training summary", ["", "value"], rows)
     if result.stopped_by == "signal":
         warn("interrupted: a checkpoint was written; run the same `nmt train CONFIG` to resume")

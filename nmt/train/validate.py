@@ -49,7 +49,7 @@ class Validation:
 
     loss: float  # label-smoothed loss per target token
     nll: float  # negative log-likelihood per target token
-    bleu: float  # corpus BLEU against the raw references
+    bleu: float | None  # corpus BLEU against the raw references; None when not scored (pretraining)
     valid_s: float  # wall time of the validation (seconds)
     directions: dict[str, Validation] | None = None  # per direction (multilingual)
 
@@ -59,7 +59,10 @@ class Validation:
 
     def metric(self, best_metric: str) -> float:
         """Higher is better: BLEU, or the negated loss (multilingual: their means over directions)."""
-        return self.bleu if best_metric == "bleu" else -self.loss
+        if best_metric == "bleu":
+            assert self.bleu is not None, "best_metric bleu needs BLEU scored"
+            return self.bleu
+        return -self.loss
 
     def record(self, state: TrainState, *, improved: bool) -> dict[str, Any]:
         """The metrics.jsonl record of this validation."""
@@ -70,14 +73,14 @@ class Validation:
             "loss": self.loss,
             "nll": self.nll,
             "ppl": self.ppl,
-            "bleu": self.bleu,
+            **({"bleu": self.bleu} if self.bleu is not None else {}),
             "best": improved,
             "valid_s": self.valid_s,
             "elapsed_s": round(state.elapsed_s, 1),
         }
         if self.directions:
             record["directions"] = {
-                name: {"loss": v.loss, "nll": v.nll, "ppl": v.ppl, "bleu": v.bleu}
+                name: {"loss": v.loss, "nll": v.nll, "ppl": v.ppl, **({"bleu": v.bleu} if v.bleu is not None else {})}
                 for name, v in self.directions.items()
             }
         return record
@@ -92,9 +95,11 @@ def validate(
     device: torch.device,
     precision: Precision,
     dist: Dist | None = None,
+    score_bleu: bool = True,
 ) -> Validation:
     """Loss and BLEU of `model` on each validation set; one set (bilingual) is the Validation itself,
     several (one per direction) give their plain means, which best.pt and patience follow.
+    Without `score_bleu` (pretraining: the references are the sources), the loss only.
 
     The decoding form is built once, from the weights as they are now, for every set. Under DDP
     every rank must call it (it holds collectives); each does its share and all return rank 0's
@@ -102,18 +107,20 @@ def validate(
     """
     dist = dist or Dist()
     t0 = time.monotonic()
-    form = decoding_form(model, device, cfg.decode.precision)
+    form = decoding_form(model, device, cfg.decode.precision) if score_bleu else model
     each: dict[str, Validation] = {}
     for valid in sets:
         t1 = time.monotonic()
         loss, nll = evaluate_loss(model, valid.data, cfg, device, precision, dist=dist)
-        score = decode_bleu(form, valid, vocab, cfg, device=device, dist=dist)
-        each[valid.name] = Validation(loss, nll, score or 0.0, time.monotonic() - t1)  # BLEU: rank 0's below
+        score = (decode_bleu(form, valid, vocab, cfg, device=device, dist=dist) or 0.0) if score_bleu else None
+        each[valid.name] = Validation(loss, nll, score, time.monotonic() - t1)  # BLEU: rank 0's below
     each = dist.broadcast_object(each)
     if list(each) == [""]:
         return each[""]
     mean = lambda key: sum(getattr(v, key) for v in each.values()) / len(each)  # noqa: E731
-    return Validation(mean("loss"), mean("nll"), mean("bleu"), time.monotonic() - t0, directions=each)
+    return Validation(
+        mean("loss"), mean("nll"), mean("bleu") if score_bleu else None, time.monotonic() - t0, directions=each
+    )
 
 
 @torch.inference_mode()

@@ -10,6 +10,7 @@ from nmt.config import (
     DataConfig,
     DecodeConfig,
     ModelConfig,
+    PretrainConfig,
     TrainConfig,
     VocabConfig,
     config_from_dict,
@@ -125,7 +126,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
 
 
 def test_every_field_is_documented() -> None:
-    sections = [DataConfig, VocabConfig, ModelConfig, TrainConfig, DecodeConfig]
+    sections = [DataConfig, VocabConfig, ModelConfig, TrainConfig, DecodeConfig, PretrainConfig]
     rows = field_docs()
     assert len(rows) == sum(len(dataclasses.fields(cls)) for cls in sections)
     undocumented = [key for key, _, _, comment in rows if not comment]
