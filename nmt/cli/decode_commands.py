@@ -22,6 +22,14 @@ Output = Annotated[
     Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
 ]
 Scores = Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")]
+Alignments = Annotated[
+    bool,
+    typer.Option(
+        "--alignments",
+        help="Write Pharaoh word links 'i-j ...' (source word i -> output word j, from cross-attention) before "
+        "the translation: '[score<TAB>]links<TAB>translation'.",
+    ),
+]
 AttentionDir = Annotated[
     Path | None,
     typer.Option(
@@ -127,6 +135,7 @@ def translate(
     input: Input = None,
     output: Output = None,
     scores: Scores = False,
+    alignments: Alignments = False,
     attention_dir: AttentionDir = None,
     attention_lines: AttentionLines = None,
     tgt_lang: TgtLang = None,
@@ -152,6 +161,7 @@ def translate(
         output=output,
         overrides=decode_set,
         scores=scores,
+        alignments=alignments,
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,
         languages=LanguageRequest(tgt_lang, src_lang, pivot),

@@ -95,10 +95,17 @@ class Vocab:
         return [[table.get(p, UNK_ID) for p in line] for line in pieces]
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        if self.tgt_pieces is None:
-            return self.tgt.decode(ids)
-        table = self.tgt_pieces
-        return [self.tgt.decode_pieces([table[i] for i in line if i not in (PAD_ID, BOS_ID, EOS_ID)]) for line in ids]
+        return self._decode(self.tgt, self.tgt_pieces, ids)
+
+    def decode_src(self, ids: list[list[int]]) -> list[str]:
+        """Source ids back to text (as the source vocabulary normalised it)."""
+        return self._decode(self.src, self.src_pieces, ids)
+
+    @staticmethod
+    def _decode(sp: spm.SentencePieceProcessor, table: tuple[str, ...] | None, ids: list[list[int]]) -> list[str]:
+        if table is None:
+            return sp.decode(ids)
+        return [sp.decode_pieces([table[i] for i in line if i not in (PAD_ID, BOS_ID, EOS_ID)]) for line in ids]
 
     def tag_id(self, tag: str) -> int | None:
         """The source-side id of a training source's tag (`tag_piece`), None when the vocabulary has none."""

@@ -33,6 +33,7 @@ from nmt.console import info, progress, warn
 from nmt.data.directions import Marks
 from nmt.data.vocab import Vocab
 from nmt.decode import ct2
+from nmt.decode.alignment import attention_rows, pharaoh, prefix_words, word_links
 from nmt.decode.beam import Hypothesis
 from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.languages import LanguageRequest, Route, choose_route
@@ -42,7 +43,7 @@ from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
 from nmt.export_format import read_export
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
-from nmt.tokens import BOS_ID, EOS_ID
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
 # Everything Python's str.splitlines() splits on: one of these in an output would turn
@@ -58,6 +59,7 @@ class Translation:
     score: float  # the search's (length-normalised) score; 0.0 for an empty input, -inf for padding
     tokens: int  # target tokens generated (EOS excluded)
     ids: tuple[int, ...] = ()  # those target token ids (no bos/eos)
+    alignment: str = ""  # Pharaoh links source word-output word (`nmt.decode.alignment`), when asked for
 
 
 @dataclass
@@ -144,10 +146,12 @@ def translate_lines(
     on_batch: Callable[[int], object] | None = None,
     chunk_lines: int = CHUNK_LINES,
     marks: Marks | None = None,
+    alignments: bool = False,
 ) -> Iterator[list[Translation]]:
     """Translate text lines, yielding exactly `decode_cfg.nbest` translations per line, in input order.
 
     `marks`: how to ask a multilingual model for its output language (`nmt.decode.languages`).
+    `alignments`: give each translation its word alignment (`nmt.decode.alignment`).
 
     Lines are consumed `chunk_lines` at a time. A line with no source tokens (empty or
     whitespace) yields empty texts with score 0.0; when the search finds fewer than nbest
@@ -165,7 +169,10 @@ def translate_lines(
         stats.src_tokens += sum(len(s) for s in src)
         start_id = marks.start_id if marks is not None else BOS_ID
         hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch, start_id=start_id)
-        for translations in to_translations(vocab, src, hyps, nbest=nbest):
+        done = to_translations(vocab, src, hyps, nbest=nbest)
+        if alignments:
+            done = with_alignments(loaded, chunk, src, done, start_id=start_id, marks=marks, device=device)
+        for translations in done:
             stats.tgt_tokens += translations[0].tokens
             yield translations
         if on_batch is not None:
@@ -189,11 +196,49 @@ def to_translations(
     return out
 
 
-def format_translations(translations: list[Translation], *, scores: bool) -> str:
-    """The output lines for one input line, each ending in a newline (`score<TAB>text` with scores)."""
-    if scores:
-        return "".join(f"{t.score:.4f}\t{t.text}\n" for t in translations)
-    return "".join(f"{t.text}\n" for t in translations)
+def with_alignments(
+    loaded: LoadedModel,
+    lines: list[str],
+    src: list[list[int]],
+    translations: list[list[Translation]],
+    *,
+    start_id: int,
+    marks: Marks | None,
+    device: torch.device,
+) -> list[list[Translation]]:
+    """`translations` with their word alignments (every hypothesis of every line; none for an empty one):
+    source words are the whitespace tokens of the line, output words those of the text."""
+    vocab = loaded.vocab
+    tag = None if marks is None else marks.src_tag
+    jobs = [(k, n) for k, row in enumerate(translations) for n, t in enumerate(row) if src[k] and t.ids]
+    rows = attention_rows(
+        loaded.model, [src[k] for k, _ in jobs], [translations[k][n].ids for k, n in jobs], start_id=start_id,
+        device=device,
+    )  # fmt: skip
+    out = [list(row) for row in translations]
+    src_words: dict[int, list[int]] = {}
+    for k, _ in jobs:
+        if k not in src_words:  # the tag and eos are no words; the rest decoded prefix by prefix
+            text = [i for i in src[k] if i not in (PAD_ID, BOS_ID, EOS_ID) and i != tag]
+            words = iter(
+                prefix_words(vocab.decode_src([text[: m + 1] for m in range(len(text))]), count=len(lines[k].split()))
+            )
+            src_words[k] = [-1 if i in (PAD_ID, BOS_ID, EOS_ID) or i == tag else next(words) for i in src[k]]
+    for (k, n), weights in zip(jobs, rows, strict=True):
+        t = translations[k][n]
+        ids = list(t.ids)
+        tgt_words = prefix_words(vocab.decode_tgt([ids[: m + 1] for m in range(len(ids))]), count=len(t.text.split()))
+        out[k][n] = dataclasses.replace(t, alignment=pharaoh(word_links(weights, src_words[k], tgt_words)))
+    return out
+
+
+def format_translations(translations: list[Translation], *, scores: bool, alignments: bool = False) -> str:
+    """The output lines for one input line, each ending in a newline: `[score<TAB>][alignment<TAB>]text`
+    (the text last, so that a tab inside it never shifts a column)."""
+    return "".join(
+        (f"{t.score:.4f}\t" if scores else "") + (f"{t.alignment}\t" if alignments else "") + f"{t.text}\n"
+        for t in translations
+    )
 
 
 def read_input(path: Path | None, stats: DecodeStats) -> Iterator[str]:
@@ -235,6 +280,7 @@ def translate(
     output: Path | None,
     overrides: Sequence[str] = (),
     scores: bool = False,
+    alignments: bool = False,
     attention_dir: Path | None = None,
     attention_lines: int = 10,
     languages: LanguageRequest | None = None,
@@ -244,6 +290,7 @@ def translate(
     Args:
         overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
         scores: write `score<TAB>text` lines.
+        alignments: write each line's word alignment before its text (`nmt.decode.alignment`).
         attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
             `nmt.decode.heatmaps`); the translations are the same with or without.
         languages: --tgt-lang/--src-lang/--pivot (`nmt.decode.languages`).
@@ -254,6 +301,8 @@ def translate(
     route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
     if attention_dir is not None:  # fail before translating, not after
         _check_heatmaps(checkpoint, loaded, device=device)
+    if alignments:
+        _check_alignments(checkpoint, loaded, route, device=device)
     stats, read_stats = TranslateStats(), DecodeStats()
     interactive = input is None and sys.stdin.isatty()  # answer each typed line at once
     first = FirstLines(attention_lines if attention_dir is not None else 0)  # kept for the heatmaps
@@ -271,8 +320,9 @@ def translate(
             stats=stats,
             on_batch=bar.update,
             chunk_lines=1 if interactive else CHUNK_LINES,
+            alignments=alignments,
         ):
-            sink.write(format_translations(translations, scores=scores).encode("utf-8"))
+            sink.write(format_translations(translations, scores=scores, alignments=alignments).encode("utf-8"))
             if interactive:
                 sink.flush()
             first.record(translations[0].ids)
@@ -296,6 +346,7 @@ def translate_route(
     stats: TranslateStats,
     on_batch: Callable[[int], object] | None = None,
     chunk_lines: int = CHUNK_LINES,
+    alignments: bool = False,
 ) -> Iterator[list[Translation]]:
     """`translate_lines` along `route`: with a pivot, each line's best translation into the pivot
     language is translated into the target (chunk by chunk; `stats` count the last step)."""
@@ -305,7 +356,7 @@ def translate_route(
         )  # the same chunks: a line typed at a terminal goes through every step at once
     yield from translate_lines(
         loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
-        marks=route.steps[-1][1],
+        marks=route.steps[-1][1], alignments=alignments,
     )  # fmt: skip
 
 
@@ -327,6 +378,24 @@ def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.devi
 
     require_matplotlib()
     check_attention(loaded.model, device=device)
+
+
+def _check_alignments(checkpoint: Path, loaded: LoadedModel, route: Route, *, device: torch.device) -> None:
+    """NmtError before translating when word alignments cannot be given: an export (no attention weights
+    through nmt's CTranslate2 path yet), a pivot (the links would be to the pivot text) or a model without
+    attention."""
+    if isinstance(loaded.model, SearchEngine):
+        raise NmtError(
+            f"{checkpoint}: --alignments needs the checkpoint (.pt): alignments from an exported CTranslate2 model "
+            "are not supported yet",
+            hint="translate with the checkpoint the export came from",
+        )
+    if len(route.steps) > 1:
+        raise NmtError(
+            "--alignments with --pivot: the links would be to the pivot language's text, not to the input",
+            hint="translate without --pivot, or without --alignments",
+        )
+    attention_rows(loaded.model, [[EOS_ID]], [[EOS_ID]], start_id=BOS_ID, device=device)  # NmtError if none
 
 
 def _report_speed(stats: TranslateStats, elapsed_s: float, *, device: torch.device, output: Path) -> None:
