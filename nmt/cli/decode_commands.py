@@ -22,12 +22,18 @@ Output = Annotated[
     Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
 ]
 Scores = Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")]
+MarkupFormat = Annotated[
+    str,
+    typer.Option(
+        "--format", metavar="text|html", help="html: each line is an HTML fragment, translated with its markup kept."
+    ),
+]
 Alignments = Annotated[
     bool,
     typer.Option(
         "--alignments",
         help="Write Pharaoh word links 'i-j ...' (source word i -> output word j, from cross-attention) before "
-        "the translation: '[score<TAB>]links<TAB>translation'.",
+        "the translation: 'links<TAB>translation' (after the score with --scores).",
     ),
 ]
 AttentionDir = Annotated[
@@ -136,6 +142,7 @@ def translate(
     output: Output = None,
     scores: Scores = False,
     alignments: Alignments = False,
+    markup: MarkupFormat = "text",
     attention_dir: AttentionDir = None,
     attention_lines: AttentionLines = None,
     tgt_lang: TgtLang = None,
@@ -155,6 +162,8 @@ def translate(
 
     if attention_lines is not None and attention_dir is None:
         raise NmtError("--attention-lines needs --attention-dir DIR (where the heatmaps go)")
+    if markup not in ("text", "html"):
+        raise NmtError(f"--format {markup}: expected text or html")
     run_translate(
         checkpoint,
         input=input,
@@ -162,6 +171,7 @@ def translate(
         overrides=decode_set,
         scores=scores,
         alignments=alignments,
+        markup=markup,
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,
         languages=LanguageRequest(tgt_lang, src_lang, pivot),

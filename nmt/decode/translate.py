@@ -38,6 +38,7 @@ from nmt.decode.beam import Hypothesis
 from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.languages import LanguageRequest, Route, choose_route
 from nmt.decode.load import LoadedModel, load_model
+from nmt.decode.markup import MarkupStats, translate_fragments
 from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
@@ -72,6 +73,8 @@ class TranslateStats:
     invalid_utf8: int = 0  # lines whose invalid UTF-8 was replaced by U+FFFD
     src_tokens: int = 0  # source tokens fed to the model (eos included)
     tgt_tokens: int = 0  # target tokens generated for the best hypotheses (EOS excluded)
+    html_repaired: int = 0  # --format html: malformed lines, repaired as an HTML parser does
+    html_repairs: int = 0  # ... and the repairs made (elements closed, stray end tags dropped)
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,11 @@ def warn_repairs(stats: TranslateStats, *, max_len: int) -> None:
         )
     if stats.invalid_utf8:
         warn(f"{stats.invalid_utf8:,} input lines had invalid UTF-8, replaced by U+FFFD")
+    if stats.html_repaired:
+        warn(
+            f"{stats.html_repaired:,} input lines were malformed HTML, repaired as an HTML parser does "
+            f"({stats.html_repairs:,} repairs: elements left open closed, end tags that close nothing dropped)"
+        )
 
 
 def translate(
@@ -284,6 +292,7 @@ def translate(
     attention_dir: Path | None = None,
     attention_lines: int = 10,
     languages: LanguageRequest | None = None,
+    markup: str = "text",
 ) -> TranslateResult:
     """Translate a file or stdin with a checkpoint (or an exported directory) into a file or stdout.
 
@@ -294,11 +303,16 @@ def translate(
         attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
             `nmt.decode.heatmaps`); the translations are the same with or without.
         languages: --tgt-lang/--src-lang/--pivot (`nmt.decode.languages`).
+        markup: "html": each line is an HTML fragment, translated with its markup kept (`nmt.decode.markup`).
     """
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
     route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
+    if markup == "html":
+        _check_html(checkpoint, loaded, route, decode_cfg, scores=scores, alignments=alignments,
+                    attention=attention_dir is not None, device=device)  # fmt: skip
+        return _translate_html(loaded, decode_cfg, route, input=input, output=output, device=device)
     if attention_dir is not None:  # fail before translating, not after
         _check_heatmaps(checkpoint, loaded, device=device)
     if alignments:
@@ -378,6 +392,78 @@ def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.devi
 
     require_matplotlib()
     check_attention(loaded.model, device=device)
+
+
+def _check_html(
+    checkpoint: Path,
+    loaded: LoadedModel,
+    route: Route,
+    decode_cfg: DecodeConfig,
+    *,
+    scores: bool,
+    alignments: bool,
+    attention: bool,
+    device: torch.device,
+) -> None:
+    """NmtError before translating for what `--format html` cannot do: several outputs or extra columns per
+    line, heatmaps, and whatever word alignments cannot (`_check_alignments`: the markup goes by them)."""
+    extra = [f for f, on in (("--scores", scores), ("--alignments", alignments), ("--attention-dir", attention)) if on]
+    if decode_cfg.nbest > 1:
+        extra.append("--nbest > 1")
+    if extra:
+        raise NmtError(
+            f"--format html writes one HTML fragment per input line; {', '.join(extra)} cannot go with it",
+            hint="translate HTML without them, or plain text with them",
+        )
+    _check_alignments(checkpoint, loaded, route, device=device)
+
+
+def _translate_html(
+    loaded: LoadedModel,
+    decode_cfg: DecodeConfig,
+    route: Route,
+    *,
+    input: Path | None,
+    output: Path | None,
+    device: torch.device,
+) -> TranslateResult:
+    """`translate --format html`: every line an HTML fragment, `CHUNK_LINES` lines at a time (one at a time
+    at a terminal), its text translated with word alignments and its markup put back (`nmt.decode.markup`)."""
+    stats, read_stats, markup_stats = TranslateStats(), DecodeStats(), MarkupStats()
+    marks = route.steps[-1][1]
+    limit = loaded.model.max_len - 1 - (marks.src_tag is not None)
+
+    def translate_texts(texts: list[str]) -> list[tuple[str, str]]:
+        found = translate_lines(
+            loaded, texts, decode_cfg, device=device, stats=stats, marks=marks, alignments=True,
+            chunk_lines=max(len(texts), 1),
+        )  # fmt: skip
+        return [(t[0].text, t[0].alignment) for t in found]
+
+    def fits(words: list[str]) -> bool:
+        return len(loaded.vocab.encode_src([" ".join(words)])[0]) <= limit
+
+    interactive = input is None and sys.stdin.isatty()
+    lines_in = read_input(input, read_stats)
+    start, n_lines = time.perf_counter(), 0
+    with (
+        open_output(output) as sink,
+        progress(desc="translating", unit=" lines", force=None if output is not None else False) as bar,
+    ):
+        while chunk := list(itertools.islice(lines_in, 1 if interactive else CHUNK_LINES)):
+            done = translate_fragments(chunk, translate_texts, fits=fits, stats=markup_stats)
+            sink.write("".join(f"{line}\n" for line in done).encode("utf-8"))
+            if interactive:
+                sink.flush()
+            n_lines += len(chunk)
+            bar.update(len(chunk))
+    elapsed_s = time.perf_counter() - start
+    stats.lines, stats.invalid_utf8 = n_lines, read_stats.invalid_utf8_lines
+    stats.html_repaired, stats.html_repairs = markup_stats.repaired_lines, markup_stats.repairs
+    warn_repairs(stats, max_len=loaded.model.max_len)
+    if output is not None:
+        _report_speed(stats, elapsed_s, device=device, output=output)
+    return TranslateResult(stats, decode_cfg, device.type, elapsed_s, output)
 
 
 def _check_alignments(checkpoint: Path, loaded: LoadedModel, route: Route, *, device: torch.device) -> None:
