@@ -74,9 +74,11 @@ class _Builder(HTMLParser):
         self.line, self.root = line, Element("", "")
         self.stack: list[tuple[Element, int]] = [(self.root, 0)]
         self.repairs = 0
+        self._starts = [0] + [m.end() for m in re.finditer("\n", line)]  # a document of several lines (serve)
 
     def _offset(self) -> int:
-        return self.getpos()[1]  # one line: the column is the offset
+        row, column = self.getpos()
+        return self._starts[row - 1] + column
 
     def _is_opaque(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
         values = dict(attrs)
@@ -345,6 +347,60 @@ class MarkupStats:
     repairs: int = 0
 
 
+@dataclass
+class Fragments:
+    """Parsed fragments waiting for their text's translations (`prepare_fragments`)."""
+
+    layouts: list[list[Placed]]
+    jobs: list[tuple[Unit, int, int]]  # (unit, first word, end word) per text to translate
+
+    @property
+    def texts(self) -> list[str]:
+        """The plain texts to translate, in order."""
+        return [" ".join(unit.words[a:b]) for unit, a, b in self.jobs]
+
+
+def prepare_fragments(lines: Sequence[str], *, fits: Callable[[list[str]], bool], stats: MarkupStats) -> Fragments:
+    """Parse (and repair, counted in `stats`) each fragment; its text in pieces the model takes (`fits`)."""
+    layouts: list[list[Placed]] = []
+    jobs: list[tuple[Unit, int, int]] = []
+    for line in lines:
+        root, repairs = parse_fragment(line)
+        if repairs:
+            stats.repaired_lines += 1
+            stats.repairs += repairs
+        placed: list[Placed] = []
+        _flatten(root, placed, [None])
+        layouts.append(placed)
+        for p in placed:
+            if p.unit is not None and p.unit.words:
+                jobs += [(p.unit, a, b) for a, b in _cut(p.unit.words, fits)]
+    return Fragments(layouts, jobs)
+
+
+def render_fragments(fragments: Fragments, done: Sequence[tuple[str, str]]) -> list[str]:
+    """Each fragment with its text replaced by the translations `done` of `fragments.texts` (each a
+    (translation, Pharaoh links between their whitespace words) pair) and its markup put back."""
+    outputs: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
+    for (unit, a, _), (text, links) in zip(fragments.jobs, done, strict=True):
+        words, all_links = outputs.setdefault(id(unit), ([], []))
+        offset = len(words)
+        pairs = [tuple(map(int, link.split("-"))) for link in links.split()]
+        all_links += [(a + i, offset + j) for i, j in pairs]
+        words += text.split()
+    result = []
+    for placed in fragments.layouts:
+        pieces = []
+        for p in placed:
+            if p.unit is None:
+                pieces.append(p.markup)
+            else:
+                words, links = outputs.get(id(p.unit), ([], []))
+                pieces.append(_render_unit(p.unit, words, links))
+        result.append("".join(pieces))
+    return result
+
+
 def translate_fragments(
     lines: Sequence[str],
     translate_texts: Callable[[list[str]], list[tuple[str, str]]],
@@ -357,37 +413,5 @@ def translate_fragments(
     `translate_texts(texts)` gives, per text, (translation, Pharaoh links between their whitespace words);
     `fits(words)`: whether a piece of text is short enough for the model.
     """
-    layouts: list[list[Placed]] = []
-    jobs: list[tuple[Unit, int, int]] = []  # (unit, first word, end word) per text to translate
-    for line in lines:
-        root, repairs = parse_fragment(line)
-        if repairs:
-            stats.repaired_lines += 1
-            stats.repairs += repairs
-        placed: list[Placed] = []
-        _flatten(root, placed, [None])
-        layouts.append(placed)
-        for p in placed:
-            if p.unit is not None and p.unit.words:
-                jobs += [(p.unit, a, b) for a, b in _cut(p.unit.words, fits)]
-    done = translate_texts([" ".join(unit.words[a:b]) for unit, a, b in jobs])
-    outputs: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
-    for (unit, a, _), (text, links) in zip(jobs, done, strict=True):
-        words, all_links = outputs.setdefault(id(unit), ([], []))
-        offset = len(words)
-        pairs = [tuple(map(int, link.split("-"))) for link in links.split()]
-        all_links += [(a + i, offset + j) for i, j in pairs]
-        words += text.split()
-    result = []
-    for placed in layouts:
-        pieces = []
-        for p in placed:
-            if p.unit is None:
-                pieces.append(p.markup)
-            elif not p.unit.words or id(p.unit) not in outputs or not outputs[id(p.unit)][0]:
-                pieces.append(_render_unit(p.unit, [], []) if p.unit.spans or p.unit.atoms else "")
-            else:
-                words, links = outputs[id(p.unit)]
-                pieces.append(_render_unit(p.unit, words, links))
-        result.append("".join(pieces))
-    return result
+    fragments = prepare_fragments(lines, fits=fits, stats=stats)
+    return render_fragments(fragments, translate_texts(fragments.texts))

@@ -32,6 +32,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.console import info
+from nmt.decode.markup import MarkupStats, prepare_fragments, render_fragments
+from nmt.decode.search import SearchEngine
 from nmt.decode.translate import source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
@@ -161,6 +163,8 @@ class Routes:
             return error(exc.status, exc.message, exc.headers)
         if not req.route:
             return JSONResponse(answer(req, [[text] for text in req.texts]))
+        if req.html:
+            return await self.translate_html(request, req)
         flat = [line for text_lines in req.lines for line in text_lines]
         nbest = min(req.alternatives + 1, req.route[-1].decode.beam)
         rows: list[list[str]] = [[line] for line in flat]
@@ -188,16 +192,44 @@ class Routes:
         headers = {PIVOT_HEADER: req.pivot} if req.pivot else None
         return JSONResponse(answer(req, per_text), headers=headers)
 
-    async def decode(self, request: Request, pair: Pair, src: list[list[int]], nbest: int) -> Result | None:
-        """The lines `src` decoded by the batcher; None when the client left (or the shutdown timeout
-        cancelled the request) first, and the job is dropped from its batch. queue.Full when full."""
+    async def translate_html(self, request: Request, req: TranslateRequest) -> Response:
+        """format=html: each q string an HTML document, its text translated in units with word alignments
+        and its markup put back (`nmt.decode.markup`, as `nmt translate --format html`)."""
+        pair = req.route[0]
+        if isinstance(pair.loaded.model, SearchEngine):
+            return error(400, "Invalid request: format html needs word alignments, which this exported model lacks")
+        limit = pair.max_len - 1 - (pair.marks.src_tag is not None)
+        fits = lambda words: len(pair.loaded.vocab.encode_src([" ".join(words)])[0]) <= limit  # noqa: E731
+        stats = MarkupStats()
+        fragments = prepare_fragments(req.texts, fits=fits, stats=stats)
+        if stats.repairs:
+            self.metrics.html_repaired(stats.repaired_lines)
+        texts = fragments.texts
+        src, _ = source_ids(pair.loaded, texts, pair.marks)
+        try:
+            result = await self.decode(request, pair, src, 1, texts=texts)
+        except queue.Full:
+            return error(429, "Slowdown: too many requests are waiting; try again later")
+        if result is None:
+            return Response(status_code=499)
+        if isinstance(result, BaseException):
+            return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+        done = [(t[0].text, t[0].alignment) for t in result]
+        return JSONResponse(answer(req, [[html] for html in render_fragments(fragments, done)]))
+
+    async def decode(
+        self, request: Request, pair: Pair, src: list[list[int]], nbest: int, *, texts: list[str] | None = None
+    ) -> Result | None:
+        """The lines `src` decoded by the batcher (word-aligned when their `texts` are given); None when the
+        client left (or the shutdown timeout cancelled the request) first, and the job is dropped from its
+        batch. queue.Full when full."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
 
         def done(result: Result) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
-        job = Job(pair, src, nbest, done)
+        job = Job(pair, src, nbest, done, texts=texts)
         self.batcher.submit(job)
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         try:

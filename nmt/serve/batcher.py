@@ -35,7 +35,7 @@ from functools import cached_property
 from typing import Any
 
 from nmt.decode.search import search
-from nmt.decode.translate import Translation, to_translations
+from nmt.decode.translate import Translation, to_translations, with_alignments
 from nmt.serve.models import Pair
 
 Result = list[list[Translation]] | BaseException  # nbest translations per line, or what went wrong
@@ -55,6 +55,7 @@ class Job:
     src: list[list[int]]  # source ids per line (`nmt.decode.translate.source_ids`), [] for an empty line
     nbest: int
     done: Callable[[Result], object]  # called once, from the worker thread
+    texts: list[str] | None = None  # the lines as text, when they are to be word-aligned (format=html)
     cancelled: bool = False  # set by the event loop when the client disconnected
     enqueued: float = field(default_factory=time.monotonic)
     next_line: int = 0  # worker thread only: the first line not yet decoded
@@ -235,7 +236,7 @@ class Batcher:
             if job in self._started:
                 self._started.remove(job)
         failed = translated = decoded_tokens = 0
-        key = lambda piece: (piece[0].pair.key, piece[0].nbest)  # noqa: E731
+        key = lambda piece: (piece[0].pair.key, piece[0].nbest, piece[0].texts is not None)  # noqa: E731
         for _, group_iter in itertools.groupby(sorted(live, key=key), key=key):
             group = list(group_iter)
             pair, nbest = group[0][0].pair, group[0][0].nbest
@@ -245,6 +246,12 @@ class Batcher:
                 cfg = dataclasses.replace(pair.decode, nbest=nbest)
                 hyps = search(pair.loaded.model, src, cfg, device=pair.device, start_id=pair.marks.start_id)
                 translations = to_translations(pair.loaded.vocab, src, hyps, nbest=nbest)
+                if group[0][0].texts is not None:  # word alignments for the markup (format=html)
+                    texts = [t for job, a, b in group for t in (job.texts or [])[a:b]]
+                    translations = with_alignments(
+                        pair.loaded, texts, src, translations, start_id=pair.marks.start_id, marks=pair.marks,
+                        device=pair.device,
+                    )  # fmt: skip
             except Exception as exc:  # answered as a 500 for this group only; the server goes on
                 for job, _, _ in group:
                     failed += 1

@@ -56,6 +56,7 @@ class Metrics:
         self.sentences = 0
         self.src_tokens = 0
         self.truncated_lines = 0
+        self.html_repaired_texts = 0
         self.dropped = 0
         self.failed = 0
         self.refused_connections = 0  # over --max-connections
@@ -80,6 +81,10 @@ class Metrics:
     def truncated(self, lines: int) -> None:
         with self._lock:
             self.truncated_lines += lines
+
+    def html_repaired(self, texts: int) -> None:
+        with self._lock:
+            self.html_repaired_texts += texts
 
     def batch(self, report: BatchReport) -> None:
         with self._lock:
@@ -111,6 +116,11 @@ class Metrics:
                 ("nmt_serve_sentences_total", "Lines translated.", self.sentences),
                 ("nmt_serve_source_tokens_total", "Source tokens decoded.", self.src_tokens),
                 ("nmt_serve_truncated_lines_total", "Lines cut to the model's maximum length.", self.truncated_lines),
+                (
+                    "nmt_serve_html_repaired_total",
+                    "format=html texts that were malformed HTML, repaired as an HTML parser does.",
+                    self.html_repaired_texts,
+                ),
                 ("nmt_serve_dropped_requests_total", "Requests whose client left before their answer.", self.dropped),
                 ("nmt_serve_failed_requests_total", "Requests answered 500 by a failed batch.", self.failed),
                 ("nmt_serve_refused_connections_total", "Connections refused at the cap.", self.refused_connections),

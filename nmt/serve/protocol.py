@@ -162,6 +162,7 @@ class TranslateRequest:
     route: tuple[Pair, ...]  # the pair, or two through a pivot; () when source and target are the same language
     alternatives: int
     auto: bool  # source was "auto"
+    html: bool = False  # format=html: each q string is an HTML document, translated with its markup kept
 
     @property
     def pivot(self) -> str | None:
@@ -183,8 +184,8 @@ def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], 
         if not isinstance(params[name], str):
             raise ApiError(400, f"Invalid request: {name} must be a language code (a string)")
     fmt = params.get("format", "text") or "text"
-    if fmt != "text":
-        raise ApiError(400, f"Invalid request: format {fmt!r} is not supported; this server translates plain text only")
+    if fmt not in ("text", "html"):
+        raise ApiError(400, f"Invalid request: format {fmt!r} is not supported; use text or html")
     alternatives = params.get("alternatives", 0)
     try:
         alternatives = int(alternatives) if not isinstance(alternatives, bool | list | dict | float) else None
@@ -224,4 +225,10 @@ def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], 
             f"Invalid request: no model for {source}->{target}, directly or through one pivot language; "
             f"supported: {supported}",
         )
-    return TranslateRequest(texts, lines, as_list, steps, alternatives, auto)
+    if fmt == "html" and alternatives:
+        raise ApiError(400, "Invalid request: format html gives one translation per text; alternatives must be 0")
+    if fmt == "html" and len(steps) > 1:
+        raise ApiError(
+            400, f"Invalid request: format html needs a model for {source}->{target}; a pivot route cannot keep markup"
+        )
+    return TranslateRequest(texts, lines, as_list, steps, alternatives, auto, html=fmt == "html")

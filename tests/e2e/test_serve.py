@@ -41,6 +41,7 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, *models: Path, args: tuple[str, ...] = ()) -> None:
+        self.model = models[0]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -118,6 +119,26 @@ def test_json_body_keeps_the_lines_of_a_text(server: Server, reference: dict[str
     assert auto["detectedLanguage"]["language"] == "src"
 
 
+def test_format_html_through_the_aio_client_equals_translate_format_html(server: Server, tmp_path: Path) -> None:
+    """LibreTranslate's format=html: each q an HTML document, answered as `nmt translate --format html`
+    answers the same fragment (the CLI is the reference), malformed ones repaired and counted."""
+    docs = [
+        "<p>3 <b>4 <i>5</i></b> 6</p>",
+        '<div>a <a href="?x=1&amp;y=2">b c</a> <!-- n --> d<br>e</div>',
+        "<b>x <i>y</b> z",  # malformed
+        "<script>var s = '<p>';</script>p <span translate=\"no\">q r</span> s",
+    ]
+    (tmp_path / "in.html").write_text("".join(f"{d}\n" for d in docs))
+    cli = run_nmt("translate", str(server.model), "-i", str(tmp_path / "in.html"), "--format", "html")
+    assert cli.returncode == 0, cli.stderr
+    with libretranslate_aio.LibreTranslate(base_url=server.url) as client:
+        result = client.translate(docs, source="src", target="tgt", format="html")
+    assert result.translated_text == cli.stdout.split("\n")[: len(docs)]
+    assert "<script>var s = '<p>';</script>" in result.translated_text[3]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "nmt_serve_html_repaired_total 1" in metrics
+
+
 def test_200_requests_from_32_concurrent_clients_each_get_their_own_answer(
     server: Server, reference: dict[str, list[str]]
 ) -> None:
@@ -155,8 +176,10 @@ def post_raw(url: str, content: bytes, content_type: str) -> httpx.Response:
         (json.dumps({"q": "a", "source": "src"}).encode(), "application/json", 400, "missing target"),
         (json.dumps({"q": "a", "source": "de", "target": "tgt"}).encode(), "application/json", 400, "src->tgt"),
         (json.dumps({"q": "a", "source": "auto", "target": "fr"}).encode(), "application/json", 400, "detection"),
-        (json.dumps({"q": "a", "source": "src", "target": "tgt", "format": "html"}).encode(), "application/json",
-         400, "html"),
+        (json.dumps({"q": "a", "source": "src", "target": "tgt", "format": "xml"}).encode(), "application/json",
+         400, "use text or html"),
+        (json.dumps({"q": "a", "source": "src", "target": "tgt", "format": "html", "alternatives": 2}).encode(),
+         "application/json", 400, "format html gives one translation"),
         (json.dumps({"q": "a", "source": "src", "target": "tgt", "alternatives": "x"}).encode(), "application/json",
          400, "alternatives"),
         (b"{not json", "application/json", 400, "JSON"),
