@@ -66,7 +66,10 @@ def attention_rows(
     batch_tokens: int = 4096,
 ) -> list[np.ndarray]:
     """Cross-attention (len(tgt), len(src)) of each (source ids with eos, target ids without bos/eos) pair,
-    teacher-forced from `start_id`, in batches of about `batch_tokens` padded tokens."""
+    teacher-forced from `start_id`, in batches of about `batch_tokens` padded tokens. A CTranslate2 export
+    (`nmt.decode.ct2.CT2Engine`) gives its own (`attention`: the target forced as a prefix)."""
+    if not isinstance(model, torch.nn.Module):
+        return model.attention([list(s) for s in src_seqs], [list(t) for t in tgt_seqs], start_id=start_id)
     order = sorted(range(len(src_seqs)), key=lambda k: (len(src_seqs[k]), len(tgt_seqs[k])))
     out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(src_seqs)
     k = 0

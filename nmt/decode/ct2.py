@@ -289,6 +289,28 @@ class CT2Engine:
                 self._decode_again(index, src_seqs, cfg, out, limit=limit, patience=float(limit + 2), prefix=prefix)
         return out
 
+    def attention(self, src_seqs: list[list[int]], tgt_seqs: list[list[int]], *, start_id: int) -> list[Any]:
+        """Cross-attention (len(tgt), len(src)) of each (source ids with eos, target ids) pair, the target
+        forced as a `target_prefix` (`return_attention`: the export's alignment layer and heads; nmt's exports
+        average the last layer's heads, as the checkpoint's own attention)."""
+        import numpy as np
+
+        start = [self.tgt_pieces[start_id]] if self.prefix_start else []
+        results = self.translator.translate_batch(
+            [self.pieces(s) for s in src_seqs],
+            target_prefix=[start + [self.tgt_pieces[i] for i in t] for t in tgt_seqs],
+            beam_size=1,
+            max_input_length=0,
+            max_decoding_length=len(start) + max((len(t) for t in tgt_seqs), default=0) + 1,
+            return_attention=True,
+        )
+        out = []
+        for r, s, t in zip(results, src_seqs, tgt_seqs, strict=True):
+            rows = np.asarray(r.attention[0], dtype=np.float32)[: len(t)]  # the outputs hold no start token
+            # CTranslate2 leaves out the source's eos (added by the export's config): a zero column for it
+            out.append(np.pad(rows, ((0, 0), (0, max(len(s) - rows.shape[1], 0))))[:, : len(s)])
+        return out
+
     def _decode_again(
         self,
         index: list[int],

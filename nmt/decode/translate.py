@@ -467,15 +467,8 @@ def _translate_html(
 
 
 def _check_alignments(checkpoint: Path, loaded: LoadedModel, route: Route, *, device: torch.device) -> None:
-    """NmtError before translating when word alignments cannot be given: an export (no attention weights
-    through nmt's CTranslate2 path yet), a pivot (the links would be to the pivot text) or a model without
-    attention."""
-    if isinstance(loaded.model, SearchEngine):
-        raise NmtError(
-            f"{checkpoint}: --alignments needs the checkpoint (.pt): alignments from an exported CTranslate2 model "
-            "are not supported yet",
-            hint="translate with the checkpoint the export came from",
-        )
+    """NmtError before translating when word alignments cannot be given: a pivot (the links would be to the
+    pivot text) or a model without attention."""
     if len(route.steps) > 1:
         raise NmtError(
             "--alignments with --pivot: the links would be to the pivot language's text, not to the input",

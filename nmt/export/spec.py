@@ -99,6 +99,7 @@ def transformer_spec_of(
         pre_norm=norm == "pre",
         activation=_ACTIVATIONS[activation],
         layernorm_embedding=isinstance(model.src_embed.norm, nn.LayerNorm),
+        alignment_heads=n_heads,  # return_attention: the last layer's heads averaged, as nmt's own attention
     )
     _set_inputs(spec.encoder, model.src_embed)
     for layer_spec, layer in zip(spec.encoder.layer, model.encoder, strict=True):

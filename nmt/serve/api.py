@@ -33,7 +33,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.console import info
 from nmt.decode.markup import MarkupStats, prepare_fragments, render_fragments
-from nmt.decode.search import SearchEngine
 from nmt.decode.translate import source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
@@ -196,8 +195,6 @@ class Routes:
         """format=html: each q string an HTML document, its text translated in units with word alignments
         and its markup put back (`nmt.decode.markup`, as `nmt translate --format html`)."""
         pair = req.route[0]
-        if isinstance(pair.loaded.model, SearchEngine):
-            return error(400, "Invalid request: format html needs word alignments, which this exported model lacks")
         limit = pair.max_len - 1 - (pair.marks.src_tag is not None)
         fits = lambda words: len(pair.loaded.vocab.encode_src([" ".join(words)])[0]) <= limit  # noqa: E731
         stats = MarkupStats()

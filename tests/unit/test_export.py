@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -375,3 +376,28 @@ def test_multilingual_export_translates_each_direction_and_pivot_as_the_checkpoi
     assert outputs[export] == outputs[ckpt]
     if load_model(ckpt).cfg.data.lang_token == "target":  # the random model's outputs follow its first token
         assert len({tuple(map(tuple, rows)) for rows in outputs[ckpt]}) == len(requests)
+
+
+def test_export_attention_is_the_checkpoints_last_layer_head_average(
+    exported: Path, tiny_checkpoint: TinyCheckpoint
+) -> None:
+    """An export's `return_attention` (alignment_heads = all heads of the last layer) on the checkpoint's own
+    translations equals the checkpoint's teacher-forced attention, so --alignments and --format html give the
+    same links on either."""
+    from nmt.decode.alignment import attention_rows
+    from nmt.decode.heatmaps import teacher_forced_attention
+
+    lines = [p[0] for p in PAIRS[:12]]
+    native, cfg, _ = load_for_decoding(tiny_checkpoint.path)
+    engine, _, _ = load_for_decoding(exported)
+    src = [s + [EOS_ID] for s in native.vocab.encode_src(lines)]
+    tgt = [list(t[0].ids) for t in translate_lines(native, lines, cfg, device=CPU)]
+    rows = attention_rows(engine.model, src, tgt, start_id=BOS_ID, device=CPU)
+    for s, t, got in zip(src, tgt, rows, strict=True):
+        want = teacher_forced_attention(native.model, s, t, device=CPU).numpy()[: len(t)]
+        assert got.shape == want.shape == (len(t), len(s))
+        np.testing.assert_allclose(got[:, :-1], want[:, :-1], atol=2e-3)  # CTranslate2 gives no eos column
+    ours = list(translate_lines(native, lines, cfg, device=CPU, alignments=True))
+    theirs = list(translate_lines(engine, lines, cfg, device=CPU, alignments=True))
+    same = sum(a[0].alignment == b[0].alignment for a, b in zip(ours, theirs, strict=True) if a[0].ids == b[0].ids)
+    assert same == sum(a[0].ids == b[0].ids for a, b in zip(ours, theirs, strict=True)) > 0
