@@ -197,3 +197,18 @@ def test_pretraining_then_fine_tuning_beats_scratch_at_equal_total_steps(tmp_pat
     scratch = best_valid_nll(path, [*common, "train.max_steps=350", "train.valid_every=50",
                                     f"workdir={tmp_path / 'scratch'}"])  # fmt: skip
     assert tuned < 0.85 * scratch, (tuned, scratch)
+
+
+def test_the_pretrain_command_runs_and_refuses_a_config_without_monolingual_text(tmp_path: Path) -> None:
+    from tests.conftest import run_nmt
+
+    config = pretraining_config(tmp_path, mono=200)
+    fast = [arg for setting in [*FAST, "train.max_steps=4", "train.valid_every=4"] for arg in ("--set", setting)]
+    assert run_nmt("prepare", str(config), *fast).returncode == 0
+    done = run_nmt("pretrain", str(config), *fast)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "exp" / "pretrain" / "checkpoints" / "best.pt").is_file()
+    assert "valid loss" in done.stderr and "BLEU" not in done.stderr
+    refused = run_nmt("pretrain", str(config), *fast, "--set", "data.monolingual=null")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "data.monolingual" in refused.stderr
