@@ -286,8 +286,9 @@ def _render_unit(unit: Unit, out_words: list[str], links: Sequence[tuple[int, in
                     point = e
         return point
 
+    empty: list[tuple[Element | Raw, int, Element | None]] = []  # placed once every span is known
     for element, first, last, parent in unit.spans:
-        if id(parent) not in span_of:  # inside an element without output words: written by `_empty`
+        if id(parent) not in span_of:  # inside an element without output words: written by `_atom`
             continue
         kids.setdefault(id(parent), []).append(element)
         aligned = [j for i in range(first, last + 1) for j in targets.get(i, [])]
@@ -301,12 +302,13 @@ def _render_unit(unit: Unit, out_words: list[str], links: Sequence[tuple[int, in
         if s <= e:
             span_of[id(element)] = (s, e)
         else:
-            point_of[id(element)] = place(after(first - 1), parent)
+            empty.append((element, first - 1, parent))
     for atom, before, parent in unit.atoms:
-        if id(parent) not in span_of:
-            continue
-        kids.setdefault(id(parent), []).append(atom)
-        point_of[id(atom)] = place(after(before), parent)
+        if id(parent) in span_of:
+            kids.setdefault(id(parent), []).append(atom)
+            empty.append((atom, before, parent))
+    for node, before, parent in empty:
+        point_of[id(node)] = place(after(before), parent)
 
     def render(parent: Element | None, lo: int, hi: int) -> str:
         """Output words lo..hi with the children of `parent`: kept markup and empty elements right after

@@ -138,3 +138,15 @@ def test_translate_format_html_gives_one_well_formed_line_per_line(
     assert result.stats.html_repaired == 1
     with pytest.raises(NmtError, match="--format html writes one HTML fragment per input line; --scores"):
         translate(tiny_checkpoint.path, input=src, output=tmp_path / "x", markup="html", scores=True)
+
+
+def test_a_tag_without_aligned_words_is_kept_even_where_a_later_sibling_takes_its_place() -> None:
+    """`s` covers a word with no link; the output word after which it goes is inside `i`'s projected span:
+    it goes after that span, not into it (nor is it lost)."""
+
+    def model(texts: list[str]) -> list[tuple[str, str]]:
+        assert texts == ["a b c d"]
+        return [("X Y Z", "0-1 2-0 3-1 3-2")]
+
+    (out,), _ = run(["a <s>b</s> c <i>d</i>"], model=model)
+    assert out == "X <i>Y Z</i><s></s>"
