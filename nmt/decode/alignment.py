@@ -4,24 +4,27 @@ A link `i-j` says that output word j came from source word i (0-based). A word i
 token: of the source line, and of the detokenised output line. The links are read from the
 model's cross-attention, independently of the search (as fairseq's `--print-alignment` and the
 attention heatmaps do): the model is run teacher-forced on (source ids, [start] + hypothesis),
-batched, and returns the last decoder layer's cross-attention averaged over its heads (a
-recurrent model: its one attention). Each output piece is linked to the source piece it attends
-to most (the source's eos and tags excluded); a piece belongs to the last word of the text its
-ids decode to up to and including it (so an unknown piece, decoded as a word of its own, and
-byte pieces count as the text shows them), and the links are the distinct word pairs, sorted by
-source then output word. Every output word gets at least one link (the piece that starts it);
-a source word may get none. The last layer is the layer the model gives; attention is a rough aligner
-(Garg et al. 2019 report a 30-50% alignment error rate for it on German-English).
+batched, and returns the cross-attention of its penultimate decoder layer (`alignment_layer`, the
+layer whose links agree best with eflomal's in BENCHMARKS.md, as Garg et al. 2019 found), averaged
+over its heads (a recurrent model: its one attention). Each output piece is linked to the source
+piece it attends to most (the source's eos and tags excluded); a piece belongs to the last word of
+the text its ids decode to up to and including it (so an unknown piece, decoded as a word of its
+own, and byte pieces count as the text shows them), and the links are the distinct word pairs,
+sorted by source then output word. Every output word gets at least one link (the piece that starts
+it); a source word may get none. Attention is a rough aligner (Garg et al. 2019 report a 30-50%
+alignment error rate for it on German-English).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from nmt.errors import NmtError
+from nmt.model.transformer import alignment_layer
 from nmt.tokens import PAD_ID
 
 NO_ATTENTION = (
@@ -70,6 +73,9 @@ def attention_rows(
     (`nmt.decode.ct2.CT2Engine`) gives its own (`attention`: the target forced as a prefix)."""
     if not isinstance(model, torch.nn.Module):
         return model.attention([list(s) for s in src_seqs], [list(t) for t in tgt_seqs], start_id=start_id)
+    layer = {}  # a Transformer: its `alignment_layer`; a recurrent model has one attention
+    if "attention_layer" in inspect.signature(model.forward).parameters:
+        layer = {"attention_layer": alignment_layer(len(model.decoder))}  # type: ignore[arg-type]
     order = sorted(range(len(src_seqs)), key=lambda k: (len(src_seqs[k]), len(tgt_seqs[k])))
     out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(src_seqs)
     k = 0
@@ -92,7 +98,7 @@ def attention_rows(
             tgt[row, 1 : len(tgt_seqs[b]) + 1] = torch.tensor(list(tgt_seqs[b]), dtype=torch.long)
         src, tgt = src.to(device), tgt.to(device)
         try:
-            _, weights = model(src, src == PAD_ID, tgt, return_attention=True)
+            _, weights = model(src, src == PAD_ID, tgt, return_attention=True, **layer)
         except (TypeError, ValueError):  # a model family without attention weights says so
             raise NmtError(NO_ATTENTION, hint="translate without --alignments") from None
         weights = weights.float().cpu().numpy()

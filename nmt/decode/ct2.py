@@ -292,7 +292,7 @@ class CT2Engine:
     def attention(self, src_seqs: list[list[int]], tgt_seqs: list[list[int]], *, start_id: int) -> list[Any]:
         """Cross-attention (len(tgt), len(src)) of each (source ids with eos, target ids) pair, the target
         forced as a `target_prefix` (`return_attention`: the export's alignment layer and heads; nmt's exports
-        average the last layer's heads, as the checkpoint's own attention)."""
+        average the heads of `nmt.model.transformer.alignment_layer`, as the checkpoint's alignments do)."""
         import numpy as np
 
         start = [self.tgt_pieces[start_id]] if self.prefix_start else []

@@ -291,7 +291,7 @@ def _render_unit(unit: Unit, out_words: list[str], links: Sequence[tuple[int, in
         if id(parent) not in span_of:  # inside an element without output words: written by `_atom`
             continue
         kids.setdefault(id(parent), []).append(element)
-        aligned = [j for i in range(first, last + 1) for j in targets.get(i, [])]
+        aligned = _densest_run([j for i in range(first, last + 1) for j in targets.get(i, [])])
         lo, hi = span_of[id(parent)]
         s, e = (max(min(aligned), lo), min(max(aligned), hi)) if aligned else (1, 0)
         for sib in kids[id(parent)][:-1]:
@@ -330,6 +330,21 @@ def _render_unit(unit: Unit, out_words: list[str], links: Sequence[tuple[int, in
         return "".join(pieces)
 
     return render(None, 0, m - 1)
+
+
+def _densest_run(words: list[int]) -> list[int]:
+    """The output words a tag goes around: of the words its source words are linked to, the run of adjacent
+    ones (gaps of one word allowed) that holds the most links (the first of equals), so that one stray link
+    far away does not stretch the tag over the words between."""
+    if not words:
+        return []
+    runs: list[list[int]] = []
+    for j in sorted(words):
+        if runs and j - runs[-1][-1] <= 2:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return max(runs, key=len)
 
 
 def _atom(node: Element | Raw) -> str:

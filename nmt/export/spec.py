@@ -29,7 +29,7 @@ from torch import nn
 from nmt.model.attention import MultiHeadAttention
 from nmt.model.embeddings import Embeddings
 from nmt.model.layers import DecoderLayer, EncoderLayer, FeedForward
-from nmt.model.transformer import Transformer
+from nmt.model.transformer import Transformer, alignment_layer
 from nmt.tokens import BOS_ID, EOS_ID, UNK_ID
 
 _ACTIVATIONS = {  # GELU: erf, as nn.GELU(); SWISH: x * sigmoid(x), as nn.SiLU()
@@ -99,7 +99,8 @@ def transformer_spec_of(
         pre_norm=norm == "pre",
         activation=_ACTIVATIONS[activation],
         layernorm_embedding=isinstance(model.src_embed.norm, nn.LayerNorm),
-        alignment_heads=n_heads,  # return_attention: the last layer's heads averaged, as nmt's own attention
+        alignment_layer=alignment_layer(len(model.decoder)),  # return_attention: as `nmt translate --alignments`
+        alignment_heads=n_heads,  # reads it: that layer's heads averaged
     )
     _set_inputs(spec.encoder, model.src_embed)
     for layer_spec, layer in zip(spec.encoder.layer, model.encoder, strict=True):

@@ -104,6 +104,14 @@ class TransformerState:
         return type(self)(self_kv, cross_kv, src_pad, step, self.self_kv.view(-1), self.cross_kv.view(-1), self.group)
 
 
+def alignment_layer(decoder_layers: int) -> int:
+    """The decoder layer whose head-averaged cross-attention gives word alignments (`nmt translate
+    --alignments`, `--format html`, and the CTranslate2 export's `return_attention`): the penultimate one
+    (Garg et al. 2019), the one that agrees best with eflomal's links in BENCHMARKS.md; the only one of a
+    one-layer decoder."""
+    return max(decoder_layers - 2, 0)
+
+
 class Transformer(nn.Module):
     """Encoder-decoder Transformer; build it from config with `from_config`.
 
@@ -214,10 +222,16 @@ class Transformer(nn.Module):
         return TransformerMemory(self.enc_norm(x), src_pad)
 
     def decode(
-        self, tgt_in: Tensor, memory: TransformerMemory, *, need_weights: bool = False, keep: Tensor | None = None
+        self,
+        tgt_in: Tensor,
+        memory: TransformerMemory,
+        *,
+        need_weights: bool = False,
+        keep: Tensor | None = None,
+        weights_layer: int = -1,
     ) -> tuple[Tensor, Tensor | None]:
-        """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V) and, if asked, the last
-        layer's head-averaged cross-attention weights (B, T, S). With `keep` (flat indices into
+        """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V) and, if asked, the head-averaged
+        cross-attention weights (B, T, S) of layer `weights_layer` (the last by default). With `keep` (flat indices into
         the B*T positions of each row's real prefix, as `nmt.data.batching.collate` builds them),
         the logits of those positions only, (N, V): padding never goes through the decoder's
         position-wise parts or the projection onto the vocabulary (`nmt.model.packing`)."""
@@ -226,10 +240,11 @@ class Transformer(nn.Module):
         if rows is not None:  # the real positions only, from here to the logits (nmt.model.packing)
             x = rows.pack(x)
         weights = None
-        last = len(self.decoder) - 1
+        wanted = weights_layer % len(self.decoder)
         for i, layer in enumerate(self.decoder):
             cross_kv = layer.cross_kv(memory.out)
-            x, weights = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == last, rows=rows)
+            x, w = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == wanted, rows=rows)
+            weights = w if i == wanted else weights
         return self.out_proj(self.dec_norm(x)), weights
 
     @overload
@@ -241,6 +256,7 @@ class Transformer(nn.Module):
         *,
         return_attention: Literal[False] = False,
         keep: Tensor | None = None,
+        attention_layer: int = -1,
     ) -> Tensor: ...
     @overload
     def forward(
@@ -251,6 +267,7 @@ class Transformer(nn.Module):
         *,
         return_attention: Literal[True],
         keep: Tensor | None = None,
+        attention_layer: int = -1,
     ) -> tuple[Tensor, Tensor]: ...
     def forward(
         self,
@@ -260,14 +277,18 @@ class Transformer(nn.Module):
         *,
         return_attention: bool = False,
         keep: Tensor | None = None,
+        attention_layer: int = -1,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T);
         with `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V).
 
-        With `return_attention`, also the last decoder layer's cross-attention weights
-        (B, T, S), averaged over heads.
+        With `return_attention`, also decoder layer `attention_layer`'s cross-attention weights
+        (B, T, S), averaged over heads (the last layer's by default; `alignment_layer` for word alignments).
         """
-        logits, weights = self.decode(tgt_in, self.encode(src_ids, src_pad), need_weights=return_attention, keep=keep)
+        memory = self.encode(src_ids, src_pad)
+        logits, weights = self.decode(
+            tgt_in, memory, need_weights=return_attention, keep=keep, weights_layer=attention_layer
+        )
         if return_attention:
             assert weights is not None
             return logits, weights

@@ -10,10 +10,18 @@ import pytest
 import torch
 
 from nmt.decode.alignment import prefix_words, word_links
-from nmt.decode.heatmaps import teacher_forced_attention
 from nmt.decode.translate import load_for_decoding, source_ids, translate, translate_lines
 from nmt.errors import NmtError
 from tests.conftest import TinyCheckpoint
+
+
+def layer_attention(model: torch.nn.Module, src: list[int], tgt: list[int]) -> np.ndarray:
+    """One sentence's full forward pass: the penultimate decoder layer's head-averaged attention (T, S)."""
+    layer = len(model.decoder) - 2  # the tiny model has 2: its first
+    with torch.inference_mode():
+        _, weights = model(torch.tensor([src]), torch.tensor([src]) == 0, torch.tensor([[2, *tgt]]),
+                           return_attention=True, attention_layer=layer)  # fmt: skip
+    return weights[0].float().numpy()
 
 
 def test_a_piece_belongs_to_the_last_word_of_the_text_up_to_it() -> None:
@@ -67,7 +75,7 @@ def test_translate_writes_links_within_both_sides_words_and_equal_to_one_sentenc
         for t in translations:
             if not t.ids:
                 continue
-            weights = teacher_forced_attention(loaded.model, src_ids[k], list(t.ids), device=device).numpy()
+            weights = layer_attention(loaded.model, src_ids[k], list(t.ids))
             text_ids = src_ids[k][:-1]  # without eos
             src_word = [len(loaded.vocab.decode_src([text_ids[: m + 1]])[0].split()) - 1 for m in range(len(text_ids))]
             tgt_word = [len(loaded.vocab.decode_tgt([list(t.ids[: m + 1])])[0].split()) - 1 for m in range(len(t.ids))]

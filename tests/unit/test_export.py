@@ -378,14 +378,13 @@ def test_multilingual_export_translates_each_direction_and_pivot_as_the_checkpoi
         assert len({tuple(map(tuple, rows)) for rows in outputs[ckpt]}) == len(requests)
 
 
-def test_export_attention_is_the_checkpoints_last_layer_head_average(
+def test_export_attention_is_the_checkpoints_alignment_layer_head_average(
     exported: Path, tiny_checkpoint: TinyCheckpoint
 ) -> None:
-    """An export's `return_attention` (alignment_heads = all heads of the last layer) on the checkpoint's own
-    translations equals the checkpoint's teacher-forced attention, so --alignments and --format html give the
-    same links on either."""
+    """An export's `return_attention` (its alignment layer = the checkpoint's `alignment_layer`, all heads) on
+    the checkpoint's own translations equals the checkpoint's teacher-forced attention of that layer, so
+    --alignments and --format html give the same links on either."""
     from nmt.decode.alignment import attention_rows
-    from nmt.decode.heatmaps import teacher_forced_attention
 
     lines = [p[0] for p in PAIRS[:12]]
     native, cfg, _ = load_for_decoding(tiny_checkpoint.path)
@@ -394,7 +393,10 @@ def test_export_attention_is_the_checkpoints_last_layer_head_average(
     tgt = [list(t[0].ids) for t in translate_lines(native, lines, cfg, device=CPU)]
     rows = attention_rows(engine.model, src, tgt, start_id=BOS_ID, device=CPU)
     for s, t, got in zip(src, tgt, rows, strict=True):
-        want = teacher_forced_attention(native.model, s, t, device=CPU).numpy()[: len(t)]
+        with torch.inference_mode():
+            _, weights = native.model(torch.tensor([s]), torch.tensor([s]) == PAD_ID, torch.tensor([[BOS_ID, *t]]),
+                                      return_attention=True, attention_layer=0)  # fmt: skip
+        want = weights[0].float().numpy()[: len(t)]  # the tiny model's 2 decoder layers: the first
         assert got.shape == want.shape == (len(t), len(s))
         np.testing.assert_allclose(got[:, :-1], want[:, :-1], atol=2e-3)  # CTranslate2 gives no eos column
     ours = list(translate_lines(native, lines, cfg, device=CPU, alignments=True))
