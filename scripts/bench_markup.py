@@ -7,6 +7,9 @@ BLEU with the tags stripped).
     # 2. translate OUT_DIR/tagged.de with each system (nmt translate --format html, LibreTranslate's method)
     # 3. score each system's output
     python scripts/bench_markup.py score OUT_DIR HYP.html [--plain PLAIN_HYP]
+    # which decoder layer aligns best: eflomal's links between the source and a system's plain output,
+    # then scripts/bench_alignment_layers.py against them
+    python scripts/bench_markup.py links OUT_DIR PLAIN_HYP          # -> OUT_DIR/hyp_links.json (eflomal)
 
 A tag is an element with an `id` (b, i, a, span): one to three per sentence, over one to three words,
 some nested inside another, some beside it. A tag whose source words have no intersection link, or
@@ -216,6 +219,17 @@ def score(out: Path, hyp_path: Path, plain: Path | None) -> dict:
     return result
 
 
+def links(out: Path, hyp: Path) -> None:
+    """eflomal's intersection links between plain.de and `hyp` (trained with train), as OUT/hyp_links.json."""
+    data = Path(os.environ["NMT_DATA"]) / "multi30k"
+    src = (out / "plain.de").read_text(encoding="utf-8").split("\n")[:-1]
+    out_lines = hyp.read_text(encoding="utf-8").split("\n")[: len(src)]
+    found = intersection_links(read(data / "train.de.gz") + src, read(data / "train.en.gz") + out_lines)
+    found = found[-len(src) :]
+    (out / "hyp_links.json").write_text(json.dumps([sorted(x) for x in found]), encoding="utf-8")
+    print(f"{len(found)} lines, {sum(map(len, found))} links -> {out / 'hyp_links.json'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -225,9 +239,14 @@ def main() -> None:
     s.add_argument("out", type=Path)
     s.add_argument("hyp", type=Path)
     s.add_argument("--plain", type=Path, help="the same system's translation of plain.de (untagged input)")
+    k = sub.add_parser("links")
+    k.add_argument("out", type=Path)
+    k.add_argument("hyp", type=Path)
     args = parser.parse_args()
     if args.cmd == "make":
         make(args.out)
+    elif args.cmd == "links":
+        links(args.out, args.hyp)
     else:
         json.dump(score(args.out, args.hyp, args.plain), sys.stdout, indent=2)
         print()
