@@ -22,6 +22,13 @@ Output = Annotated[
     Path | None, typer.Option("-o", "--output", help="Where to write; default stdout.", show_default=False)
 ]
 Scores = Annotated[bool, typer.Option("--scores", help="Write 'score<TAB>translation' lines.")]
+Confidence = Annotated[
+    bool,
+    typer.Option(
+        "--confidence",
+        help="Write each translation's confidence (its tokens' mean probability, 0-1) before it, after the score.",
+    ),
+]
 MarkupFormat = Annotated[
     str,
     typer.Option(
@@ -142,6 +149,7 @@ def translate(
     output: Output = None,
     scores: Scores = False,
     alignments: Alignments = False,
+    confidence: Confidence = False,
     markup: MarkupFormat = "text",
     attention_dir: AttentionDir = None,
     attention_lines: AttentionLines = None,
@@ -171,6 +179,7 @@ def translate(
         overrides=decode_set,
         scores=scores,
         alignments=alignments,
+        confidences=confidence,
         markup=markup,
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,

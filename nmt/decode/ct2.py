@@ -311,6 +311,20 @@ class CT2Engine:
             out.append(np.pad(rows, ((0, 0), (0, max(len(s) - rows.shape[1], 0))))[:, : len(s)])
         return out
 
+    def token_logprobs(self, src_seqs: list[list[int]], tgt_seqs: list[list[int]], *, start_id: int) -> list[Any]:
+        """Log-prob of each target token and its </s> (`score_batch`; a prefix-start export scores after its
+        start token)."""
+        import numpy as np
+
+        start = [self.tgt_pieces[start_id]] if self.prefix_start else []
+        results = self.translator.score_batch(
+            [self.pieces(s) for s in src_seqs],
+            [start + [self.tgt_pieces[i] for i in t] for t in tgt_seqs],
+            max_input_length=0,
+            offset=len(start),
+        )
+        return [np.asarray(r.log_probs, dtype=np.float32) for r in results]
+
     def _decode_again(
         self,
         index: list[int],

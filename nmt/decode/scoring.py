@@ -1,4 +1,5 @@
-"""Teacher-forced scores: what the model thinks of given outputs, in the beam search's own units.
+"""Teacher-forced scores: what the model thinks of given outputs, in the beam search's own units,
+and per token (`token_logprobs`, behind `nmt translate --confidence`).
 
 `sequence_scores` runs the full forward pass over (source, [bos] + output) and returns each pair's
 summed token log-prob (output + </s>) divided by the search's length penalty, so a hypothesis from
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from nmt.decode.lengths import length_penalty
@@ -43,3 +45,42 @@ def sequence_scores(
         lengths = torch.tensor([len(y) + 1 for y in t], device=device)
         out += (tok.sum(-1) / length_penalty(lengths, mode=penalty, alpha=alpha)).tolist()
     return out
+
+
+@torch.inference_mode()
+def token_logprobs(
+    model: torch.nn.Module,
+    src: Sequence[Sequence[int]],
+    tgt: Sequence[Sequence[int]],
+    *,
+    start_id: int = BOS_ID,
+    device: torch.device,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """Log-prob of each token of `tgt[i]` and of its </s> given `src[i]` (with eos), teacher-forced from
+    `start_id`, log-softmax in fp32 (whatever the model's precision). A CTranslate2 export
+    (`nmt.decode.ct2.CT2Engine`) scores with its own `score_batch`."""
+    if not isinstance(model, torch.nn.Module):
+        return model.token_logprobs([list(s) for s in src], [list(t) for t in tgt], start_id=start_id)
+    order = sorted(range(len(src)), key=lambda k: (len(src[k]), len(tgt[k])))
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(src)
+    for i in range(0, len(order), batch_size):
+        index = order[i : i + batch_size]
+        s, t = [src[k] for k in index], [tgt[k] for k in index]
+        width_s, width_t = max(map(len, s)), max(map(len, t)) + 1
+        src_ids = torch.tensor([[*x] + [PAD_ID] * (width_s - len(x)) for x in s], device=device)
+        tgt_in = torch.tensor([[start_id, *y] + [PAD_ID] * (width_t - 1 - len(y)) for y in t], device=device)
+        tgt_out = torch.tensor([[*y, EOS_ID] + [PAD_ID] * (width_t - 1 - len(y)) for y in t], device=device)
+        logp = model(src_ids, src_ids == PAD_ID, tgt_in).float().log_softmax(-1)
+        tok = logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1).cpu().numpy()
+        for row, k in enumerate(index):
+            out[k] = tok[row, : len(tgt[k]) + 1]
+    return out
+
+
+def confidence(logprobs: np.ndarray) -> float:
+    """A translation's confidence: the mean probability the model gave each of its tokens and its </s>
+    (teacher-forced; in [0, 1]; independent of the search's length penalty). Of the candidates measured in
+    BENCHMARKS.md (mean log-prob = the default search score, least likely token, entropy, MC dropout) it
+    tracks sentence chrF best on the validation set."""
+    return float(np.exp(logprobs).mean()) if len(logprobs) else 0.0

@@ -39,6 +39,7 @@ from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.languages import LanguageRequest, Route, choose_route
 from nmt.decode.load import LoadedModel, load_model
 from nmt.decode.markup import MarkupStats, translate_fragments
+from nmt.decode.scoring import confidence, token_logprobs
 from nmt.decode.search import SearchEngine, decoding_form, search
 from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
@@ -61,6 +62,7 @@ class Translation:
     tokens: int  # target tokens generated (EOS excluded)
     ids: tuple[int, ...] = ()  # those target token ids (no bos/eos)
     alignment: str = ""  # Pharaoh links source word-output word (`nmt.decode.alignment`), when asked for
+    confidence: float | None = None  # mean token probability (`nmt.decode.scoring.confidence`), when asked for
 
 
 @dataclass
@@ -150,11 +152,13 @@ def translate_lines(
     chunk_lines: int = CHUNK_LINES,
     marks: Marks | None = None,
     alignments: bool = False,
+    confidences: bool = False,
 ) -> Iterator[list[Translation]]:
     """Translate text lines, yielding exactly `decode_cfg.nbest` translations per line, in input order.
 
     `marks`: how to ask a multilingual model for its output language (`nmt.decode.languages`).
-    `alignments`: give each translation its word alignment (`nmt.decode.alignment`).
+    `alignments`: give each translation its word alignment (`nmt.decode.alignment`); `confidences`: its
+    confidence (`nmt.decode.scoring.confidence`; 0.0 for an empty output).
 
     Lines are consumed `chunk_lines` at a time. A line with no source tokens (empty or
     whitespace) yields empty texts with score 0.0; when the search finds fewer than nbest
@@ -175,6 +179,8 @@ def translate_lines(
         done = to_translations(vocab, src, hyps, nbest=nbest)
         if alignments:
             done = with_alignments(loaded, chunk, src, done, start_id=start_id, marks=marks, device=device)
+        if confidences:
+            done = with_confidences(loaded, src, done, start_id=start_id, device=device)
         for translations in done:
             stats.tgt_tokens += translations[0].tokens
             yield translations
@@ -235,11 +241,38 @@ def with_alignments(
     return out
 
 
-def format_translations(translations: list[Translation], *, scores: bool, alignments: bool = False) -> str:
-    """The output lines for one input line, each ending in a newline: `[score<TAB>][alignment<TAB>]text`
-    (the text last, so that a tab inside it never shifts a column)."""
+def with_confidences(
+    loaded: LoadedModel,
+    src: list[list[int]],
+    translations: list[list[Translation]],
+    *,
+    start_id: int,
+    device: torch.device,
+) -> list[list[Translation]]:
+    """`translations` with their confidences, from one teacher-forced pass over every hypothesis (an empty
+    output, or the output of an empty line, gets 0.0)."""
+    jobs = [(k, n) for k, row in enumerate(translations) for n, t in enumerate(row) if src[k] and t.ids]
+    logprobs = token_logprobs(
+        loaded.model, [src[k] for k, _ in jobs], [translations[k][n].ids for k, n in jobs], start_id=start_id,
+        device=device,
+    )  # fmt: skip
+    out = [[dataclasses.replace(t, confidence=0.0) for t in row] for row in translations]
+    for (k, n), lp in zip(jobs, logprobs, strict=True):
+        out[k][n] = dataclasses.replace(translations[k][n], confidence=confidence(lp))
+    return out
+
+
+def format_translations(
+    translations: list[Translation], *, scores: bool, alignments: bool = False, confidences: bool = False
+) -> str:
+    """The output lines for one input line, each ending in a newline:
+    `[score<TAB>][confidence<TAB>][alignment<TAB>]text` (the text last, so that a tab inside it never shifts
+    a column)."""
     return "".join(
-        (f"{t.score:.4f}\t" if scores else "") + (f"{t.alignment}\t" if alignments else "") + f"{t.text}\n"
+        (f"{t.score:.4f}\t" if scores else "")
+        + (f"{t.confidence or 0.0:.4f}\t" if confidences else "")
+        + (f"{t.alignment}\t" if alignments else "")
+        + f"{t.text}\n"
         for t in translations
     )
 
@@ -293,6 +326,7 @@ def translate(
     attention_lines: int = 10,
     languages: LanguageRequest | None = None,
     markup: str = "text",
+    confidences: bool = False,
 ) -> TranslateResult:
     """Translate a file or stdin with a checkpoint (or an exported directory) into a file or stdout.
 
@@ -300,6 +334,7 @@ def translate(
         overrides: `decode.KEY=VALUE` strings applied to the checkpoint's decode settings.
         scores: write `score<TAB>text` lines.
         alignments: write each line's word alignment before its text (`nmt.decode.alignment`).
+        confidences: write each line's confidence after its score (`nmt.decode.scoring.confidence`).
         attention_dir: write attention heatmaps of the first `attention_lines` lines here (see
             `nmt.decode.heatmaps`); the translations are the same with or without.
         languages: --tgt-lang/--src-lang/--pivot (`nmt.decode.languages`).
@@ -311,7 +346,7 @@ def translate(
     route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
     if markup == "html":
         _check_html(checkpoint, loaded, route, decode_cfg, scores=scores, alignments=alignments,
-                    attention=attention_dir is not None, device=device)  # fmt: skip
+                    attention=attention_dir is not None, confidence=confidences, device=device)  # fmt: skip
         return _translate_html(loaded, decode_cfg, route, input=input, output=output, device=device)
     if attention_dir is not None:  # fail before translating, not after
         _check_heatmaps(checkpoint, loaded, device=device)
@@ -335,8 +370,10 @@ def translate(
             on_batch=bar.update,
             chunk_lines=1 if interactive else CHUNK_LINES,
             alignments=alignments,
+            confidences=confidences,
         ):
-            sink.write(format_translations(translations, scores=scores, alignments=alignments).encode("utf-8"))
+            line = format_translations(translations, scores=scores, alignments=alignments, confidences=confidences)
+            sink.write(line.encode("utf-8"))
             if interactive:
                 sink.flush()
             first.record(translations[0].ids)
@@ -361,6 +398,7 @@ def translate_route(
     on_batch: Callable[[int], object] | None = None,
     chunk_lines: int = CHUNK_LINES,
     alignments: bool = False,
+    confidences: bool = False,
 ) -> Iterator[list[Translation]]:
     """`translate_lines` along `route`: with a pivot, each line's best translation into the pivot
     language is translated into the target (chunk by chunk; `stats` count the last step)."""
@@ -370,7 +408,7 @@ def translate_route(
         )  # the same chunks: a line typed at a terminal goes through every step at once
     yield from translate_lines(
         loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
-        marks=route.steps[-1][1], alignments=alignments,
+        marks=route.steps[-1][1], alignments=alignments, confidences=confidences,
     )  # fmt: skip
 
 
@@ -403,11 +441,14 @@ def _check_html(
     scores: bool,
     alignments: bool,
     attention: bool,
+    confidence: bool,
     device: torch.device,
 ) -> None:
     """NmtError before translating for what `--format html` cannot do: several outputs or extra columns per
     line, heatmaps, and whatever word alignments cannot (`_check_alignments`: the markup goes by them)."""
-    extra = [f for f, on in (("--scores", scores), ("--alignments", alignments), ("--attention-dir", attention)) if on]
+    flags = [("--scores", scores), ("--confidence", confidence), ("--alignments", alignments)]
+    flags.append(("--attention-dir", attention))
+    extra = [f for f, on in flags if on]
     if decode_cfg.nbest > 1:
         extra.append("--nbest > 1")
     if extra:

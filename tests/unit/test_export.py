@@ -403,3 +403,19 @@ def test_export_attention_is_the_checkpoints_alignment_layer_head_average(
     theirs = list(translate_lines(engine, lines, cfg, device=CPU, alignments=True))
     same = sum(a[0].alignment == b[0].alignment for a, b in zip(ours, theirs, strict=True) if a[0].ids == b[0].ids)
     assert same == sum(a[0].ids == b[0].ids for a, b in zip(ours, theirs, strict=True)) > 0
+
+
+def test_export_token_logprobs_are_the_checkpoints(exported: Path, tiny_checkpoint: TinyCheckpoint) -> None:
+    """`--confidence` on an export (CTranslate2's `score_batch`) gives the checkpoint's token log-probs."""
+    from nmt.decode.scoring import token_logprobs
+
+    lines = [p[0] for p in PAIRS[:12]]
+    native, cfg, _ = load_for_decoding(tiny_checkpoint.path, overrides=["decode.precision=fp32"])
+    engine, _, _ = load_for_decoding(exported)
+    src = [s + [EOS_ID] for s in native.vocab.encode_src(lines)]
+    tgt = [list(t[0].ids) for t in translate_lines(native, lines, cfg, device=CPU)]
+    ours = token_logprobs(native.model, src, tgt, device=CPU)
+    theirs = token_logprobs(engine.model, src, tgt, device=CPU)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=2e-3)
