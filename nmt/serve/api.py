@@ -94,17 +94,22 @@ async def wait_for_disconnect(request: Request) -> None:
             return
 
 
-def answer(req: TranslateRequest, per_text: list[list[str]]) -> dict[str, Any]:
-    """LibreTranslate's answer body from the best and alternative translations of each q string."""
+def answer(req: TranslateRequest, per_text: list[list[str]], confidences: list[float] | None = None) -> dict[str, Any]:
+    """LibreTranslate's answer body from the best and alternative translations of each q string, and nmt's
+    extension `confidence` (per q string; clients that do not know it ignore it)."""
     body: dict[str, Any] = {}
     if req.as_list:
         body["translatedText"] = [a[0] for a in per_text]
         if req.alternatives:
             body["alternatives"] = [a[1:] for a in per_text]
+        if confidences is not None:
+            body["confidence"] = confidences
     else:
         body["translatedText"] = per_text[0][0]
         if req.alternatives:
             body["alternatives"] = per_text[0][1:]
+        if confidences is not None:
+            body["confidence"] = confidences[0]
     if req.auto and req.route:  # the one model for the target, not a detection: confidence says so
         detected = {"confidence": 100.0, "language": req.route[0].source}
         body["detectedLanguage"] = [detected] * len(per_text) if req.as_list else detected
@@ -174,7 +179,7 @@ class Routes:
                 self.metrics.truncated(truncated)
                 info(f"{truncated} lines of a request were longer than {pair.max_len - 1} source tokens: truncated")
             try:
-                result = await self.decode(request, pair, src, nbest if last else 1)
+                result = await self.decode(request, pair, src, nbest if last else 1, confidence=last)
             except queue.Full:
                 return error(429, "Slowdown: too many requests are waiting; try again later")
             if result is None:
@@ -182,14 +187,18 @@ class Routes:
             if isinstance(result, BaseException):
                 return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
             rows = [[t.text for t in translations] for translations in result]
+            line_confidence = [translations[0].confidence for translations in result]
         per_text: list[list[str]] = []  # per q string: nbest texts
+        confidences: list[float] = []  # per q string: the mean of its translated lines' confidences
         offset = 0
         for text_lines in req.lines:
             chunk = rows[offset : offset + len(text_lines)]
+            found = [c for c, row in zip(line_confidence[offset : offset + len(text_lines)], chunk) if row[0] and c]
+            confidences.append(round(sum(found) / len(found), 4) if found else 0.0)
             offset += len(text_lines)
             per_text.append(["\n".join(row[k] for row in chunk) for k in range(nbest)])
         headers = {PIVOT_HEADER: req.pivot} if req.pivot else None
-        return JSONResponse(answer(req, per_text), headers=headers)
+        return JSONResponse(answer(req, per_text, confidences), headers=headers)
 
     async def translate_html(self, request: Request, req: TranslateRequest) -> Response:
         """format=html: each q string an HTML document, its text translated in units with word alignments
@@ -215,7 +224,14 @@ class Routes:
         return JSONResponse(answer(req, [[html] for html in render_fragments(fragments, done)]))
 
     async def decode(
-        self, request: Request, pair: Pair, src: list[list[int]], nbest: int, *, texts: list[str] | None = None
+        self,
+        request: Request,
+        pair: Pair,
+        src: list[list[int]],
+        nbest: int,
+        *,
+        texts: list[str] | None = None,
+        confidence: bool = False,
     ) -> Result | None:
         """The lines `src` decoded by the batcher (word-aligned when their `texts` are given); None when the
         client left (or the shutdown timeout cancelled the request) first, and the job is dropped from its
@@ -226,7 +242,7 @@ class Routes:
         def done(result: Result) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
-        job = Job(pair, src, nbest, done, texts=texts)
+        job = Job(pair, src, nbest, done, texts=texts, confidence=confidence)
         self.batcher.submit(job)
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         try:

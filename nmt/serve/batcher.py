@@ -35,7 +35,7 @@ from functools import cached_property
 from typing import Any
 
 from nmt.decode.search import search
-from nmt.decode.translate import Translation, to_translations, with_alignments
+from nmt.decode.translate import Translation, to_translations, with_alignments, with_confidences
 from nmt.serve.models import Pair
 
 Result = list[list[Translation]] | BaseException  # nbest translations per line, or what went wrong
@@ -56,6 +56,7 @@ class Job:
     nbest: int
     done: Callable[[Result], object]  # called once, from the worker thread
     texts: list[str] | None = None  # the lines as text, when they are to be word-aligned (format=html)
+    confidence: bool = False  # give each translation its confidence (nmt.decode.scoring.confidence)
     cancelled: bool = False  # set by the event loop when the client disconnected
     enqueued: float = field(default_factory=time.monotonic)
     next_line: int = 0  # worker thread only: the first line not yet decoded
@@ -236,7 +237,12 @@ class Batcher:
             if job in self._started:
                 self._started.remove(job)
         failed = translated = decoded_tokens = 0
-        key = lambda piece: (piece[0].pair.key, piece[0].nbest, piece[0].texts is not None)  # noqa: E731
+        key = lambda piece: (  # noqa: E731
+            piece[0].pair.key,
+            piece[0].nbest,
+            piece[0].texts is not None,
+            piece[0].confidence,
+        )
         for _, group_iter in itertools.groupby(sorted(live, key=key), key=key):
             group = list(group_iter)
             pair, nbest = group[0][0].pair, group[0][0].nbest
@@ -252,6 +258,10 @@ class Batcher:
                         pair.loaded, texts, src, translations, start_id=pair.marks.start_id, marks=pair.marks,
                         device=pair.device,
                     )  # fmt: skip
+                if group[0][0].confidence:
+                    translations = with_confidences(
+                        pair.loaded, src, translations, start_id=pair.marks.start_id, device=pair.device
+                    )
             except Exception as exc:  # answered as a 500 for this group only; the server goes on
                 for job, _, _ in group:
                     failed += 1

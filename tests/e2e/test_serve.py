@@ -113,10 +113,25 @@ def test_json_body_keeps_the_lines_of_a_text(server: Server, reference: dict[str
     text = "\n".join(LINES)  # an empty line inside gives an empty line out
     r = httpx.post(f"{server.url}/translate", json={"q": text, "source": "src", "target": "tgt", "api_key": "x"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"translatedText": "\n".join(reference["best"])}
+    body = r.json()
+    assert body["translatedText"] == "\n".join(reference["best"])
+    assert set(body) == {"translatedText", "confidence"} and 0.0 < body["confidence"] <= 1.0
     auto = httpx.post(f"{server.url}/translate", json={"q": LINES[0], "source": "auto", "target": "tgt"}).json()
     assert auto["translatedText"] == reference["best"][0]
     assert auto["detectedLanguage"]["language"] == "src"
+
+
+def test_confidence_is_translate_confidences_per_text(server: Server) -> None:
+    """nmt's `confidence` extension: per q string, the mean of its lines' `nmt translate --confidence`."""
+    cli = run_nmt("translate", str(server.model), "--confidence", input="\n".join(LINES) + "\n")
+    assert cli.returncode == 0, cli.stderr
+    per_line = [float(row.split("\t")[0]) for row in cli.stdout.split("\n")[: len(LINES)]]
+    r = httpx.post(f"{server.url}/translate", json={"q": [LINES[1], "\n".join(LINES[:3])], "source": "src",
+                                                      "target": "tgt"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    first, joined = r.json()["confidence"]
+    assert first == pytest.approx(per_line[1], abs=2e-4)
+    assert joined == pytest.approx((per_line[0] + per_line[1]) / 2, abs=2e-4)  # the empty third line left out
 
 
 def test_format_html_through_the_aio_client_equals_translate_format_html(server: Server, tmp_path: Path) -> None:
