@@ -100,7 +100,7 @@ def answer(req: TranslateRequest, per_text: list[list[str]], confidences: list[f
     body: dict[str, Any] = {}
     if req.as_list:
         body["translatedText"] = [a[0] for a in per_text]
-        if req.alternatives:
+        if req.alternatives:  # (format=html: [] each, as LibreTranslate answers it)
             body["alternatives"] = [a[1:] for a in per_text]
         if confidences is not None:
             body["confidence"] = confidences
@@ -221,6 +221,7 @@ class Routes:
         if isinstance(result, BaseException):
             return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
         done = [(t[0].text, t[0].alignment) for t in result]
+        # alternatives: none for HTML (an empty list each, as LibreTranslate answers format=html)
         return JSONResponse(answer(req, [[html] for html in render_fragments(fragments, done)]))
 
     async def decode(

@@ -225,8 +225,6 @@ def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], 
             f"Invalid request: no model for {source}->{target}, directly or through one pivot language; "
             f"supported: {supported}",
         )
-    if fmt == "html" and alternatives:
-        raise ApiError(400, "Invalid request: format html gives one translation per text; alternatives must be 0")
     if fmt == "html" and len(steps) > 1:
         raise ApiError(
             400, f"Invalid request: format html needs a model for {source}->{target}; a pivot route cannot keep markup"
