@@ -178,7 +178,6 @@ class Placed:
 
     unit: Unit | None = None
     markup: str = ""
-    close: str = ""  # for a block element: its end tag, written after its content
 
 
 def _flatten(node: Element, out: list[Placed], unit: list[Unit | None]) -> None:

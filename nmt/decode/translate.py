@@ -459,6 +459,12 @@ def _check_html(
     _check_alignments(checkpoint, loaded, route, device=device)
 
 
+def fits_model(loaded: LoadedModel, marks: Marks | None) -> Callable[[list[str]], bool]:
+    """Whether a piece of text (its words) fits the model's source length, with its tag and eos."""
+    limit = loaded.model.max_len - 1 - (marks is not None and marks.src_tag is not None)
+    return lambda words: len(loaded.vocab.encode_src([" ".join(words)])[0]) <= limit
+
+
 def _translate_html(
     loaded: LoadedModel,
     decode_cfg: DecodeConfig,
@@ -472,7 +478,6 @@ def _translate_html(
     at a terminal), its text translated with word alignments and its markup put back (`nmt.decode.markup`)."""
     stats, read_stats, markup_stats = TranslateStats(), DecodeStats(), MarkupStats()
     marks = route.steps[-1][1]
-    limit = loaded.model.max_len - 1 - (marks.src_tag is not None)
 
     def translate_texts(texts: list[str]) -> list[tuple[str, str]]:
         found = translate_lines(
@@ -480,9 +485,6 @@ def _translate_html(
             chunk_lines=max(len(texts), 1),
         )  # fmt: skip
         return [(t[0].text, t[0].alignment) for t in found]
-
-    def fits(words: list[str]) -> bool:
-        return len(loaded.vocab.encode_src([" ".join(words)])[0]) <= limit
 
     interactive = input is None and sys.stdin.isatty()
     lines_in = read_input(input, read_stats)
@@ -492,7 +494,7 @@ def _translate_html(
         progress(desc="translating", unit=" lines", force=None if output is not None else False) as bar,
     ):
         while chunk := list(itertools.islice(lines_in, 1 if interactive else CHUNK_LINES)):
-            done = translate_fragments(chunk, translate_texts, fits=fits, stats=markup_stats)
+            done = translate_fragments(chunk, translate_texts, fits=fits_model(loaded, marks), stats=markup_stats)
             sink.write("".join(f"{line}\n" for line in done).encode("utf-8"))
             if interactive:
                 sink.flush()

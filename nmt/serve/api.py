@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.console import info
 from nmt.decode.markup import MarkupStats, prepare_fragments, render_fragments
-from nmt.decode.translate import source_ids
+from nmt.decode.translate import fits_model, source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
 from nmt.serve.models import Pair, languages
@@ -92,6 +92,13 @@ async def wait_for_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def failed(result: BaseException | None) -> Response:
+    """The answer to a decode that gave no translations: 499 (the client left first) or 500 (the batch failed)."""
+    if result is None:
+        return Response(status_code=499)
+    return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
 
 
 def answer(req: TranslateRequest, per_text: list[list[str]], confidences: list[float] | None = None) -> dict[str, Any]:
@@ -182,10 +189,8 @@ class Routes:
                 result = await self.decode(request, pair, src, nbest if last else 1, confidence=last)
             except queue.Full:
                 return error(429, "Slowdown: too many requests are waiting; try again later")
-            if result is None:
-                return Response(status_code=499)
-            if isinstance(result, BaseException):
-                return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+            if result is None or isinstance(result, BaseException):
+                return failed(result)
             rows = [[t.text for t in translations] for translations in result]
             line_confidence = [translations[0].confidence for translations in result]
         per_text: list[list[str]] = []  # per q string: nbest texts
@@ -204,10 +209,8 @@ class Routes:
         """format=html: each q string an HTML document, its text translated in units with word alignments
         and its markup put back (`nmt.decode.markup`, as `nmt translate --format html`)."""
         pair = req.route[0]
-        limit = pair.max_len - 1 - (pair.marks.src_tag is not None)
-        fits = lambda words: len(pair.loaded.vocab.encode_src([" ".join(words)])[0]) <= limit  # noqa: E731
         stats = MarkupStats()
-        fragments = prepare_fragments(req.texts, fits=fits, stats=stats)
+        fragments = prepare_fragments(req.texts, fits=fits_model(pair.loaded, pair.marks), stats=stats)
         if stats.repairs:
             self.metrics.html_repaired(stats.repaired_lines)
         texts = fragments.texts
@@ -216,10 +219,8 @@ class Routes:
             result = await self.decode(request, pair, src, 1, texts=texts)
         except queue.Full:
             return error(429, "Slowdown: too many requests are waiting; try again later")
-        if result is None:
-            return Response(status_code=499)
-        if isinstance(result, BaseException):
-            return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+        if result is None or isinstance(result, BaseException):
+            return failed(result)
         done = [(t[0].text, t[0].alignment) for t in result]
         # alternatives: none for HTML (an empty list each, as LibreTranslate answers format=html)
         return JSONResponse(answer(req, [[html] for html in render_fragments(fragments, done)]))
