@@ -2,6 +2,7 @@
 
     python scripts/bench_families.py [--minutes 10] [--out data/bench_families] [--only NAME ...]
                                      [--device cpu|cuda] [--set KEY=VALUE ...] [--speed-repeats 3]
+                                     [--reuse] [--no-speed]
 
 For each of the Transformer, Bahdanau, Luong and no-attention (seq2seq) configs: `nmt prepare`,
 `nmt train` from scratch for --minutes of wall time (validation included, as a user's run
@@ -12,7 +13,9 @@ too short for two log intervals left none). Finally one `nmt evaluate --hyp ... 
 by source length for all four. Writes OUT/results.json and prints a markdown table.
 Runs are sequential: each gets the machine's cores to itself. --device picks where training,
 evaluation and the speed run go (default cpu); each --set is passed on to every config (e.g.
---set train.compile=false).
+--set train.compile=false). --reuse keeps a system's finished training (its workdir's train log ends
+in the run's summary) and only evaluates it, e.g. after a stop during evaluation; --no-speed skips the
+speed run (for a sitting that shares the machine, whose speed would not be a timing).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--speed-repeats", type=int, default=3, help="runs of the beam-5 speed test (median)")
+    parser.add_argument("--reuse", action="store_true", help="evaluate a finished training again, do not retrain")
+    parser.add_argument("--no-speed", action="store_true", help="skip the beam-5 speed run")
     args = parser.parse_args()
     nmt = [sys.executable, "-m", "nmt"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,13 +80,11 @@ def main() -> None:
         config, label = SYSTEMS[name]
         workdir = args.out / name
         where = [f"--set=workdir={workdir}", *(f"--set={o}" for o in args.overrides)]
-        run([*nmt, "prepare", config, *where], log=args.out / f"{name}.prepare.log")
-        train_set = [
-            f"--set=train.max_minutes={args.minutes}",
-            f"--set=train.device={args.device}",
-            "--set=train.max_steps=100000",
-        ]
-        run([*nmt, "train", config, "--restart", *where, *train_set], log=args.out / f"{name}.train.log")
+        train_log = args.out / f"{name}.train.log"
+        finished = train_log.exists() and "best step" in train_log.read_text()
+        if not (args.reuse and finished and (workdir / "checkpoints" / "best.pt").exists()):
+            run([*nmt, "prepare", config, *where], log=args.out / f"{name}.prepare.log")
+            train(nmt, config, where, args, train_log)
         hyp = workdir / f"{SPLIT}.hyp"
         record = json.loads(
             run(
@@ -103,22 +106,26 @@ def main() -> None:
                 ]
             )
         )
-        speed = json.loads(
-            run(
-                [
-                    sys.executable,
-                    "scripts/bench_translate.py",
-                    str(workdir / "checkpoints" / "best.pt"),
-                    "--beams",
-                    "5",
-                    "--device",
-                    args.device,
-                    "--repeats",
-                    str(args.speed_repeats),
-                ]
+        speed = (
+            None
+            if args.no_speed
+            else json.loads(
+                run(
+                    [
+                        sys.executable,
+                        "scripts/bench_translate.py",
+                        str(workdir / "checkpoints" / "best.pt"),
+                        "--beams",
+                        "5",
+                        "--device",
+                        args.device,
+                        "--repeats",
+                        str(args.speed_repeats),
+                    ]
+                )
+                .strip()
+                .splitlines()[-1]
             )
-            .strip()
-            .splitlines()[-1]
         )
         metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
         train_records = [m for m in metrics if m["event"] == "train"]
@@ -136,7 +143,7 @@ def main() -> None:
             "train_tgt_tokens_per_s": (
                 round(statistics.median(m["tgt_tokens_per_s"] for m in intervals)) if intervals else None
             ),
-            "beam5_tgt_tokens_per_s": speed["tgt_tokens_per_s"],
+            "beam5_tgt_tokens_per_s": None if speed is None else speed["tgt_tokens_per_s"],
             "bleu": record["scores"]["bleu"],
             "chrf": record["scores"]["chrf"],
             "bleu_signature": record["signatures"]["bleu"],
@@ -155,6 +162,15 @@ def main() -> None:
     print(table(results, done))
 
 
+def train(nmt: list[str], config: str, where: list[str], args: argparse.Namespace, log: Path) -> None:
+    train_set = [
+        f"--set=train.max_minutes={args.minutes}",
+        f"--set=train.device={args.device}",
+        "--set=train.max_steps=100000",
+    ]
+    run([*nmt, "train", config, "--restart", *where, *train_set], log=log)
+
+
 def table(results: dict, names: list[str]) -> str:
     buckets = [b["range"] + " (" + str(b["sentences"]) + ")" for b in results[names[0]]["by_length"]]
     head = ["model", "params", "steps", "train tok/s", "beam-5 tok/s", "BLEU", "chrF", *[f"BLEU {b}" for b in buckets]]
@@ -163,9 +179,10 @@ def table(results: dict, names: list[str]) -> str:
         r = results[n]
         per = [f"{b['bleu']:.2f}" if b.get("bleu") is not None else "-" for b in r["by_length"]]
         speed = "-" if r["train_tgt_tokens_per_s"] is None else f"{r['train_tgt_tokens_per_s']:,}"
+        beam = "-" if r["beam5_tgt_tokens_per_s"] is None else f"{r['beam5_tgt_tokens_per_s']:,}"
         rows.append(
             f"| {r['label']} | {r['params'] / 1e6:.1f}M | {r['steps']} | {speed} | "
-            f"{r['beam5_tgt_tokens_per_s']:,} | {r['bleu']:.2f} | {r['chrf']:.2f} | " + " | ".join(per) + " |"
+            f"{beam} | {r['bleu']:.2f} | {r['chrf']:.2f} | " + " | ".join(per) + " |"
         )
     return "\n".join(rows)
 
