@@ -35,6 +35,23 @@ MarkupFormat = Annotated[
         "--format", metavar="text|html", help="html: each line is an HTML fragment, translated with its markup kept."
     ),
 ]
+GlossaryFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--glossary",
+        metavar="TSV",
+        help="'source term<TAB>target term' lines: where a source term occurs (any case, whole words), its "
+        "target term must appear in the translation (constrained beam search).",
+    ),
+]
+InlineConstraints = Annotated[
+    bool,
+    typer.Option(
+        "--constraints",
+        help="Input lines are 'text<TAB>term<TAB>...' (as fairseq-interactive --constraints): each "
+        "translation must hold its line's target terms.",
+    ),
+]
 Alignments = Annotated[
     bool,
     typer.Option(
@@ -151,6 +168,8 @@ def translate(
     alignments: Alignments = False,
     confidence: Confidence = False,
     markup: MarkupFormat = "text",
+    glossary: GlossaryFile = None,
+    constraints: InlineConstraints = False,
     attention_dir: AttentionDir = None,
     attention_lines: AttentionLines = None,
     tgt_lang: TgtLang = None,
@@ -184,6 +203,8 @@ def translate(
         attention_dir=attention_dir,
         attention_lines=attention_lines or 10,
         languages=LanguageRequest(tgt_lang, src_lang, pivot),
+        glossary=glossary,
+        constraints=constraints,
     )
 
 
@@ -206,6 +227,7 @@ def evaluate(
     plot: Plot = None,
     tgt_lang: TgtLang = None,
     direction: Direction = None,
+    glossary: GlossaryFile = None,
     set_: SetOption = None,
     *,
     decode_set: list[str],
@@ -236,6 +258,7 @@ def evaluate(
         as_json=as_json,
         tgt_lang=tgt_lang,
         direction=direction,
+        glossary=glossary,
     )
 
 

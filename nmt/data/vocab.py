@@ -77,6 +77,12 @@ class Vocab:
     def tgt_size(self) -> int:
         return len(self.tgt_pieces) if self.tgt_pieces is not None else self.tgt.get_piece_size()
 
+    def target_pieces(self) -> list[str]:
+        """The piece of every target id, in id order."""
+        if self.tgt_pieces is not None:
+            return list(self.tgt_pieces)
+        return [self.tgt.id_to_piece(i) for i in range(self.tgt.get_piece_size())]
+
     def encode_src(self, lines: list[str], *, threads: int | None = None) -> list[list[int]]:
         """Ids of each line; SentencePiece encodes the list on `threads` threads (default: all cores)."""
         return self._encode(self.src, self._src_ids, lines, threads)

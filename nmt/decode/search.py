@@ -22,6 +22,7 @@ from torch import Tensor
 from nmt.config import DecodeConfig
 from nmt.data.batching import make_batches
 from nmt.decode.beam import Hypothesis, beam_search
+from nmt.decode.constrained import Terms, constrained_beam_search
 from nmt.decode.greedy import greedy_search
 from nmt.decode.sampling import sample
 from nmt.model import Seq2SeqModel
@@ -104,17 +105,31 @@ def pad_batch(seqs: list[list[int]], *, device: torch.device) -> tuple[Tensor, T
 
 
 def search_batch(
-    model: Seq2SeqModel, src_ids: Tensor, src_pad: Tensor, *, cfg: DecodeConfig, start_id: int = BOS_ID
+    model: Seq2SeqModel,
+    src_ids: Tensor,
+    src_pad: Tensor,
+    *,
+    cfg: DecodeConfig,
+    start_id: int = BOS_ID,
+    terms: list[Terms] | None = None,
+    glued: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Up to `cfg.nbest` hypotheses per sentence, best first: greedy, beam search or sampling.
 
     Beam 1 without n-gram blocking is greedy search (the beam driver at K=1 would also keep
     the EOS candidates it passes, a different search); sampling draws exactly `cfg.nbest`
-    samples per sentence whatever the beam size.
+    samples per sentence whatever the beam size. A batch in which any sentence has `terms`
+    (target token sequences its output must hold) is searched by `constrained_beam_search`
+    at any beam size; its sentences without terms are searched as `beam_search` would. `glued`:
+    the tokens that may not follow a term (`nmt.decode.constrained.word_continuations`).
 
     Args:
         src_ids: (B, S) source ids ending in eos; src_pad: (B, S) True at padding.
     """
+    if terms is not None and any(terms):
+        if cfg.sampling:
+            raise ValueError("target terms need beam search, not sampling")
+        return constrained_beam_search(model, src_ids, src_pad, terms, cfg=cfg, start_id=start_id, glued=glued)
     if cfg.sampling:
         k = cfg.nbest  # each row repeated k times, sampled in one batch
         rows = torch.arange(src_ids.size(0), device=src_ids.device).repeat_interleave(k)
@@ -133,6 +148,8 @@ def search(
     device: torch.device,
     on_batch: Callable[[int], object] | None = None,
     start_id: int = BOS_ID,
+    terms: list[Terms] | None = None,
+    glued: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in eos) in token-budget batches, results in input order.
 
@@ -143,12 +160,17 @@ def search(
     caller's `decoding_form` (any torch model decodes, but unfused and at its own precision).
     A `SearchEngine` decodes on its own device (`device` is not used) with its own batching.
     `start_id` is the decoder's first input: BOS, or a multilingual model's target language token.
+    `terms`: per sequence, target terms (token ids) its output must hold (`nmt.decode.constrained`);
+    sentences with and without terms share batches; `glued` (V,) bool marks the tokens that may not follow a
+    term (built by the caller once per vocabulary). A `SearchEngine` takes no terms.
     """
     out: list[list[Hypothesis]] = [[] for _ in src_seqs]
     todo = [i for i, s in enumerate(src_seqs) if s]
     if not todo:
         return out
     if isinstance(model, SearchEngine):
+        if terms is not None and any(terms):
+            raise ValueError("target terms need nmt's own beam search (a checkpoint), not a SearchEngine")
         return model.search(src_seqs, cfg, on_batch=on_batch, start_id=start_id)
     lengths = np.array([len(src_seqs[i]) for i in todo])
     # sampling repeats every sentence nbest times inside the batch: keep the batch within the budget
@@ -158,7 +180,9 @@ def search(
         for batch in batches:
             index = [todo[j] for j in batch.tolist()]
             src_ids, src_pad = pad_batch([src_seqs[i] for i in index], device=device)
-            for i, hyps in zip(index, search_batch(model, src_ids, src_pad, cfg=cfg, start_id=start_id), strict=True):
+            batch_terms = None if terms is None else [terms[i] for i in index]
+            found = search_batch(model, src_ids, src_pad, cfg=cfg, start_id=start_id, terms=batch_terms, glued=glued)
+            for i, hyps in zip(index, found, strict=True):
                 out[i] = hyps
             if on_batch is not None:
                 on_batch(len(index))

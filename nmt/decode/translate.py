@@ -35,6 +35,8 @@ from nmt.data.vocab import Vocab
 from nmt.decode import ct2
 from nmt.decode.alignment import attention_rows, pharaoh, prefix_words, word_links
 from nmt.decode.beam import Hypothesis
+from nmt.decode.constrained import Terms, contains, word_continuations
+from nmt.decode.glossary import TermSource
 from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.languages import LanguageRequest, Route, choose_route
 from nmt.decode.load import LoadedModel, load_model
@@ -45,7 +47,7 @@ from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
 from nmt.export_format import read_export
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
 # Everything Python's str.splitlines() splits on: one of these in an output would turn
@@ -77,6 +79,10 @@ class TranslateStats:
     tgt_tokens: int = 0  # target tokens generated for the best hypotheses (EOS excluded)
     html_repaired: int = 0  # --format html: malformed lines, repaired as an HTML parser does
     html_repairs: int = 0  # ... and the repairs made (elements closed, stray end tags dropped)
+    term_lines: int = 0  # --glossary/--constraints: lines with target terms to hold
+    terms: int = 0  # ... the terms they required (a term required twice counts twice)
+    terms_missed_lines: int = 0  # ... lines whose best output misses one: its length limit came first
+    terms_unwritable: int = 0  # ... terms dropped: the target vocabulary cannot spell them
 
 
 @dataclass(frozen=True)
@@ -153,12 +159,15 @@ def translate_lines(
     marks: Marks | None = None,
     alignments: bool = False,
     confidences: bool = False,
+    terms_from: TermSource | None = None,
 ) -> Iterator[list[Translation]]:
     """Translate text lines, yielding exactly `decode_cfg.nbest` translations per line, in input order.
 
     `marks`: how to ask a multilingual model for its output language (`nmt.decode.languages`).
     `alignments`: give each translation its word alignment (`nmt.decode.alignment`); `confidences`: its
-    confidence (`nmt.decode.scoring.confidence`; 0.0 for an empty output).
+    confidence (`nmt.decode.scoring.confidence`; 0.0 for an empty output). `terms_from`: the target terms
+    each line's translation must hold (a glossary's or the line's own, `nmt.decode.glossary`), enforced by
+    constrained beam search (`nmt.decode.constrained`).
 
     Lines are consumed `chunk_lines` at a time. A line with no source tokens (empty or
     whitespace) yields empty texts with score 0.0; when the search finds fewer than nbest
@@ -167,16 +176,26 @@ def translate_lines(
     """
     stats = stats if stats is not None else TranslateStats()
     model, vocab, nbest = loaded.model, loaded.vocab, decode_cfg.nbest
+    glued = term_glue(loaded, device) if terms_from is not None else None  # once for the whole input
     it = iter(lines)
     while chunk := list(itertools.islice(it, chunk_lines)):
+        terms: list[Terms] | None = None
+        if terms_from is not None:
+            chunk, terms = line_terms(vocab, [terms_from.split(line) for line in chunk], stats)
         src, truncated = source_ids(loaded, chunk, marks)
+        if terms is not None:
+            terms = [t if s else [] for t, s in zip(terms, src, strict=True)]  # an empty line gets empty output
         stats.lines += len(chunk)
         stats.truncated += truncated
         stats.empty += sum(not s for s in src)
         stats.src_tokens += sum(len(s) for s in src)
         start_id = marks.start_id if marks is not None else BOS_ID
-        hyps = search(model, src, decode_cfg, device=device, on_batch=on_batch, start_id=start_id)
+        hyps = search(
+            model, src, decode_cfg, device=device, on_batch=on_batch, start_id=start_id, terms=terms, glued=glued
+        )
         done = to_translations(vocab, src, hyps, nbest=nbest)
+        if terms is not None:
+            count_terms(stats, terms, done)
         if alignments:
             done = with_alignments(loaded, chunk, src, done, start_id=start_id, marks=marks, device=device)
         if confidences:
@@ -186,6 +205,38 @@ def translate_lines(
             yield translations
         if on_batch is not None:
             on_batch(sum(not s for s in src))  # empty lines count as done too
+
+
+def term_glue(loaded: LoadedModel, device: torch.device) -> torch.Tensor | None:
+    """The (V,) mask of target tokens that may not follow a term (`nmt.decode.constrained.word_continuations`),
+    built once per loaded model by the caller of the search; None for an engine that takes no terms."""
+    if not isinstance(loaded.model, torch.nn.Module):
+        return None
+    return torch.tensor(word_continuations(loaded.vocab.target_pieces()), dtype=torch.bool, device=device)
+
+
+def line_terms(
+    vocab: Vocab, split: list[tuple[str, list[str]]], stats: TranslateStats | None = None
+) -> tuple[list[str], list[Terms]]:
+    """The texts of `TermSource.split` results and their target terms as target token ids. A term the
+    target vocabulary cannot spell (a character it encodes as unknown) would come out with the unknown
+    sign in it: it is dropped from its line's terms and counted in `stats.terms_unwritable`."""
+    flat = [t for _, terms in split for t in terms]
+    ids = iter(vocab.encode_tgt(flat) if flat else [])
+    terms = [[tuple(next(ids)) for _ in line_terms] for _, line_terms in split]
+    unwritable = sum(UNK_ID in t for row in terms for t in row)
+    if stats is not None:
+        stats.terms_unwritable += unwritable
+    return [text for text, _ in split], [[t for t in row if t and UNK_ID not in t] for row in terms]
+
+
+def count_terms(stats: TranslateStats, terms: list[Terms], translations: list[list[Translation]]) -> None:
+    """Count the lines with terms, the terms, and the lines whose best output misses one."""
+    for row, found in zip(terms, translations, strict=True):
+        if row:
+            stats.term_lines += 1
+            stats.terms += len(row)
+            stats.terms_missed_lines += not contains(found[0].ids, row)
 
 
 def to_translations(
@@ -307,6 +358,16 @@ def warn_repairs(stats: TranslateStats, *, max_len: int) -> None:
         )
     if stats.invalid_utf8:
         warn(f"{stats.invalid_utf8:,} input lines had invalid UTF-8, replaced by U+FFFD")
+    if stats.terms_missed_lines:
+        warn(
+            f"{stats.terms_missed_lines:,} of {stats.term_lines:,} lines with target terms were translated without "
+            "all of them: the output length limit (decode.max_len_a / max_len_b) came first"
+        )
+    if stats.terms_unwritable:
+        warn(
+            f"{stats.terms_unwritable:,} target terms were not enforced: they hold characters the model's "
+            "target vocabulary cannot write (it would write the unknown sign)"
+        )
     if stats.html_repaired:
         warn(
             f"{stats.html_repaired:,} input lines were malformed HTML, repaired as an HTML parser does "
@@ -327,6 +388,8 @@ def translate(
     languages: LanguageRequest | None = None,
     markup: str = "text",
     confidences: bool = False,
+    glossary: Path | None = None,
+    constraints: bool = False,
 ) -> TranslateResult:
     """Translate a file or stdin with a checkpoint (or an exported directory) into a file or stdout.
 
@@ -339,15 +402,22 @@ def translate(
             `nmt.decode.heatmaps`); the translations are the same with or without.
         languages: --tgt-lang/--src-lang/--pivot (`nmt.decode.languages`).
         markup: "html": each line is an HTML fragment, translated with its markup kept (`nmt.decode.markup`).
+        glossary: a glossary file whose target terms the translations must hold (`nmt.decode.glossary`).
+        constraints: each input line is `text<TAB>term<TAB>...`, the terms its translation must hold.
     """
     if input is not None and not input.is_file():
         raise DataError(f"{input}: input file not found")
+    terms_from = term_source(glossary, constraints=constraints, markup=markup)
     loaded, decode_cfg, device = load_for_decoding(checkpoint, overrides=overrides)
     route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
+    if terms_from is not None:
+        check_terms(checkpoint, loaded, route, decode_cfg)
     if markup == "html":
         _check_html(checkpoint, loaded, route, decode_cfg, scores=scores, alignments=alignments,
                     attention=attention_dir is not None, confidence=confidences, device=device)  # fmt: skip
-        return _translate_html(loaded, decode_cfg, route, input=input, output=output, device=device)
+        return _translate_html(
+            loaded, decode_cfg, route, input=input, output=output, device=device, terms_from=terms_from
+        )
     if attention_dir is not None:  # fail before translating, not after
         _check_heatmaps(checkpoint, loaded, device=device)
     if alignments:
@@ -371,6 +441,7 @@ def translate(
             chunk_lines=1 if interactive else CHUNK_LINES,
             alignments=alignments,
             confidences=confidences,
+            terms_from=terms_from,
         ):
             line = format_translations(translations, scores=scores, alignments=alignments, confidences=confidences)
             sink.write(line.encode("utf-8"))
@@ -380,6 +451,7 @@ def translate(
     stats.invalid_utf8 = read_stats.invalid_utf8_lines
     elapsed_s = time.perf_counter() - start
     warn_repairs(stats, max_len=loaded.model.max_len)
+    report_terms(stats)
     if output is not None:
         _report_speed(stats, elapsed_s, device=device, output=output)
     if attention_dir is not None:
@@ -399,17 +471,56 @@ def translate_route(
     chunk_lines: int = CHUNK_LINES,
     alignments: bool = False,
     confidences: bool = False,
+    terms_from: TermSource | None = None,
 ) -> Iterator[list[Translation]]:
     """`translate_lines` along `route`: with a pivot, each line's best translation into the pivot
-    language is translated into the target (chunk by chunk; `stats` count the last step)."""
+    language is translated into the target (chunk by chunk; `stats` count the last step). Target terms
+    (`terms_from`) need a route without a pivot (`check_terms`)."""
     for _, marks in route.steps[:-1]:
         lines = best_translations(
             loaded, lines, decode_cfg, device=device, stats=TranslateStats(), marks=marks, chunk_lines=chunk_lines
         )  # the same chunks: a line typed at a terminal goes through every step at once
     yield from translate_lines(
         loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
-        marks=route.steps[-1][1], alignments=alignments, confidences=confidences,
+        marks=route.steps[-1][1], alignments=alignments, confidences=confidences, terms_from=terms_from,
     )  # fmt: skip
+
+
+def term_source(glossary: Path | None, *, constraints: bool, markup: str = "text") -> TermSource | None:
+    """Where the target terms come from: a glossary file, the input lines (`--constraints`), or nowhere.
+    A bad glossary file is a DataError before any model is loaded."""
+    from nmt.decode.glossary import InlineTerms, read_glossary
+
+    if glossary is not None and constraints:
+        raise NmtError(
+            "--glossary and --constraints both give target terms; use one",
+            hint="--glossary FILE matches its source terms in every line; --constraints reads "
+            "'text<TAB>term<TAB>...' lines",
+        )
+    if constraints and markup == "html":
+        raise NmtError("--constraints reads plain text lines with tab-separated terms, not HTML (--format html)")
+    if glossary is not None:
+        return read_glossary(glossary)
+    return InlineTerms() if constraints else None
+
+
+def check_terms(checkpoint: Path, loaded: LoadedModel, route: Route, decode_cfg: DecodeConfig) -> None:
+    """NmtError before translating when target terms cannot be enforced: an exported model (CTranslate2
+    has no positive lexical constraints), sampling, or a pivot (the terms would bind the pivot text)."""
+    if isinstance(loaded.model, SearchEngine):
+        raise NmtError(
+            f"{checkpoint}: glossary terms are enforced by nmt's constrained beam search, which needs the "
+            "checkpoint (.pt) and its own engine: CTranslate2, which decodes an exported model, has no "
+            "constraints that require words in the output",
+            hint="translate with the checkpoint the export came from (nmt translate CHECKPOINT.pt --glossary ...)",
+        )
+    if decode_cfg.sampling:
+        raise NmtError("glossary terms need beam search, not sampling", hint="drop --sampling")
+    if len(route.steps) > 1:
+        raise NmtError(
+            "glossary terms with --pivot: the terms would bind the pivot language's text, not the output",
+            hint="translate without --pivot",
+        )
 
 
 def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.device) -> None:
@@ -473,16 +584,18 @@ def _translate_html(
     input: Path | None,
     output: Path | None,
     device: torch.device,
+    terms_from: TermSource | None = None,
 ) -> TranslateResult:
     """`translate --format html`: every line an HTML fragment, `CHUNK_LINES` lines at a time (one at a time
-    at a terminal), its text translated with word alignments and its markup put back (`nmt.decode.markup`)."""
+    at a terminal), its text translated with word alignments and its markup put back (`nmt.decode.markup`).
+    A glossary (`terms_from`) binds each piece of text translated."""
     stats, read_stats, markup_stats = TranslateStats(), DecodeStats(), MarkupStats()
     marks = route.steps[-1][1]
 
     def translate_texts(texts: list[str]) -> list[tuple[str, str]]:
         found = translate_lines(
             loaded, texts, decode_cfg, device=device, stats=stats, marks=marks, alignments=True,
-            chunk_lines=max(len(texts), 1),
+            chunk_lines=max(len(texts), 1), terms_from=terms_from,
         )  # fmt: skip
         return [(t[0].text, t[0].alignment) for t in found]
 
@@ -518,6 +631,13 @@ def _check_alignments(checkpoint: Path, loaded: LoadedModel, route: Route, *, de
             hint="translate without --pivot, or without --alignments",
         )
     attention_rows(loaded.model, [[EOS_ID]], [[EOS_ID]], start_id=BOS_ID, device=device)  # NmtError if none
+
+
+def report_terms(stats: TranslateStats) -> None:
+    """One line on stderr when target terms were given: how many, in how many lines, how many held."""
+    if stats.term_lines:
+        held = stats.term_lines - stats.terms_missed_lines
+        info(f"target terms: {stats.terms:,} in {stats.term_lines:,} lines; every term held in {held:,} of them")
 
 
 def _report_speed(stats: TranslateStats, elapsed_s: float, *, device: torch.device, output: Path) -> None:

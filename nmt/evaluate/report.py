@@ -54,6 +54,7 @@ def evaluate(
     boundaries: Sequence[int] | None = None,
     tgt_lang: str | None = None,
     direction: str | None = None,
+    glossary: Path | None = None,
 ) -> list[EvalReport]:
     """Run one evaluation per system; `target` is a checkpoint, a config (.yaml/.yml), or None with `hyps`.
 
@@ -67,9 +68,12 @@ def evaluate(
             default: the model's target language (needed for a multilingual checkpoint writing
             several), none with `hyps`.
         direction: with a multilingual config, score this direction only (default: every one).
+        glossary: a glossary file whose target terms the translations must hold (`nmt.decode.glossary`).
     """
     refs = list(refs)
     _check_form(target, hyps=hyps, src=src, refs=refs, split=split, checkpoint_name=checkpoint_name, out=out)
+    if target is None and glossary is not None:
+        raise NmtError("--glossary binds the translations a model makes; it cannot be used with --hyp")
     if target is None:
         check_tokenizer(tgt_lang, where="--tgt-lang")
         return _score_files(
@@ -87,6 +91,7 @@ def evaluate(
             fail_under=fail_under,
             tgt_lang=tgt_lang,
             direction=direction,
+            glossary=glossary,
         )
     else:
         assert src is not None
@@ -94,8 +99,16 @@ def evaluate(
             raise NmtError("--direction picks a direction of a multilingual config; with a checkpoint use --tgt-lang")
         systems = [
             _translate_source(
-                target, src, refs, labels=labels, overrides=overrides, out=out, fail_under=fail_under, tgt_lang=tgt_lang
-            )
+                target,
+                src,
+                refs,
+                labels=labels,
+                overrides=overrides,
+                out=out,
+                fail_under=fail_under,
+                tgt_lang=tgt_lang,
+                glossary=glossary,
+            )  # fmt: skip
         ]
     return [_with_buckets(report, label, boundaries) for label, report in systems]
 
@@ -142,6 +155,7 @@ def _translate_split(
     fail_under: float | None,
     tgt_lang: str | None,
     direction: str | None,
+    glossary: Path | None = None,
 ) -> list[tuple[str, EvalReport]]:
     """The config form: the experiment's checkpoint translates the split named in the config, every
     direction of it for a multilingual config (or `direction`); (label, report) each."""
@@ -161,7 +175,9 @@ def _translate_split(
             f"{ckpt}: checkpoint not found",
             hint="train first (`nmt train CONFIG`), or pick one with --checkpoint last|averaged|step_N",
         )
-    score = functools.partial(translate_and_score, ckpt, base=cfg.decode, out=out, split=split, fail_under=fail_under)
+    score = functools.partial(
+        translate_and_score, ckpt, base=cfg.decode, out=out, split=split, fail_under=fail_under, glossary=glossary
+    )
     if not cfg.data.multilingual:
         [label] = _labels(labels, [f"{cfg.name} {name}"])
         request = LanguageRequest(tgt_lang or cfg.data.tgt_lang)
@@ -190,13 +206,14 @@ def _translate_source(
     out: Path | None,
     fail_under: float | None,
     tgt_lang: str | None,
+    glossary: Path | None = None,
 ) -> tuple[str, EvalReport]:
     """The checkpoint form: the checkpoint (or export directory) translates `src`; (label, report)."""
     [label] = _labels(labels, [checkpoint.stem])
     tag = Path(src.name.removesuffix(".gz")).stem
     report = translate_and_score(
         checkpoint, src, refs, overrides=overrides, out=out, tag=tag, fail_under=fail_under,
-        languages=LanguageRequest(tgt_lang),
+        languages=LanguageRequest(tgt_lang), glossary=glossary,
     )  # fmt: skip
     return label, report
 
@@ -317,35 +334,49 @@ def translate_and_score(
     fail_under: float | None = None,
     languages: LanguageRequest | None = None,
     direction: str | None = None,
+    glossary: Path | None = None,
 ) -> EvalReport:
     """Translate `src` with the best hypothesis per line, write them, and score against `refs`.
 
     The hypotheses go to `out`, or to `<checkpoint stem>.<tag>.hyp` next to the checkpoint.
     `languages` picks the output language (`nmt.decode.languages`), which also picks BLEU's tokenizer.
+    `glossary`: target terms the translations must hold (`nmt.decode.glossary`).
     """
     # imported here so that `--hyp` scoring never loads torch (a CI step then takes a second)
     from nmt.decode.languages import choose_route
-    from nmt.decode.translate import TranslateStats, load_for_decoding, translate_route, warn_repairs
+    from nmt.decode.translate import (
+        TranslateStats,
+        check_terms,
+        load_for_decoding,
+        report_terms,
+        term_source,
+        translate_route,
+        warn_repairs,
+    )
 
     lines = check_counts(src, refs)
     ref_text = [read_scored(r) for r in refs]  # read before translating: a bad reference fails fast
+    terms_from = term_source(glossary, constraints=False)  # a bad glossary too
     start = time.perf_counter()
     loaded, decode_cfg, device = load_for_decoding(checkpoint, base=base, overrides=overrides)
     decode_cfg = dataclasses.replace(decode_cfg, nbest=1)
     route = choose_route(loaded.cfg, loaded.vocab, languages or LanguageRequest(), where=str(checkpoint))
     check_tokenizer(tgt_lang := route.tgt_lang, where=f"{checkpoint} target language")  # before translating
+    if terms_from is not None:
+        check_terms(checkpoint, loaded, route, decode_cfg)
     hyp_path = out if out is not None else checkpoint.with_name(f"{checkpoint.stem}.{tag}.hyp")
     stats, read_stats = TranslateStats(), DecodeStats()
     hyps: list[str] = []
     src_lines = read_lines(src, replace_invalid=True, stats=read_stats)
     with atomic_open(hyp_path, "wb") as fh, progress(total=lines, desc="translating", unit=" lines") as bar:
         for best, *_ in translate_route(
-            loaded, src_lines, decode_cfg, route, device=device, stats=stats, on_batch=bar.update
+            loaded, src_lines, decode_cfg, route, device=device, stats=stats, on_batch=bar.update, terms_from=terms_from
         ):
             hyps.append(best.text)
             fh.write(f"{best.text}\n".encode())
     stats.invalid_utf8 = read_stats.invalid_utf8_lines
     warn_repairs(stats, max_len=loaded.model.max_len)
+    report_terms(stats)
     scores = corpus_scores([h.rstrip() for h in hyps], ref_text, tgt_lang=tgt_lang)
     return EvalReport(
         scores,

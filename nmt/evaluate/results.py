@@ -61,6 +61,15 @@ class EvalReport:
             "device": self.device,
             "truncated_lines": self.stats.truncated if self.stats else None,
             "invalid_utf8_lines": self.stats.invalid_utf8 if self.stats else None,
+            "target_terms": (
+                {
+                    "lines": self.stats.term_lines,
+                    "terms": self.stats.terms,
+                    "lines_missing_a_term": self.stats.terms_missed_lines,
+                }
+                if self.stats and self.stats.term_lines
+                else None
+            ),
             "elapsed_s": round(self.elapsed_s, 3),
             "threshold": self.threshold,
             "passed": self.passed,

@@ -32,8 +32,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.console import info
+from nmt.decode.constrained import Terms
 from nmt.decode.markup import MarkupStats, prepare_fragments, render_fragments
-from nmt.decode.translate import fits_model, source_ids
+from nmt.decode.translate import fits_model, line_terms, source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
 from nmt.serve.models import Pair, languages
@@ -99,6 +100,15 @@ def failed(result: BaseException | None) -> Response:
     if result is None:
         return Response(status_code=499)
     return error(500, f"Cannot translate text: {type(result).__name__}: {result}")
+
+
+def request_terms(req: TranslateRequest, pair: Pair, lines: list[str], src: list[list[int]]) -> list[Terms] | None:
+    """Per line, the target terms of the request's glossary that its translation must hold ([] for an empty
+    line); None without a glossary."""
+    if req.glossary is None:
+        return None
+    _, terms = line_terms(pair.loaded.vocab, [req.glossary.split(line) for line in lines])
+    return [t if s else [] for t, s in zip(terms, src, strict=True)]
 
 
 def answer(req: TranslateRequest, per_text: list[list[str]], confidences: list[float] | None = None) -> dict[str, Any]:
@@ -185,8 +195,9 @@ class Routes:
             if truncated:
                 self.metrics.truncated(truncated)
                 info(f"{truncated} lines of a request were longer than {pair.max_len - 1} source tokens: truncated")
+            terms = request_terms(req, pair, [row[0] for row in rows], src)
             try:
-                result = await self.decode(request, pair, src, nbest if last else 1, confidence=last)
+                result = await self.decode(request, pair, src, nbest if last else 1, confidence=last, terms=terms)
             except queue.Full:
                 return error(429, "Slowdown: too many requests are waiting; try again later")
             if result is None or isinstance(result, BaseException):
@@ -215,8 +226,9 @@ class Routes:
             self.metrics.html_repaired(stats.repaired_lines)
         texts = fragments.texts
         src, _ = source_ids(pair.loaded, texts, pair.marks)
+        terms = request_terms(req, pair, texts, src)
         try:
-            result = await self.decode(request, pair, src, 1, texts=texts)
+            result = await self.decode(request, pair, src, 1, texts=texts, terms=terms)
         except queue.Full:
             return error(429, "Slowdown: too many requests are waiting; try again later")
         if result is None or isinstance(result, BaseException):
@@ -234,6 +246,7 @@ class Routes:
         *,
         texts: list[str] | None = None,
         confidence: bool = False,
+        terms: list[Terms] | None = None,
     ) -> Result | None:
         """The lines `src` decoded by the batcher (word-aligned when their `texts` are given); None when the
         client left (or the shutdown timeout cancelled the request) first, and the job is dropped from its
@@ -244,7 +257,7 @@ class Routes:
         def done(result: Result) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
-        job = Job(pair, src, nbest, done, texts=texts, confidence=confidence)
+        job = Job(pair, src, nbest, done, texts=texts, confidence=confidence, terms=terms)
         self.batcher.submit(job)
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         try:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from nmt.decode.constrained import Terms
 from nmt.decode.search import search
 from nmt.decode.translate import Translation, to_translations, with_alignments, with_confidences
 from nmt.serve.models import Pair
@@ -57,6 +58,7 @@ class Job:
     done: Callable[[Result], object]  # called once, from the worker thread
     texts: list[str] | None = None  # the lines as text, when they are to be word-aligned (format=html)
     confidence: bool = False  # give each translation its confidence (nmt.decode.scoring.confidence)
+    terms: list[Terms] | None = None  # per line, target terms its translation must hold (a request's glossary)
     cancelled: bool = False  # set by the event loop when the client disconnected
     enqueued: float = field(default_factory=time.monotonic)
     next_line: int = 0  # worker thread only: the first line not yet decoded
@@ -247,10 +249,14 @@ class Batcher:
             group = list(group_iter)
             pair, nbest = group[0][0].pair, group[0][0].nbest
             src = [s for job, a, b in group for s in job.src[a:b]]
+            terms = [t for job, a, b in group for t in (job.terms or [[]] * len(job.src))[a:b]]
             group_start = time.monotonic()
             try:
                 cfg = dataclasses.replace(pair.decode, nbest=nbest)
-                hyps = search(pair.loaded.model, src, cfg, device=pair.device, start_id=pair.marks.start_id)
+                hyps = search(
+                    pair.loaded.model, src, cfg, device=pair.device, start_id=pair.marks.start_id,
+                    terms=terms if any(terms) else None, glued=pair.glued,
+                )  # fmt: skip
                 translations = to_translations(pair.loaded.vocab, src, hyps, nbest=nbest)
                 if group[0][0].texts is not None:  # word alignments for the markup (format=html)
                     texts = [t for job, a, b in group for t in (job.texts or [])[a:b]]

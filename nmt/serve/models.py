@@ -13,7 +13,7 @@ import torch
 from nmt.config import DecodeConfig
 from nmt.data.directions import Marks, marks_for
 from nmt.decode.load import LoadedModel
-from nmt.decode.translate import load_for_decoding
+from nmt.decode.translate import load_for_decoding, term_glue
 from nmt.errors import NmtError
 from nmt.iso639 import name_of
 
@@ -31,6 +31,12 @@ class Pair:
     decode: DecodeConfig
     device: torch.device
     marks: Marks = Marks()
+    glued: torch.Tensor | None = None  # tokens that may not follow a glossary term (None: an export, no terms)
+
+    @property
+    def takes_terms(self) -> bool:
+        """Whether the pair's engine enforces glossary terms (nmt's own search; not CTranslate2)."""
+        return self.glued is not None
 
     @property
     def key(self) -> str:
@@ -50,6 +56,7 @@ def load_pairs(paths: Sequence[Path], *, overrides: Sequence[str] = ()) -> dict[
     pairs: dict[tuple[str, str], Pair] = {}
     for path in paths:
         loaded, decode, device = load_for_decoding(path, overrides=overrides)
+        glue = term_glue(loaded, device)  # once per model: the glossary's constrained search takes it
         for source, target in loaded.cfg.data.pairs:
             if (source, target) in pairs:
                 raise NmtError(
@@ -58,7 +65,7 @@ def load_pairs(paths: Sequence[Path], *, overrides: Sequence[str] = ()) -> dict[
                     hint="serve one model per language pair (start a second server on another port for the other)",
                 )
             marks = marks_for(loaded.cfg, loaded.vocab, target)
-            pairs[source, target] = Pair(source, target, Path(path), loaded, decode, device, marks)
+            pairs[source, target] = Pair(source, target, Path(path), loaded, decode, device, marks, glue)
     return pairs
 
 

@@ -2,7 +2,9 @@
 
 `POST /translate` takes JSON or form bodies (urlencoded or multipart) with `q` (a string or
 a list of strings; in a form, `q` repeated is a list), `source`, `target`, `format`
-(`text`; `html` is refused), `alternatives` (extra n-best translations) and `api_key`.
+(`text` or `html`), `alternatives` (extra n-best translations), `api_key`, and nmt's extension
+`glossary`: a list of [source term, target term] pairs (in a form, that list as a JSON string)
+whose target terms the translation must hold where the source term occurs (`nmt.decode.glossary`).
 Unknown fields are ignored, as LibreTranslate clients expect. Every failure is an
 `ApiError` with LibreTranslate's status code and, where it has one, its message: 400 for a
 bad request, 408 for a body that did not arrive within the read timeout, 413 for a body
@@ -19,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 
+from nmt.decode.glossary import Glossary, parse_pairs
 from nmt.serve.models import Pair, language_codes, route
 
 
@@ -163,6 +166,7 @@ class TranslateRequest:
     alternatives: int
     auto: bool  # source was "auto"
     html: bool = False  # format=html: each q string is an HTML document, translated with its markup kept
+    glossary: Glossary | None = None  # nmt's extension: terms the translation must hold
 
     @property
     def pivot(self) -> str | None:
@@ -229,4 +233,34 @@ def parse_translate(params: dict[str, Any], pairs: dict[tuple[str, str], Pair], 
         raise ApiError(
             400, f"Invalid request: format html needs a model for {source}->{target}; a pivot route cannot keep markup"
         )
-    return TranslateRequest(texts, lines, as_list, steps, alternatives, auto, html=fmt == "html")
+    glossary = parse_glossary(params.get("glossary"), steps)
+    return TranslateRequest(texts, lines, as_list, steps, alternatives, auto, html=fmt == "html", glossary=glossary)
+
+
+def parse_glossary(value: object, steps: tuple[Pair, ...]) -> Glossary | None:
+    """The request's `glossary` (None when absent or empty); ApiError 400 for a malformed one, or one the
+    route cannot enforce (a pivot, or a model decoded by CTranslate2)."""
+    if value is None or value == [] or value == "":
+        return None
+    if isinstance(value, str):  # a form field carries the list as JSON
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ApiError(
+                400, "Invalid request: glossary must be a list of [source term, target term] pairs"
+            ) from None
+    try:
+        glossary = parse_pairs(value, where="glossary")
+    except ValueError as err:
+        raise ApiError(400, f"Invalid request: {err}") from None
+    if len(steps) > 1:
+        raise ApiError(
+            400, "Invalid request: glossary needs a model for the pair itself; a pivot route cannot hold terms"
+        )
+    if steps and not steps[0].takes_terms:
+        raise ApiError(
+            400,
+            f"Invalid request: glossary terms need nmt's constrained beam search, but {steps[0].key} is served by an "
+            "exported CTranslate2 model, which cannot require words in its output; serve the checkpoint (.pt)",
+        )
+    return glossary

@@ -335,3 +335,32 @@ def test_an_overlong_line_is_truncated_counted_and_still_answered(
         return next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("nmt_serve_truncated_lines_total"))
 
     assert truncated(after) - truncated(before) == 1
+
+
+def test_glossary_field_is_translate_glossary_and_bad_ones_are_400s(server: Server, tmp_path: Path) -> None:
+    """nmt's `glossary` extension: the lines translated as `nmt translate --glossary` translates them (the
+    CLI is the reference), in JSON and in a form (the list as a JSON string); malformed ones are 400s."""
+    tsv = tmp_path / "terms.tsv"
+    tsv.write_text("# src\ttgt\nq\tHOTEL\nx\tECHO\n")
+    cli = run_nmt("translate", str(server.model), "--glossary", str(tsv), input="\n".join(LINES) + "\n")
+    assert cli.returncode == 0, cli.stderr
+    want = cli.stdout.split("\n")[: len(LINES)]
+    assert "HOTEL" in want[5].split() and "ECHO" in want[3].split()
+    pairs = [["q", "HOTEL"], ["x", "ECHO"]]
+    body = {"q": LINES, "source": "src", "target": "tgt", "glossary": pairs}
+    r = httpx.post(f"{server.url}/translate", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["translatedText"] == want
+    form = httpx.post(f"{server.url}/translate", data={**body, "q": LINES[5], "glossary": json.dumps(pairs)})
+    assert form.status_code == 200, form.text
+    assert form.json()["translatedText"] == want[5]
+    for bad, says in [
+        ({"q": "Hund"}, "must be a list"),
+        ([["q"]], "entry 1 is not a"),
+        ([["q", 3]], "entry 1 is not a"),
+        ([["q", ""]], "empty target term"),
+        ([["q", "A"], ["Q", "B"]], "already given"),
+        ("not json", "must be a list"),
+    ]:
+        r = httpx.post(f"{server.url}/translate", json={**body, "glossary": bad})
+        assert r.status_code == 400 and says in r.json()["error"], (bad, r.text)

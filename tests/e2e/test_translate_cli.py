@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,27 @@ def test_bad_decode_settings_name_the_key(tiny_checkpoint: TinyCheckpoint) -> No
     result = run_nmt("translate", str(tiny_checkpoint.path), "--set", "decode.bem=4", "--nbest", "9", input="")
     assert result.returncode == 2
     assert "did you mean decode.beam" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_glossary_through_the_cli_and_a_bad_glossary_file(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.tsv", tmp_path / "bad.tsv"
+    good.write_text("alpha\tBRAVO\n")
+    bad.write_bytes(b"alpha\tBRAVO\ncharlie\n")
+    result = run_nmt("translate", str(tiny_checkpoint.path), "--glossary", str(good), input="alpha\n\ncharlie alpha\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and "BRAVO" in lines[0].split() and "BRAVO" in lines[2].split()
+    assert "target terms: 2 in 2 lines" in result.stderr
+    failed = run_nmt("translate", str(tiny_checkpoint.path), "--glossary", str(bad), input="alpha\n")
+    assert failed.returncode != 0 and failed.stdout == ""
+    assert "bad.tsv:2: expected 'source term<TAB>target term'" in failed.stderr and "Traceback" not in failed.stderr
+    (tmp_path / "src.txt").write_text("alpha\ncharlie\n")
+    (tmp_path / "ref.txt").write_text("BRAVO\nCHARLIE\n")
+    scored = run_nmt(
+        "evaluate", str(tiny_checkpoint.path), "--src", str(tmp_path / "src.txt"), "--ref", str(tmp_path / "ref.txt"),
+        "--glossary", str(good), "--json", "--out", str(tmp_path / "hyp.txt"),
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["target_terms"] == {"lines": 1, "terms": 1, "lines_missing_a_term": 0}
+    assert "BRAVO" in (tmp_path / "hyp.txt").read_text().splitlines()[0].split()

@@ -419,3 +419,14 @@ def test_export_token_logprobs_are_the_checkpoints(exported: Path, tiny_checkpoi
     for a, b in zip(ours, theirs, strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def test_glossary_on_an_export_is_a_one_paragraph_error(exported: Path, tmp_path: Path) -> None:
+    """CTranslate2 has no positive constraints: a glossary with an export says to use the checkpoint."""
+    glossary = tmp_path / "terms.tsv"
+    glossary.write_text("alpha\tBRAVO\n")
+    (tmp_path / "in.txt").write_text("alpha charlie\n")
+    with pytest.raises(NmtError, match="checkpoint") as err:
+        translate(exported, input=tmp_path / "in.txt", output=tmp_path / "out.txt", glossary=glossary)
+    assert "\n" not in err.value.message
+    assert not (tmp_path / "out.txt").exists()

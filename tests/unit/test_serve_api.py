@@ -198,3 +198,11 @@ def test_json_body_is_not_echoed_into_the_error(tmp_path: Path) -> None:
     r = client.post("/translate", content=b'{"api_key": "s3cret", "q": ', headers={"content-type": "application/json"})
     assert r.status_code == 400 and "s3cret" not in r.text
     assert json.loads(r.text)["error"].startswith("Invalid request")
+
+
+def test_a_glossary_for_a_model_without_constrained_search_is_a_400() -> None:
+    """A pair whose engine takes no terms (an exported CTranslate2 model: no `glued` mask) refuses a
+    glossary before decoding; an empty glossary is no glossary."""
+    client = client_for([fake_pair("en", "de")])
+    r = client.post("/translate", json={"q": "x", "source": "en", "target": "de", "glossary": [["x", "y"]]})
+    assert r.status_code == 400 and "CTranslate2" in r.json()["error"]
