@@ -23,7 +23,11 @@ its length limit, where EOS is the only way out: a sentence whose terms cannot b
 length still gets outputs, ranked after any that meet them (the caller counts them). Sentences
 without terms share the batch and are searched exactly as `beam_search` would (one bank: the K
 best open extensions). The stopping rule is the exact one of `beam.is_done`, against the K-th
-best output that meets every term (`decode.early_stopping` is not used here).
+best output that meets every term; with `decode.early_stopping` (fairseq's rule, which an imported
+fairseq model decodes with) an EOS ends a hypothesis only when it is among the step's first K
+candidates as dealt over the banks (as fairseq's constrained search decides it: by their best score
+alone, the EOS of a hypothesis holding every term would rarely rank among the K best, and it would
+write on), and a sentence stops once K outputs that meet every term have ended.
 """
 
 from __future__ import annotations
@@ -232,6 +236,9 @@ def constrained_beam_search(
 
         ends = tokens == EOS_ID
         finishing = ends & values.isfinite()
+        if cfg.early_stopping:  # fairseq's rule: only an EOS among the step's K first candidates, as dealt, ends
+            first = allocate(values, cand_banks, k=beam, top=top)  # (dealt over banks: a hypothesis with
+            finishing &= torch.zeros_like(finishing).scatter_(1, first, True)  # every term goes first)
         met = cand_banks >= total[:, None]
         for target, chosen in ((store, finishing & met), (fallback, finishing & ~met)):
             finalize_finished(
@@ -251,7 +258,10 @@ def constrained_beam_search(
         ended = complete.any(-1).gather(1, keep_idx)
 
         best_open = scores.max(1).values
-        done = is_done(best_open, store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
+        if cfg.early_stopping:  # K outputs with every term ended (or none is open): done, as fairseq's
+            done = store.scores[alive, -1].isfinite() | best_open.isinf()
+        else:
+            done = is_done(best_open, store.scores[alive, -1], step=step, max_out=max_out, mode=mode, alpha=alpha)
         rows = (first_rows[:n] + beam_idx).view(-1)
         keep = (~done).nonzero().squeeze(1)  # host sync: which sentences stay in the batch
         if keep.numel() == 0:

@@ -105,11 +105,15 @@ def test_wide_beam_equals_exhaustive_search_over_outputs_with_the_terms(
             assert hyps[0].score == pytest.approx(expected[1], abs=1e-5)
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
 @pytest.mark.parametrize("beam", [1, 2, 5])
-def test_narrow_beam_meets_the_terms_and_never_beats_the_optimum(model: torch.nn.Module, beam: int) -> None:
+def test_narrow_beam_meets_the_terms_and_never_beats_the_optimum(
+    model: torch.nn.Module, beam: int, early_stopping: bool
+) -> None:
     src_ids, src_pad = padded_batch(SRC_ROWS)
+    cfg = settings(beam, early_stopping=early_stopping)
     for terms in TERM_SETS:
-        results = constrained_beam_search(model, src_ids, src_pad, [terms] * len(SRC_ROWS), cfg=settings(beam))
+        results = constrained_beam_search(model, src_ids, src_pad, [terms] * len(SRC_ROWS), cfg=cfg)
         for src, hyps in zip(SRC_ROWS, results, strict=True):
             expected = exhaustive(model, src, terms, mode="average", alpha=1.0)
             assert expected is not None
