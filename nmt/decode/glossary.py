@@ -16,6 +16,10 @@ term twice. Target terms are enforced verbatim (their case as written) by the co
 
 `--constraints` input instead carries a line's target terms after its text, tab-separated, as
 fairseq-interactive's `--constraints` reads them (`inline_terms`).
+
+The last part turns terms into what the search takes (`nmt.decode.constrained`): where they come
+from (`term_source`), whether the loaded engine can enforce them (`check_terms`), their token ids
+(`line_terms`) and the mask of tokens that may not follow a term (`term_glue`, built once per load).
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from nmt.errors import DataError
+import torch
+
+from nmt.config import DecodeConfig
+from nmt.data.vocab import Vocab
+from nmt.decode.constrained import Terms, word_continuations
+from nmt.decode.languages import Route
+from nmt.decode.load import LoadedModel
+from nmt.decode.search import SearchEngine
+from nmt.errors import DataError, NmtError
+from nmt.tokens import UNK_ID
 
 
 @dataclass(frozen=True)
@@ -146,3 +159,60 @@ class InlineTerms:
 
     def split(self, line: str) -> tuple[str, list[str]]:
         return inline_terms(line)
+
+
+# ---------------------------------------------------------------- terms for the search
+
+
+def term_source(glossary: Path | None, *, constraints: bool, markup: str = "text") -> TermSource | None:
+    """Where the target terms come from: a glossary file, the input lines (`--constraints`), or nowhere.
+    A bad glossary file is a DataError before any model is loaded."""
+    if glossary is not None and constraints:
+        raise NmtError(
+            "--glossary and --constraints both give target terms; use one",
+            hint="--glossary FILE matches its source terms in every line; --constraints reads "
+            "'text<TAB>term<TAB>...' lines",
+        )
+    if constraints and markup == "html":
+        raise NmtError("--constraints reads plain text lines with tab-separated terms, not HTML (--format html)")
+    if glossary is not None:
+        return read_glossary(glossary)
+    return InlineTerms() if constraints else None
+
+
+def check_terms(checkpoint: Path, loaded: LoadedModel, route: Route, decode_cfg: DecodeConfig) -> None:
+    """NmtError before translating when target terms cannot be enforced: an exported model (CTranslate2
+    has no positive lexical constraints), sampling, or a pivot (the terms would bind the pivot text)."""
+    if isinstance(loaded.model, SearchEngine):
+        raise NmtError(
+            f"{checkpoint}: glossary terms are enforced by nmt's constrained beam search, which needs the "
+            "checkpoint (.pt) and its own engine: CTranslate2, which decodes an exported model, has no "
+            "constraints that require words in the output",
+            hint="translate with the checkpoint the export came from (nmt translate CHECKPOINT.pt --glossary ...)",
+        )
+    if decode_cfg.sampling:
+        raise NmtError("glossary terms need beam search, not sampling", hint="drop --sampling")
+    if len(route.steps) > 1:
+        raise NmtError(
+            "glossary terms with --pivot: the terms would bind the pivot language's text, not the output",
+            hint="translate without --pivot",
+        )
+
+
+def term_glue(loaded: LoadedModel, device: torch.device) -> torch.Tensor | None:
+    """The (V,) mask of target tokens that may not follow a term (`nmt.decode.constrained.word_continuations`),
+    built once per loaded model by the caller of the search; None for an engine that takes no terms."""
+    if not isinstance(loaded.model, torch.nn.Module):
+        return None
+    return torch.tensor(word_continuations(loaded.vocab.target_pieces()), dtype=torch.bool, device=device)
+
+
+def line_terms(vocab: Vocab, split: list[tuple[str, list[str]]]) -> tuple[list[str], list[Terms], int]:
+    """The texts of `TermSource.split` results, their target terms as target token ids, and how many terms
+    were dropped: a term the target vocabulary cannot spell (a character it encodes as unknown) would
+    come out with the unknown sign in it."""
+    flat = [t for _, terms in split for t in terms]
+    ids = iter(vocab.encode_tgt(flat) if flat else [])
+    terms = [[tuple(next(ids)) for _ in line_terms] for _, line_terms in split]
+    unwritable = sum(UNK_ID in t for row in terms for t in row)
+    return [text for text, _ in split], [[t for t in row if t and UNK_ID not in t] for row in terms], unwritable

@@ -35,8 +35,8 @@ from nmt.data.vocab import Vocab
 from nmt.decode import ct2
 from nmt.decode.alignment import attention_rows, pharaoh, prefix_words, word_links
 from nmt.decode.beam import Hypothesis
-from nmt.decode.constrained import Terms, contains, word_continuations
-from nmt.decode.glossary import TermSource
+from nmt.decode.constrained import Terms, contains
+from nmt.decode.glossary import TermSource, check_terms, line_terms, term_glue, term_source
 from nmt.decode.heatmaps import FirstLines, check_attention, write_heatmaps
 from nmt.decode.languages import LanguageRequest, Route, choose_route
 from nmt.decode.load import LoadedModel, load_model
@@ -47,7 +47,7 @@ from nmt.device import resolve_device
 from nmt.errors import DataError, NmtError
 from nmt.export_format import read_export
 from nmt.fileio import DecodeStats, atomic_open, decode_line, read_lines
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together
 # Everything Python's str.splitlines() splits on: one of these in an output would turn
@@ -181,7 +181,8 @@ def translate_lines(
     while chunk := list(itertools.islice(it, chunk_lines)):
         terms: list[Terms] | None = None
         if terms_from is not None:
-            chunk, terms = line_terms(vocab, [terms_from.split(line) for line in chunk], stats)
+            chunk, terms, unwritable = line_terms(vocab, [terms_from.split(line) for line in chunk])
+            stats.terms_unwritable += unwritable
         src, truncated = source_ids(loaded, chunk, marks)
         if terms is not None:
             terms = [t if s else [] for t, s in zip(terms, src, strict=True)]  # an empty line gets empty output
@@ -205,29 +206,6 @@ def translate_lines(
             yield translations
         if on_batch is not None:
             on_batch(sum(not s for s in src))  # empty lines count as done too
-
-
-def term_glue(loaded: LoadedModel, device: torch.device) -> torch.Tensor | None:
-    """The (V,) mask of target tokens that may not follow a term (`nmt.decode.constrained.word_continuations`),
-    built once per loaded model by the caller of the search; None for an engine that takes no terms."""
-    if not isinstance(loaded.model, torch.nn.Module):
-        return None
-    return torch.tensor(word_continuations(loaded.vocab.target_pieces()), dtype=torch.bool, device=device)
-
-
-def line_terms(
-    vocab: Vocab, split: list[tuple[str, list[str]]], stats: TranslateStats | None = None
-) -> tuple[list[str], list[Terms]]:
-    """The texts of `TermSource.split` results and their target terms as target token ids. A term the
-    target vocabulary cannot spell (a character it encodes as unknown) would come out with the unknown
-    sign in it: it is dropped from its line's terms and counted in `stats.terms_unwritable`."""
-    flat = [t for _, terms in split for t in terms]
-    ids = iter(vocab.encode_tgt(flat) if flat else [])
-    terms = [[tuple(next(ids)) for _ in line_terms] for _, line_terms in split]
-    unwritable = sum(UNK_ID in t for row in terms for t in row)
-    if stats is not None:
-        stats.terms_unwritable += unwritable
-    return [text for text, _ in split], [[t for t in row if t and UNK_ID not in t] for row in terms]
 
 
 def count_terms(stats: TranslateStats, terms: list[Terms], translations: list[list[Translation]]) -> None:
@@ -484,43 +462,6 @@ def translate_route(
         loaded, lines, decode_cfg, device=device, stats=stats, on_batch=on_batch, chunk_lines=chunk_lines,
         marks=route.steps[-1][1], alignments=alignments, confidences=confidences, terms_from=terms_from,
     )  # fmt: skip
-
-
-def term_source(glossary: Path | None, *, constraints: bool, markup: str = "text") -> TermSource | None:
-    """Where the target terms come from: a glossary file, the input lines (`--constraints`), or nowhere.
-    A bad glossary file is a DataError before any model is loaded."""
-    from nmt.decode.glossary import InlineTerms, read_glossary
-
-    if glossary is not None and constraints:
-        raise NmtError(
-            "--glossary and --constraints both give target terms; use one",
-            hint="--glossary FILE matches its source terms in every line; --constraints reads "
-            "'text<TAB>term<TAB>...' lines",
-        )
-    if constraints and markup == "html":
-        raise NmtError("--constraints reads plain text lines with tab-separated terms, not HTML (--format html)")
-    if glossary is not None:
-        return read_glossary(glossary)
-    return InlineTerms() if constraints else None
-
-
-def check_terms(checkpoint: Path, loaded: LoadedModel, route: Route, decode_cfg: DecodeConfig) -> None:
-    """NmtError before translating when target terms cannot be enforced: an exported model (CTranslate2
-    has no positive lexical constraints), sampling, or a pivot (the terms would bind the pivot text)."""
-    if isinstance(loaded.model, SearchEngine):
-        raise NmtError(
-            f"{checkpoint}: glossary terms are enforced by nmt's constrained beam search, which needs the "
-            "checkpoint (.pt) and its own engine: CTranslate2, which decodes an exported model, has no "
-            "constraints that require words in the output",
-            hint="translate with the checkpoint the export came from (nmt translate CHECKPOINT.pt --glossary ...)",
-        )
-    if decode_cfg.sampling:
-        raise NmtError("glossary terms need beam search, not sampling", hint="drop --sampling")
-    if len(route.steps) > 1:
-        raise NmtError(
-            "glossary terms with --pivot: the terms would bind the pivot language's text, not the output",
-            hint="translate without --pivot",
-        )
 
 
 def _check_heatmaps(checkpoint: Path, loaded: LoadedModel, *, device: torch.device) -> None:

@@ -343,16 +343,9 @@ def translate_and_score(
     `glossary`: target terms the translations must hold (`nmt.decode.glossary`).
     """
     # imported here so that `--hyp` scoring never loads torch (a CI step then takes a second)
+    from nmt.decode.glossary import check_terms, term_source
     from nmt.decode.languages import choose_route
-    from nmt.decode.translate import (
-        TranslateStats,
-        check_terms,
-        load_for_decoding,
-        report_terms,
-        term_source,
-        translate_route,
-        warn_repairs,
-    )
+    from nmt.decode.translate import TranslateStats, load_for_decoding, report_terms, translate_route, warn_repairs
 
     lines = check_counts(src, refs)
     ref_text = [read_scored(r) for r in refs]  # read before translating: a bad reference fails fast

@@ -33,8 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.console import info
 from nmt.decode.constrained import Terms
+from nmt.decode.glossary import line_terms
 from nmt.decode.markup import MarkupStats, prepare_fragments, render_fragments
-from nmt.decode.translate import fits_model, line_terms, source_ids
+from nmt.decode.translate import fits_model, source_ids
 from nmt.serve.access import Access, RateLimiter
 from nmt.serve.batcher import Batcher, BatchReport, Job, Result
 from nmt.serve.models import Pair, languages
@@ -107,7 +108,7 @@ def request_terms(req: TranslateRequest, pair: Pair, lines: list[str], src: list
     line); None without a glossary."""
     if req.glossary is None:
         return None
-    _, terms = line_terms(pair.loaded.vocab, [req.glossary.split(line) for line in lines])
+    _, terms, _ = line_terms(pair.loaded.vocab, [req.glossary.split(line) for line in lines])
     return [t if s else [] for t, s in zip(terms, src, strict=True)]
 
 

@@ -12,8 +12,9 @@ import torch
 
 from nmt.config import DecodeConfig
 from nmt.data.directions import Marks, marks_for
+from nmt.decode.glossary import term_glue
 from nmt.decode.load import LoadedModel
-from nmt.decode.translate import load_for_decoding, term_glue
+from nmt.decode.translate import load_for_decoding
 from nmt.errors import NmtError
 from nmt.iso639 import name_of
 
