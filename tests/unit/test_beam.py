@@ -50,15 +50,15 @@ MODEL_CONFIGS = {
 }
 
 
-def tiny_model(name: str) -> torch.nn.Module:
+def tiny_model(name: str, vocab: int = VOCAB) -> torch.nn.Module:
     """The toy model or a MODEL_CONFIGS family, randomly initialised (seed 0), in eval mode."""
     torch.manual_seed(0)
     if name == "toy":
-        return ToySeq2Seq(vocab_size=VOCAB, max_len=16).eval()
+        return ToySeq2Seq(vocab_size=vocab, max_len=16).eval()
     from nmt.model import build_model
 
     cfg = ModelConfig(**MODEL_CONFIGS[name], max_len=16, dropout=0.0)  # type: ignore[arg-type]
-    return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB).eval()
+    return build_model(cfg, src_vocab_size=vocab, tgt_vocab_size=vocab).eval()
 
 
 @pytest.fixture(params=["toy", *MODEL_CONFIGS])

@@ -13,13 +13,12 @@ import math
 import pytest
 import torch
 
-from nmt.config import DecodeConfig, ModelConfig
+from nmt.config import DecodeConfig
 from nmt.decode.beam import beam_search
 from nmt.decode.constrained import allocate, constrained_beam_search, term_progress
 from nmt.decode.search import search_batch
 from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
-from tests.unit.test_beam import MODEL_CONFIGS, forward_token_scores, padded_batch, reference_lp
-from tests.unit.toy_models import ToySeq2Seq
+from tests.unit.test_beam import MODEL_CONFIGS, forward_token_scores, padded_batch, reference_lp, tiny_model
 
 torch.set_num_threads(1)
 
@@ -37,20 +36,9 @@ TERM_SETS = [
 ]
 
 
-def tiny_model(name: str) -> torch.nn.Module:
-    """The toy model or a MODEL_CONFIGS family, randomly initialised (seed 0), in eval mode."""
-    torch.manual_seed(0)
-    if name == "toy":
-        return ToySeq2Seq(vocab_size=VOCAB, max_len=16).eval()
-    from nmt.model import build_model
-
-    cfg = ModelConfig(**MODEL_CONFIGS[name], max_len=16, dropout=0.0)  # type: ignore[arg-type]
-    return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB).eval()
-
-
 @pytest.fixture(params=["toy", *MODEL_CONFIGS])
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
-    return tiny_model(request.param)
+    return tiny_model(request.param, VOCAB)
 
 
 def holds(tokens: tuple[int, ...], terms: list[tuple[int, ...]]) -> bool:
@@ -146,7 +134,7 @@ def test_a_term_that_cannot_fit_still_gives_an_output(model: torch.nn.Module) ->
 
 
 def test_search_batch_uses_the_terms_for_any_beam() -> None:
-    model = tiny_model("toy")
+    model = tiny_model("toy", VOCAB)
     src_ids, src_pad = padded_batch(SRC_ROWS)
     for beam in (1, 3):
         results = search_batch(model, src_ids, src_pad, cfg=settings(beam), terms=[[(6, 6)], [], [(4,)]])
