@@ -1,0 +1,136 @@
+"""Recipe levers on Multi30k, each measured alone: the same wall budget, one change against today's recipe.
+
+    python scripts/bench_levers.py --config configs/multi30k_de_en.yaml [--minutes 30] [--only NAME ...]
+                                   [--out data/bench_levers] [--list]
+
+For each lever (LEVERS: a name and the `--set` overrides it makes to the config): `nmt prepare`, `nmt train`
+from scratch for --minutes of wall time (validation included, as a user's run spends it), then
+`nmt evaluate` of best.pt (and of averaged.pt when the lever averages) on the validation set, by which a
+lever is chosen, and on test_2016_flickr and test_2017_flickr. Runs are sequential, each with the
+machine to itself; results accumulate in OUT/<config name>/results.json across sittings (a lever already
+there is skipped unless named in --only), and the table printed at the end gives every lever's change
+against `today` from the same file. Record the machine (CPU flags) and date of each sitting beside
+the figures: the budget makes the step count, and so the BLEU, depend on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVERS: dict[str, list[str]] = {
+    "today": [],
+    "dropout 0.3": ["model.dropout=0.3"],
+    "attention + activation dropout 0.1": ["model.attention_dropout=0.1", "model.activation_dropout=0.1"],
+    "label smoothing 0.2": ["train.label_smoothing=0.2"],
+    "lr 2e-3": ["train.lr=2e-3"],
+    "warmup 1000": ["train.warmup_steps=1000"],
+    "average last 5": ["train.average_last=5"],
+    "4+4 layers": ["model.enc_layers=4", "model.dec_layers=4"],
+}
+SPLITS = ("valid", "test_2016_flickr", "test_2017_flickr")
+
+
+def run(cmd: list[str], log: Path | None = None) -> str:
+    print("+", " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if log is not None:
+        log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def measure(config: str, name: str, minutes: float, out: Path) -> dict:
+    nmt = [sys.executable, "-m", "nmt"]
+    workdir = out / slug(name)
+    sets = [f"--set=workdir={workdir}", *(f"--set={o}" for o in LEVERS[name])]
+    run([*nmt, "prepare", config, *sets], out / f"{slug(name)}.prepare.log")
+    budget = [f"--set=train.max_minutes={minutes}", "--set=train.max_steps=100000"]
+    run([*nmt, "train", config, "--restart", *sets, *budget], out / f"{slug(name)}.train.log")
+    metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    record: dict = {
+        "overrides": LEVERS[name],
+        "minutes": minutes,
+        "steps": max(m["step"] for m in metrics),
+        "best_valid_bleu_during_training": max(m["bleu"] for m in metrics if m["event"] == "valid"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
+    }
+    checkpoints = ["best"] + (["averaged"] if (workdir / "checkpoints" / "averaged.pt").exists() else [])
+    for ckpt in checkpoints:
+        for split in SPLITS:
+            doc = json.loads(
+                run(
+                    [
+                        *nmt,
+                        "evaluate",
+                        config,
+                        "--split",
+                        split,
+                        "--checkpoint",
+                        ckpt,
+                        "--json",
+                        "--device",
+                        "cpu",
+                        "--out",
+                        str(workdir / f"{ckpt}.{split}.hyp"),
+                        *sets,
+                    ]
+                )  # fmt: skip
+            )
+            record[f"{ckpt}.{split}"] = {
+                "bleu": round(doc["scores"]["bleu"], 2),
+                "chrf": round(doc["scores"]["chrf"], 2),
+            }
+    return record
+
+
+def table(results: dict) -> str:
+    base = results.get("today")
+    rows = [
+        "| lever | steps | valid BLEU | test_2016 BLEU | test_2017 BLEU | test_2016 change |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        kind = "averaged" if "averaged.valid" in r else "best"
+        t16, t17, val = (r[f"{kind}.{s}"]["bleu"] for s in ("test_2016_flickr", "test_2017_flickr", "valid"))
+        change = "" if base is None else f"{t16 - base['best.test_2016_flickr']['bleu']:+.2f}"
+        rows.append(f"| {name} ({kind}) | {r['steps']:,} | {val:.2f} | {t16:.2f} | {t17:.2f} | {change} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/multi30k_de_en.yaml")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--only", nargs="+", choices=list(LEVERS))
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench_levers")
+    parser.add_argument("--list", action="store_true", help="print the levers and their overrides, run nothing")
+    args = parser.parse_args()
+    if args.list:
+        for name, sets in LEVERS.items():
+            print(f"{name}: {' '.join(sets) or '(the recipe as it is)'}")
+        return
+    out = args.out / Path(args.config).stem
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for name in args.only or [n for n in LEVERS if n not in results]:
+        results[name] = measure(args.config, name, args.minutes, out)
+        path.write_text(json.dumps(results, indent=1))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
