@@ -354,6 +354,13 @@ def test_glossary_field_is_translate_glossary_and_bad_ones_are_400s(server: Serv
     form = httpx.post(f"{server.url}/translate", data={**body, "q": LINES[5], "glossary": json.dumps(pairs)})
     assert form.status_code == 200, form.text
     assert form.json()["translatedText"] == want[5]
+    doc = "<p>x <b>q</b> y</p>"  # format=html: the glossary binds each block's text, as translate --format html
+    cli_html = run_nmt("translate", str(server.model), "--format", "html", "--glossary", str(tsv), input=doc + "\n")
+    assert cli_html.returncode == 0, cli_html.stderr
+    html = httpx.post(f"{server.url}/translate", json={**body, "q": doc, "format": "html"})
+    assert html.status_code == 200, html.text
+    assert html.json()["translatedText"] == cli_html.stdout.rstrip("\n")
+    assert "HOTEL" in html.json()["translatedText"] and "ECHO" in html.json()["translatedText"]
     for bad, says in [
         ({"q": "Hund"}, "must be a list"),
         ([["q"]], "entry 1 is not a"),
