@@ -19,11 +19,13 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_families import run  # noqa: E402  (one way to run a step and stop on its failure)
+
 LEVERS: dict[str, list[str]] = {
     "today": [],
     "dropout 0.3": ["model.dropout=0.3"],
@@ -35,16 +37,6 @@ LEVERS: dict[str, list[str]] = {
     "4+4 layers": ["model.enc_layers=4", "model.dec_layers=4"],
 }
 SPLITS = ("valid", "test_2016_flickr", "test_2017_flickr")
-
-
-def run(cmd: list[str], log: Path | None = None) -> str:
-    print("+", " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if log is not None:
-        log.write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        sys.exit(f"failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-3000:]}")
-    return result.stdout
 
 
 def slug(name: str) -> str:

@@ -80,6 +80,17 @@ def reference_lp(length: int, mode: str, alpha: float) -> float:
 
 
 @torch.inference_mode()
+def output_logprobs(model: torch.nn.Module, src: list[int], outputs: list[list[int]]) -> list[list[float]]:
+    """Teacher-forced log-probs (`model.forward`) of each output's tokens and its EOS, given `src`;
+    the outputs are all of one length."""
+    tgt_in = torch.tensor([[BOS_ID, *y] for y in outputs])
+    tgt_out = torch.tensor([[*y, EOS_ID] for y in outputs])
+    src_ids = torch.tensor([src] * len(outputs))
+    logits = model(src_ids, src_ids == PAD_ID, tgt_in)
+    return torch.log_softmax(logits.float(), dim=-1).gather(2, tgt_out.unsqueeze(-1)).squeeze(-1).tolist()
+
+
+@torch.inference_mode()
 def brute_force(
     model: torch.nn.Module, src: list[int], *, max_out: int, min_len: int, mode: str, alpha: float
 ) -> tuple[list[int], float, list[float]]:
@@ -87,12 +98,7 @@ def brute_force(
     best: tuple[list[int], float, list[float]] | None = None
     for length in range(min(min_len, max_out), max_out + 1):
         outputs = [list(y) for y in itertools.product(REAL_TOKENS, repeat=length)]
-        tgt_in = torch.tensor([[BOS_ID] + y for y in outputs])
-        tgt_out = torch.tensor([y + [EOS_ID] for y in outputs])
-        src_ids = torch.tensor([src] * len(outputs))
-        logits = model(src_ids, src_ids == PAD_ID, tgt_in)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, tgt_out.unsqueeze(-1)).squeeze(-1)
-        for y, row in zip(outputs, logp.tolist(), strict=True):
+        for y, row in zip(outputs, output_logprobs(model, src, outputs), strict=True):
             score = math.fsum(row) / reference_lp(length + 1, mode, alpha)
             if best is None or score > best[1]:
                 best = (y, score, row)

@@ -17,8 +17,14 @@ from nmt.config import DecodeConfig
 from nmt.decode.beam import beam_search
 from nmt.decode.constrained import allocate, constrained_beam_search, term_progress
 from nmt.decode.search import search_batch
-from nmt.tokens import BOS_ID, EOS_ID, PAD_ID
-from tests.unit.test_beam import MODEL_CONFIGS, forward_token_scores, padded_batch, reference_lp, tiny_model
+from tests.unit.test_beam import (
+    MODEL_CONFIGS,
+    forward_token_scores,
+    output_logprobs,
+    padded_batch,
+    reference_lp,
+    tiny_model,
+)
 
 torch.set_num_threads(1)
 
@@ -57,15 +63,10 @@ def exhaustive(
     """Best (tokens, normalised score) over the outputs of 1..MAX_OUT tokens that hold the terms."""
     best: tuple[list[int], float] | None = None
     for length in range(1, MAX_OUT + 1):
-        outputs = [y for y in itertools.product(REAL, repeat=length) if holds(y, terms)]
+        outputs = [list(y) for y in itertools.product(REAL, repeat=length) if holds(y, terms)]
         if not outputs:
             continue
-        tgt_in = torch.tensor([[BOS_ID, *y] for y in outputs])
-        tgt_out = torch.tensor([[*y, EOS_ID] for y in outputs])
-        src_ids = torch.tensor([src] * len(outputs))
-        logits = model(src_ids, src_ids == PAD_ID, tgt_in)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, tgt_out.unsqueeze(-1)).squeeze(-1)
-        for y, row in zip(outputs, logp.tolist(), strict=True):
+        for y, row in zip(outputs, output_logprobs(model, src, outputs), strict=True):
             score = math.fsum(row) / reference_lp(length + 1, mode, alpha)
             if best is None or score > best[1]:
                 best = (list(y), score)
