@@ -170,3 +170,15 @@ def test_glossary_refusals(tiny_checkpoint: TinyCheckpoint, tmp_path: Path) -> N
         translate(tiny_checkpoint.path, **common, glossary=tmp_path / "g.tsv",  # type: ignore[arg-type]
                   overrides=["decode.sampling=true"])  # fmt: skip
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_term_options_that_cannot_go_together_are_errors(tmp_path: Path) -> None:
+    from nmt.decode.glossary import term_source
+    from nmt.evaluate.report import evaluate
+
+    (tmp_path / "g.tsv").write_text("alpha\tBRAVO\n")
+    with pytest.raises(NmtError, match="not HTML"):
+        term_source(None, constraints=True, markup="html")
+    (tmp_path / "hyp.txt").write_text("x\n")
+    with pytest.raises(NmtError, match="cannot be used with --hyp"):
+        evaluate(None, hyps=[tmp_path / "hyp.txt"], refs=[tmp_path / "hyp.txt"], glossary=tmp_path / "g.tsv")
