@@ -7,10 +7,15 @@ For each lever (LEVERS: a name and the `--set` overrides it makes to the config)
 from scratch for --minutes of wall time (validation included, as a user's run spends it), then
 `nmt evaluate` of best.pt (and of averaged.pt when the lever averages) on the validation set, by which a
 lever is chosen, and on test_2016_flickr and test_2017_flickr. Runs are sequential, each with the
-machine to itself; results accumulate in OUT/<config name>/results.json across sittings (a lever already
-there is skipped unless named in --only), and the table printed at the end gives every lever's change
-against `today` from the same file. Record the machine (CPU flags) and date of each sitting beside
-the figures: the budget makes the step count, and so the BLEU, depend on the CPU.
+machine to itself; every run keeps its last 10 numbered checkpoints (train.keep_last=10, which changes
+neither the updates nor best.pt). Averaging happens after the budget is spent and training is
+deterministic, so an averaging lever (overrides only `train.average_last`) trains nothing: it averages
+the last N step_N.pt of the `today` run (`nmt average --last N`, the same mean `train.average_last`
+computes) and evaluates that, so `today` is measured first. Results accumulate in
+OUT/<config name>/results.json across sittings (a lever already there is skipped unless named in
+--only), and the table printed at the end gives every lever's change against `today` from the same file.
+Record the machine (CPU flags) and date of each sitting beside the figures: the budget makes the step
+count, and so the BLEU, depend on the CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ LEVERS: dict[str, list[str]] = {
     "lr 2e-3": ["train.lr=2e-3"],
     "warmup 1000": ["train.warmup_steps=1000"],
     "average last 5": ["train.average_last=5"],
+    "average last 10": ["train.average_last=10"],
     "4+4 layers": ["model.enc_layers=4", "model.dec_layers=4"],
 }
 SPLITS = ("valid", "test_2016_flickr", "test_2017_flickr")
@@ -43,13 +49,29 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def averaging_only(name: str) -> int | None:
+    """N when the lever only sets train.average_last: N (it changes nothing before the budget is spent)."""
+    overrides = LEVERS[name]
+    if len(overrides) == 1 and overrides[0].startswith("train.average_last="):
+        return int(overrides[0].split("=")[1])
+    return None
+
+
 def measure(config: str, name: str, minutes: float, out: Path) -> dict:
     nmt = [sys.executable, "-m", "nmt"]
-    workdir = out / slug(name)
-    sets = [f"--set=workdir={workdir}", *(f"--set={o}" for o in LEVERS[name])]
-    run([*nmt, "prepare", config, *sets], out / f"{slug(name)}.prepare.log")
-    budget = [f"--set=train.max_minutes={minutes}", "--set=train.max_steps=100000"]
-    run([*nmt, "train", config, "--restart", *sets, *budget], out / f"{slug(name)}.train.log")
+    last = averaging_only(name)
+    workdir = out / slug("today" if last else name)
+    sets = [f"--set=workdir={workdir}", "--set=train.keep_last=10", *(f"--set={o}" for o in LEVERS[name])]
+    if last:
+        if not (workdir / "metrics.jsonl").exists():
+            sys.exit(f"{name}: averages the `today` run's checkpoints; measure `today` first")
+        ckpt_dir = workdir / "checkpoints"
+        averaged = ckpt_dir / f"averaged_last{last}.pt"
+        run([*nmt, "average", "--last", str(last), str(workdir), "-o", str(averaged)])
+    else:
+        run([*nmt, "prepare", config, *sets], log=out / f"{slug(name)}.prepare.log")
+        budget = [f"--set=train.max_minutes={minutes}", "--set=train.max_steps=100000"]
+        run([*nmt, "train", config, "--restart", *sets, *budget], log=out / f"{slug(name)}.train.log")
     metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     record: dict = {
         "overrides": LEVERS[name],
@@ -59,7 +81,10 @@ def measure(config: str, name: str, minutes: float, out: Path) -> dict:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
     }
-    checkpoints = ["best"] + (["averaged"] if (workdir / "checkpoints" / "averaged.pt").exists() else [])
+    if last:
+        checkpoints = [f"averaged_last{last}"]
+    else:
+        checkpoints = ["best"] + (["averaged"] if (workdir / "checkpoints" / "averaged.pt").exists() else [])
     for ckpt in checkpoints:
         for split in SPLITS:
             doc = json.loads(
@@ -81,7 +106,7 @@ def measure(config: str, name: str, minutes: float, out: Path) -> dict:
                     ]
                 )  # fmt: skip
             )
-            record[f"{ckpt}.{split}"] = {
+            record[f"{'averaged' if last else ckpt}.{split}"] = {
                 "bleu": round(doc["scores"]["bleu"], 2),
                 "chrf": round(doc["scores"]["chrf"], 2),
             }
