@@ -40,6 +40,7 @@ LEVERS: dict[str, list[str]] = {
     "warmup 1000": ["train.warmup_steps=1000"],
     "average last 5": ["train.average_last=5"],
     "average last 10": ["train.average_last=10"],
+    "average last 5, saved every 100": ["train.save_every=100", "train.average_last=5"],
     "4+4 layers": ["model.enc_layers=4", "model.dec_layers=4"],
 }
 SPLITS = ("valid", "test_2016_flickr", "test_2017_flickr")

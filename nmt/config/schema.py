@@ -264,7 +264,7 @@ class TrainConfig:
     max_minutes: float | None = None  # or after this much training wall time (minutes)
     log_every: int = 100  # steps between log lines / metrics.jsonl records
     valid_every: int = 1000  # steps between validations (and checkpoints)
-    save_every: int | None = None  # steps between last.pt saves; default valid_every
+    save_every: int | None = None  # steps between checkpoints (step_N.pt, last.pt); default valid_every
     keep_last: int = 5  # numbered step_N.pt checkpoints kept
     average_last: int | None = None  # at the end, average the last N step_N.pt into averaged.pt and validate it
     valid_max_lines: int | None = None  # validate on the first N valid lines (of each direction); None: all

@@ -241,7 +241,7 @@ def train(
                 elif state.step % (cfg.train.save_every or cfg.train.valid_every) == 0:
                     counters.sync_state(state)
                     if dist.is_main:
-                        run.saver.save_last(state)
+                        run.saver.save_numbered(state)
                 stop = local_stop(
                     flag,
                     elapsed_s=state.elapsed_s,
@@ -334,7 +334,7 @@ def log_record(
 
 
 def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
-    """Validate (every rank); record the metrics, and on rank 0 save the checkpoints (`Saver.save_validated`)."""
+    """Validate (every rank); record the metrics, and on rank 0 save the checkpoints (`Saver.save_numbered`)."""
     cfg, dist = run.cfg, run.dist
     valid = run.validate(run.model)
     each = (valid.directions or {}).items()
@@ -353,7 +353,7 @@ def validate_and_save(run: Run, state: TrainState) -> dict[str, Any]:
             )
             + (" [green](best)[/green]" if improved else f" (best {state.best_step:,})")
         )
-        run.saver.save_validated(state, improved=improved)
+        run.saver.save_numbered(state, improved=improved)
     return record
 
 

@@ -1,7 +1,7 @@
 """A training run's checkpoints, in one module: what a resumable checkpoint holds of the run
 (weights, optimizer, scaler, RNG and loop state, the prepared data's fingerprints), saving it
-(`last.pt`; `step_N.pt` at validations, with `last.pt` and `best.pt` hard links to it, no
-second write; keep-last-N), resuming (the config and data checks), and averaging.
+(`last.pt`; `step_N.pt` at validations and every `train.save_every` steps, with `last.pt` and
+`best.pt` hard links to it, no second write; keep-last-N), resuming (the config and data checks), and averaging.
 
 The file format itself (build, atomic write, read) is `nmt.checkpoint`, a leaf. `Saver` is
 built once at set-up with everything a save or a resume needs, so the loop passes a state.
@@ -128,8 +128,10 @@ class Saver:
         )
         save_checkpoint(path or self.exp.last_checkpoint, checkpoint)
 
-    def save_validated(self, state: TrainState, *, improved: bool) -> None:
-        """After a validation: write step_N.pt, point last.pt (and best.pt when improved) at it, prune."""
+    def save_numbered(self, state: TrainState, *, improved: bool = False) -> None:
+        """Write step_N.pt, point last.pt (and best.pt when a validation `improved`) at it, keep the newest
+        `train.keep_last` step_N.pt: after a validation, and every `train.save_every` steps between them
+        (as fairseq's --save-interval-updates), so `train.average_last` can average closer checkpoints."""
         path = self.exp.checkpoint_dir / f"step_{state.step}.pt"
         self.save_last(state, path=path)
         link_checkpoint(path, self.exp.last_checkpoint)

@@ -225,3 +225,24 @@ def test_average_last_is_the_mean_of_the_last_kept_checkpoints_and_is_validated(
     with pytest.raises(ConfigError, match=r"train\.average_last \(4\) is more than train\.keep_last \(3\)") as err:
         load_config(exp.config_path, ["train.keep_last=3", "train.average_last=4"])
     assert str(exp.config_path) in str(err.value) or str(exp.config_path) in str(err.value.hint)
+
+
+def test_save_every_writes_numbered_checkpoints_between_validations_for_averaging(tmp_path: Path) -> None:
+    """train.save_every below train.valid_every: step_N.pt every save_every steps (validations only every
+    valid_every), last.pt names the newest, best.pt a validated one, and average_last averages them all."""
+    sets = ["train.max_steps=8", "train.valid_every=4", "train.save_every=2"]
+    sets += ["train.keep_last=3", "train.average_last=3"]
+    cfg = prepared(tmp_path, sets)
+    result = train(cfg)
+    exp = Experiment.from_config(cfg)
+    kept = sorted(exp.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    assert [p.name for p in kept] == ["step_4.pt", "step_6.pt", "step_8.pt"]
+    assert (exp.checkpoint_dir / "last.pt").samefile(kept[-1])
+    records = [json.loads(line) for line in exp.metrics_path.read_text().splitlines()]
+    assert [r["step"] for r in records if r["event"] == "valid"] == [4, 8]
+    assert read_checkpoint(exp.checkpoint_dir / "best.pt")["step"] in (4, 8)
+    states = [read_checkpoint(p)["model"] for p in kept]
+    averaged = read_checkpoint(exp.checkpoint_dir / "averaged.pt")["model"]
+    for key, value in averaged.items():
+        torch.testing.assert_close(value.double(), sum(s[key].double() for s in states) / 3, rtol=0, atol=1e-6)
+    assert result.averaged["averaged_steps"] == [4, 6, 8]
