@@ -60,11 +60,16 @@ lt-venv: $(LT_VENV)/.installed
 demo: $(VENV)/.installed
 	bash scripts/demo.sh
 
+# one pytest-xdist worker per core (each test runs torch on one thread); the test files that share a
+# trained session fixture go to one worker (tests/conftest.py: xdist_groups). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: install lt-venv
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check nmt tests scripts

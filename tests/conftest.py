@@ -15,6 +15,13 @@ os.environ.setdefault("NMT_DATA", str((ROOT.parent / "shared" / "data").resolve(
 os.environ["NMT_DATA"] = str(Path(os.environ["NMT_DATA"]).resolve())
 # On 2 busy cores, oversubscribed threads make small matmuls 25x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `make test` runs one pytest-xdist worker per core, so each test has one core: the few tests that run the
+# CLI on two threads as users do (the demo, the Multi30k slice) then take one (THREADS), and every other
+# subprocess gets one whatever the caller exported (two would spin against the other worker).
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+THREADS = "1" if XDIST_WORKERS > 1 else "2"
 # Tests decode in fp32 on every machine (precision auto would pick bf16 where the CPU has it),
 # so exact comparisons do not depend on the CPU; the tests of bf16 ask for it explicitly.
 os.environ["NMT_CPU_BF16"] = "0"
@@ -29,9 +36,40 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+# Session fixtures that train or start something (tens of seconds each): `make test` runs the suite on
+# every core with pytest-xdist (`--dist loadgroup`), and each worker would build its own copy, so every
+# test file that uses one of them goes to the same worker (see xdist_groups).
+SHARED_SESSION_FIXTURES = ("multilingual_model", "argos_package", "lt_home", "lt_server")
+
+
+def xdist_groups(items: list[pytest.Item]) -> dict[str, str]:
+    """Test file -> xdist group: one group per file (module fixtures are built once), and the files that
+    share an expensive session fixture merged into one group (union-find over files and fixtures)."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for item in items:
+        path = str(item.path.relative_to(ROOT))
+        find(path)
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                parent[find(path)] = find("fixture:" + name)
+    return {path: find(path) for path in {str(item.path.relative_to(ROOT)) for item in items}}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
+    groups = xdist_groups(items)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[str(item.path.relative_to(ROOT))]))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

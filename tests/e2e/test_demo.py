@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nmt.demo import SIZES, english, generate, german
-from tests.conftest import ROOT, run_nmt
+from tests.conftest import ROOT, THREADS, run_nmt
 
 
 def test_number_words() -> None:
@@ -46,7 +46,7 @@ def test_demo_pipeline_reaches_bleu_90(tmp_path: Path) -> None:
     generate(corpus)
     sets = [f"workdir={tmp_path / 'exp'}"] + [f"data.splits.{s}={corpus / s}" for s in SIZES]
     args = [a for s in sets for a in ("--set", s)]
-    env = {"OMP_NUM_THREADS": "2"}
+    env = {"OMP_NUM_THREADS": THREADS}
     config = str(ROOT / "configs" / "demo.yaml")
     for command in ("prepare", "train"):
         result = run_nmt(command, config, *args, env=env, timeout=600)

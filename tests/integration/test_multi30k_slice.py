@@ -15,7 +15,7 @@ from nmt.data.prepare import prepare
 from nmt.evaluate.buckets import DEFAULT_BOUNDARIES
 from nmt.evaluate.report import evaluate
 from nmt.train.loop import train
-from tests.conftest import ROOT, run_nmt
+from tests.conftest import ROOT, THREADS, run_nmt
 
 
 def slice_of(multi30k: Path, tmp_path: Path, *, train: int, valid: int, test: int) -> list[str]:
@@ -51,7 +51,7 @@ def test_multi30k_slice_trains_and_scores_like_sacrebleu(tmp_path: Path, multi30
     config = str(ROOT / "configs" / "multi30k_de_en.yaml")
     args = [a for s in sets for a in ("--set", s)]
     for command in ("prepare", "train"):
-        result = run_nmt(command, config, *args, env={"OMP_NUM_THREADS": "2"}, timeout=600)
+        result = run_nmt(command, config, *args, env={"OMP_NUM_THREADS": THREADS}, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(x) for x in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["event"] == "valid"]
