@@ -36,7 +36,8 @@ LEVERS: dict[str, list[str]] = {
     "dropout 0.3": ["model.dropout=0.3"],
     "attention + activation dropout 0.1": ["model.attention_dropout=0.1", "model.activation_dropout=0.1"],
     "label smoothing 0.2": ["train.label_smoothing=0.2"],
-    "lr 2e-3": ["train.lr=2e-3"],
+    # the recipes' peak lr was 1e-3 until this lever (then "lr 2e-3") paid on both directions: the old recipe
+    "lr 1e-3 (the recipe before)": ["train.lr=1e-3"],
     "warmup 1000": ["train.warmup_steps=1000"],
     "average last 5": ["train.average_last=5"],
     "average last 10": ["train.average_last=10"],
