@@ -12,8 +12,9 @@ sides train on exactly these batches, in this order, for --steps updates, dropou
 smoothing, AdamW at a constant learning rate, no clipping:
 
 - Hugging Face: `Seq2SeqTrainer` (use_cpu, bf16 autocast with --precision bf16), one batch per step;
-- nmt: its training step (logits of the non-pad target positions only, `nmt.train.loss.label_smoothed_nll`
-  with the gradient computed in its forward, fused AdamW from `nmt.train.optim`, `nmt.precision` autocast)
+- nmt: its training step (the decoder states of the non-pad target positions only, projected and scored in
+  one by `nmt.train.loss.projected_nll` in a reused logits workspace, fused AdamW from `nmt.train.optim`,
+  `nmt.precision` autocast)
   on the imported model, the same ids mapped through the import's id table.
 
 Reports one JSON line: target tokens/s of each (the median of per-step rates after the first 3
@@ -164,7 +165,7 @@ def run_nmt(
     from nmt.decode.load import load_model
     from nmt.precision import Precision
     from nmt.tokens import BOS_ID, PAD_ID
-    from nmt.train.loss import label_smoothed_nll
+    from nmt.train.loss import LogitsWorkspace, projected_nll
     from nmt.train.optim import build_optimizer
 
     loaded = load_model(ckpt)
@@ -176,6 +177,7 @@ def run_nmt(
         group["lr"] = lr
     precision = Precision("bf16" if bf16 else "fp32", device)
     times, losses, tokens = [], [], []
+    workspace = LogitsWorkspace()
     for step in range(steps):
         src_rows, label_rows = data[step % len(data)]
         src = pad([to_nmt[torch.tensor(r)].tolist() for r in src_rows], PAD_ID)
@@ -186,10 +188,11 @@ def run_nmt(
         gold = tgt_out.flatten()[keep]
         n = sum(len(r) for r in labels)
         t0 = time.perf_counter()
-        with precision.autocast():
-            logits = model(src, src.eq(PAD_ID), tgt_in, keep=keep)  # type: ignore[operator]
-        loss, nll = label_smoothed_nll(logits, gold, smoothing=0.0, pad_id=PAD_ID, in_place=True)
-        del logits
+        with precision.autocast():  # as nmt.train.loop: states, then projection and loss in one
+            states = model(src, src.eq(PAD_ID), tgt_in, keep=keep, project=False)  # type: ignore[operator]
+            proj = model.out_proj  # type: ignore[union-attr]
+            loss, nll = projected_nll(states, proj, gold, smoothing=0.0, pad_id=PAD_ID, workspace=workspace)
+        del states
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

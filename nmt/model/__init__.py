@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol, Self
 
+import torch
 from torch import Tensor
 
 from nmt.config import ModelConfig
@@ -42,10 +43,16 @@ class Seq2SeqModel(Protocol):
         """(B, S) ids and padding mask -> encoder memory."""
         ...
 
-    def forward(self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, keep: Tensor | None = None) -> Tensor:
+    out_proj: torch.nn.Linear  # the projection onto the target vocabulary, the model's last layer
+
+    def forward(
+        self, src_ids: Tensor, src_pad: Tensor, tgt_in: Tensor, *, keep: Tensor | None = None, project: bool = True
+    ) -> Tensor:
         """Teacher-forced logits (B, T, V) for decoder input `tgt_in` (B, T); with `keep`, flat
         indices (N,) into the B*T positions (training: the non-pad ones, a prefix of each row), only
-        those rows: (N, V); positions outside `keep` may then be skipped throughout the decoder."""
+        those rows: (N, V); positions outside `keep` may then be skipped throughout the decoder.
+        With `project=False`, what `out_proj` would be applied to: (B, T, D) or (N, D) (the
+        training step projects and scores them in one, `nmt.train.loss.projected_nll`)."""
         ...
 
     def init_state(self, memory: Memory, *, group: int = 1) -> DecoderState:

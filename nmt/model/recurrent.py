@@ -303,9 +303,11 @@ class RNNSeq2Seq(nn.Module):
         *,
         return_attention: bool = False,
         keep: Tensor | None = None,
+        project: bool = True,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T); with
-        `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V).
+        `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V); with
+        `project=False`, the states `out_proj` would take instead (D wide).
 
         With `return_attention`, also the attention weights (B, T, S); a model without
         attention raises ValueError.
@@ -316,7 +318,8 @@ class RNNSeq2Seq(nn.Module):
         out, weights, _ = self._decode(
             self.dropout(self.tgt_embed(tgt_in)), memory, self.init_state(memory), need_weights=return_attention
         )
-        logits = self.out_proj(select_rows(self.dropout(out), keep))
+        states = select_rows(self.dropout(out), keep)
+        logits = self.out_proj(states) if project else states
         if return_attention:
             assert weights is not None
             return logits, weights

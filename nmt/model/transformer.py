@@ -229,12 +229,14 @@ class Transformer(nn.Module):
         need_weights: bool = False,
         keep: Tensor | None = None,
         weights_layer: int = -1,
+        project: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V) and, if asked, the head-averaged
         cross-attention weights (B, T, S) of layer `weights_layer` (the last by default). With `keep` (flat indices into
         the B*T positions of each row's real prefix, as `nmt.data.batching.collate` builds them),
         the logits of those positions only, (N, V): padding never goes through the decoder's
-        position-wise parts or the projection onto the vocabulary (`nmt.model.packing`)."""
+        position-wise parts or the projection onto the vocabulary (`nmt.model.packing`). With
+        `project=False`, the final-normed decoder states instead of the logits (what `out_proj` takes)."""
         x = self.tgt_embed(tgt_in)
         rows = None if keep is None else Rows(keep, *tgt_in.shape)
         if rows is not None:  # the real positions only, from here to the logits (nmt.model.packing)
@@ -245,7 +247,8 @@ class Transformer(nn.Module):
             cross_kv = layer.cross_kv(memory.out)
             x, w = layer(x, cross_kv, src_pad=memory.src_pad, need_weights=need_weights and i == wanted, rows=rows)
             weights = w if i == wanted else weights
-        return self.out_proj(self.dec_norm(x)), weights
+        x = self.dec_norm(x)
+        return (self.out_proj(x) if project else x), weights
 
     @overload
     def forward(
@@ -257,6 +260,7 @@ class Transformer(nn.Module):
         return_attention: Literal[False] = False,
         keep: Tensor | None = None,
         attention_layer: int = -1,
+        project: bool = True,
     ) -> Tensor: ...
     @overload
     def forward(
@@ -268,6 +272,7 @@ class Transformer(nn.Module):
         return_attention: Literal[True],
         keep: Tensor | None = None,
         attention_layer: int = -1,
+        project: bool = True,
     ) -> tuple[Tensor, Tensor]: ...
     def forward(
         self,
@@ -278,16 +283,18 @@ class Transformer(nn.Module):
         return_attention: bool = False,
         keep: Tensor | None = None,
         attention_layer: int = -1,
+        project: bool = True,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, T, V) for source (B, S) and decoder input `tgt_in` (B, T);
-        with `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V).
+        with `keep` (flat indices (N,) into the B*T positions), those rows only: (N, V); with
+        `project=False`, the states `out_proj` would take instead (D wide).
 
         With `return_attention`, also decoder layer `attention_layer`'s cross-attention weights
         (B, T, S), averaged over heads (the last layer's by default; `alignment_layer` for word alignments).
         """
         memory = self.encode(src_ids, src_pad)
         logits, weights = self.decode(
-            tgt_in, memory, need_weights=return_attention, keep=keep, weights_layer=attention_layer
+            tgt_in, memory, need_weights=return_attention, keep=keep, weights_layer=attention_layer, project=project
         )
         if return_attention:
             assert weights is not None

@@ -38,7 +38,7 @@ from nmt.precision import Precision, auto_note, bound_onednn_cache, emulated_bf1
 from nmt.tokens import PAD_ID
 from nmt.train.compiled import PAD_MULTIPLE, compile_module, compiler_problem, graphs_compiled, resolve_compile
 from nmt.train.distributed import Dist, init_distributed
-from nmt.train.loss import label_smoothed_nll
+from nmt.train.loss import LogitsWorkspace, projected_nll
 from nmt.train.optim import build_optimizer, lr_at, set_lr
 from nmt.train.run_log import draw_curves, write_metrics
 from nmt.train.saving import Saver, average_checkpoints, numbered_checkpoints, read_init
@@ -167,6 +167,7 @@ def train(
         )
 
     counters = Counters.zeros(device, consecutive_nonfinite=state.consecutive_nonfinite)
+    workspace = LogitsWorkspace()  # the training step's logits and their gradient, one buffer for the run
     t_log, t_start, elapsed0 = time.monotonic(), time.monotonic() - dist.clock_skew_s(), state.elapsed_s
     result = TrainResult(state, stopped_by=reached_limit(state, cfg), params=n_params)
     if cfg.train.init_from is not None and state.step == 0 and final_validation:
@@ -202,12 +203,20 @@ def train(
                     batch = batch.to(device)
                     with dist.no_sync(ddp_model, last=i == len(step_batches) - 1):
                         with precision.autocast():
-                            # the logits of the non-pad target positions only: (N, V)
-                            logits = step_model(batch.src_ids, batch.src_pad, batch.tgt_in, keep=batch.tgt_keep)
-                        loss, nll = label_smoothed_nll(
-                            logits, batch.tgt_gold, smoothing=cfg.train.label_smoothing, pad_id=PAD_ID, in_place=True
-                        )
-                        del logits  # now the loss's gradient buffer (in_place): freed by the backward
+                            # the decoder states of the non-pad target positions only: (N, D), projected
+                            # onto the vocabulary and scored in one, in the reused logits workspace
+                            states = step_model(
+                                batch.src_ids, batch.src_pad, batch.tgt_in, keep=batch.tgt_keep, project=False
+                            )
+                            loss, nll = projected_nll(
+                                states,
+                                model.out_proj,
+                                batch.tgt_gold,
+                                smoothing=cfg.train.label_smoothing,
+                                pad_id=PAD_ID,
+                                workspace=workspace,
+                            )
+                        del states
                         precision.scaler.scale(loss * (dist.world_size / total_tokens)).backward()
                     counters.loss += loss.detach()
                     counters.nll += nll.detach()

@@ -122,3 +122,141 @@ def label_smoothed_nll(
         loss += chunk_loss
         nll += chunk_nll
     return loss, nll
+
+
+# ---------------------------------------------------------------- projection and loss in one
+
+
+class LogitsWorkspace:
+    """The (rows x vocab) buffer `projected_nll` computes the logits, then their gradient, in: built
+    once by the training loop and passed to every call, so that no step allocates it anew. A fresh
+    buffer of that size (450 MB for 1,900 target tokens and a 58k vocabulary) is paid for in page
+    faults on the CPU each time it is first written (BENCHMARKS.md: fine-tuning an OPUS-MT-shaped model).
+
+    One buffer serves one loss at a time: a call's backward must run before the next call
+    (gradient accumulation does this); a backward that finds the buffer reused raises.
+    """
+
+    def __init__(self) -> None:
+        self._buf: Tensor | None = None
+        self.generation = 0  # bumped by every take(): a backward checks its logits are still there
+
+    def take(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        need = rows * vocab
+        buf = self._buf
+        if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != device:
+            self._buf = None  # the old one freed first
+            buf = self._buf = torch.empty(need + need // 4, dtype=dtype, device=device)  # room for larger batches
+        self.generation += 1
+        return buf[:need].view(rows, vocab)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes matrix products in on `device_type`, or None when it is off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4: no device_type argument
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+class _ProjectedNLL(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        states: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        target: Tensor,
+        smoothing: float,
+        pad_id: int,
+        workspace: LogitsWorkspace,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor]:
+        d = states.size(-1)
+        h, tgt = states.reshape(-1, d).to(dtype), target.reshape(-1)
+        w = weight.to(dtype)
+        vocab = w.size(0)
+        z = workspace.take(h.size(0), vocab, dtype, h.device)
+        if bias is None:
+            torch.mm(h, w.t(), out=z)
+        else:
+            torch.addmm(bias.to(dtype), h, w.t(), out=z)
+        keep_all = tgt.ne(pad_id)
+        loss = h.new_zeros((), dtype=torch.float32)
+        nll = h.new_zeros((), dtype=torch.float32)
+        rows = max(1, CACHE_CHUNK_ELEMENTS // vocab)  # a chunk stays in cache through its passes
+        for start in range(0, z.size(0), rows):
+            chunk = z[start : start + rows]
+            f = chunk if dtype == torch.float32 else chunk.float()
+            t, keep = tgt[start : start + rows].clamp(min=0).unsqueeze(1), keep_all[start : start + rows]
+            z_y = f.gather(1, t).squeeze(1)
+            mean = f.mean(dim=1) if smoothing else None
+            top = f.amax(dim=1, keepdim=True)
+            total = f.sub_(top).exp_().sum(dim=1, keepdim=True)  # f now holds exp(z - max)
+            lse = total.log().add_(top).squeeze(1)
+            chunk_nll = torch.where(keep, lse - z_y, 0.0)
+            chunk_loss = (1.0 - smoothing) * chunk_nll
+            if mean is not None:
+                chunk_loss = chunk_loss + smoothing * torch.where(keep, lse - mean, 0.0)
+            loss += chunk_loss.sum()
+            nll += chunk_nll.sum()
+            g = f.div_(total)  # softmax(z) - q, zero on pad rows
+            if smoothing:
+                g.sub_(smoothing / vocab)
+            g.scatter_add_(1, t, torch.full_like(lse, smoothing - 1.0).unsqueeze(1))
+            g.mul_(keep.unsqueeze(1))
+            if f is not chunk:
+                chunk.copy_(f)
+        ctx.workspace, ctx.generation, ctx.z = workspace, workspace.generation, z
+        ctx.has_bias, ctx.states_shape, ctx.states_dtype = bias is not None, states.shape, states.dtype
+        ctx.save_for_backward(h, w)
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if ctx.workspace.generation != ctx.generation:
+            raise RuntimeError("projected_nll: the workspace was reused before this loss's backward")
+        h, w = ctx.saved_tensors
+        g, scale = ctx.z, grad_loss.to(torch.float32)  # the scale applied in fp32 (see `_scale_`)
+        grad_states = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_states = torch.mm(g, w).float().mul_(scale).to(ctx.states_dtype).view(ctx.states_shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(g.t(), h).float().mul_(scale)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = g.sum(dim=0, dtype=torch.float32).mul_(scale)
+        ctx.z = None
+        return grad_states, grad_weight, grad_bias, None, None, None, None, None
+
+
+CACHE_CHUNK_ELEMENTS = 2**21  # logits per chunk of projected_nll's passes (8 MiB in fp32)
+
+
+def projected_nll(
+    states: Tensor,
+    proj: torch.nn.Linear,
+    target: Tensor,
+    *,
+    smoothing: float,
+    pad_id: int,
+    workspace: LogitsWorkspace,
+) -> tuple[Tensor, Tensor]:
+    """`label_smoothed_nll(proj(states), target, ...)` for training, without a logits tensor of its own.
+
+    The logits are computed into `workspace`, turned into their gradient (softmax - q) chunk by
+    chunk while each chunk is in cache, and the backward multiplies that gradient into the
+    gradients of `states`, `proj.weight` and `proj.bias`. Under autocast the products run in its
+    dtype and the statistics in fp32, as `label_smoothed_nll` does.
+
+    Args:
+        states: (B, T, D) or (N, D), what `proj` takes (the model's `forward(..., project=False)`).
+        target: gold ids of the same leading shape, `pad_id` where padded.
+    """
+    dtype = _autocast_dtype(states.device.type) or torch.promote_types(states.dtype, proj.weight.dtype)
+    return _ProjectedNLL.apply(states, proj.weight, proj.bias, target, float(smoothing), int(pad_id), workspace, dtype)

@@ -122,3 +122,74 @@ def test_bf16_gradient_is_scaled_in_fp32_not_by_a_bf16_rounded_scale(in_place: b
     fitted = (ours * want).sum() / (want * want).sum()
     assert abs(fitted.item() - 1) < 1.5e-3, f"the gradient is {fitted.item():.5f} times the reference"
     torch.testing.assert_close(ours, want, rtol=1e-2, atol=1e-5)
+
+
+# ---------------------------------------------------------------- projected_nll: projection and loss in one
+
+
+def projection(vocab: int, dim: int, *, bias: bool, seed: int = 3) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    proj = torch.nn.Linear(dim, vocab, bias=bias)
+    if bias:
+        torch.nn.init.normal_(proj.bias, std=2.0)
+    return proj
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # one row per chunk, a ragged last chunk, one chunk
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_projected_loss_equals_linear_then_cross_entropy(
+    monkeypatch: pytest.MonkeyPatch, bias: bool, chunk_rows: int, eps: float
+) -> None:
+    vocab, dim = 37, 16
+    monkeypatch.setattr(loss_mod, "CACHE_CHUNK_ELEMENTS", chunk_rows * vocab)
+    _, target = batch(torch.float32, vocab)
+    states = (torch.randn(5, 9, dim) * 2).requires_grad_()
+    ours, ref = projection(vocab, dim, bias=bias), projection(vocab, dim, bias=bias)
+    ref_states = states.detach().clone().requires_grad_()
+    workspace = loss_mod.LogitsWorkspace()
+    for _ in range(2):  # the second call reuses the workspace and accumulates gradients as autograd does
+        loss, nll = loss_mod.projected_nll(states, ours, target, smoothing=eps, pad_id=0, workspace=workspace)
+        ref_loss, ref_nll = reference(F.linear(ref_states, ref.weight, ref.bias), target, eps, 0)
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-4)
+        torch.testing.assert_close(nll, ref_nll, rtol=1e-6, atol=1e-4)
+        (loss * 0.37).backward()
+        (ref_loss * 0.37).backward()
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(states.grad, ref_states.grad, **tol)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **tol)
+    if bias:
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, **tol)
+    assert states.grad is not None and states.grad[3].abs().max() == 0  # pad rows get no gradient
+
+
+def test_projected_loss_under_bf16_autocast_matches_autocast_linear_then_loss() -> None:
+    vocab, dim = 50, 16
+    _, target = batch(torch.float32, vocab, seed=2)
+    states = torch.randn(5, 9, dim).requires_grad_()
+    ours, ref = projection(vocab, dim, bias=True), projection(vocab, dim, bias=True)
+    ref_states = states.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, nll = loss_mod.projected_nll(
+            states, ours, target, smoothing=0.1, pad_id=0, workspace=loss_mod.LogitsWorkspace()
+        )
+        logits = F.linear(ref_states, ref.weight, ref.bias)
+    assert logits.dtype == torch.bfloat16
+    ref_loss, _ = reference(logits, target, 0.1, 0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-3)
+    (loss * 3.0).backward()
+    (ref_loss * 3.0).backward()
+    assert states.grad is not None and states.grad.dtype == torch.float32 and ours.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(states.grad, ref_states.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_a_workspace_reused_before_the_backward_is_an_error_not_a_wrong_gradient() -> None:
+    vocab, dim = 20, 8
+    _, target = batch(torch.float32, vocab)
+    proj, workspace = projection(vocab, dim, bias=False), loss_mod.LogitsWorkspace()
+    first = loss_mod.projected_nll(torch.randn(5, 9, dim), proj, target, smoothing=0.1, pad_id=0, workspace=workspace)
+    loss_mod.projected_nll(torch.randn(5, 9, dim), proj, target, smoothing=0.1, pad_id=0, workspace=workspace)
+    with pytest.raises(RuntimeError, match="workspace was reused"):
+        first[0].backward()
