@@ -185,6 +185,32 @@ def test_projected_loss_under_bf16_autocast_matches_autocast_linear_then_loss() 
     torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=2e-2, atol=2e-2)
 
 
+def test_a_bf16_projection_gets_gradients_in_its_own_dtype() -> None:
+    """Parameters cast to bf16 (no fp32 master copy): the fp32 products from the backward reach them in bf16."""
+    vocab, dim = 50, 16
+    _, target = batch(torch.float32, vocab, seed=3)
+    states = torch.randn(5, 9, dim).to(torch.bfloat16).requires_grad_()
+    ours, ref = (
+        projection(vocab, dim, bias=True).to(torch.bfloat16),
+        projection(vocab, dim, bias=True).to(torch.bfloat16),
+    )
+    ref_states = states.detach().clone().requires_grad_()
+    loss, _ = loss_mod.projected_nll(
+        states, ours, target, smoothing=0.1, pad_id=0, workspace=loss_mod.LogitsWorkspace()
+    )
+    ref_loss, _ = reference(F.linear(ref_states, ref.weight, ref.bias), target, 0.1, 0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-3)
+    loss.backward()
+    ref_loss.backward()
+    for got, want in (
+        (states.grad, ref_states.grad),
+        (ours.weight.grad, ref.weight.grad),
+        (ours.bias.grad, ref.bias.grad),
+    ):
+        assert got is not None and want is not None and got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_a_workspace_reused_before_the_backward_is_an_error_not_a_wrong_gradient() -> None:
     vocab, dim = 20, 8
     _, target = batch(torch.float32, vocab)
