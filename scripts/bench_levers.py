@@ -1,7 +1,7 @@
 """Recipe levers on Multi30k, each measured alone: the same wall budget, one change against today's recipe.
 
-    python scripts/bench_levers.py --config configs/multi30k_de_en.yaml [--minutes 30] [--only NAME ...]
-                                   [--out data/bench_levers] [--list]
+    python scripts/bench_levers.py --config configs/multi30k_de_en.yaml [--minutes 30 | --steps N]
+                                   [--only NAME ...] [--out data/bench_levers] [--list]
 
 For each lever (LEVERS: a name and the `--set` overrides it makes to the config): `nmt prepare`, `nmt train`
 from scratch for --minutes of wall time (validation included, as a user's run spends it), then
@@ -16,6 +16,11 @@ OUT/<config name>/results.json across sittings (a lever already there is skipped
 --only), and the table printed at the end gives every lever's change against `today` from the same file.
 Record the machine (CPU flags) and date of each sitting beside the figures: the budget makes the step
 count, and so the BLEU, depend on the CPU.
+
+--steps N trains every lever for exactly N updates instead (no wall budget), recorded as "NAME, N updates"
+beside the wall-budget results: a CPU without native bf16 (about 1,000 updates in 30 minutes) can then
+measure the levers at the update count a bf16 CPU reaches in 30 minutes (about 2,400). Training is
+deterministic, so a step-budget figure does not depend on the machine's load, only on its arithmetic.
 """
 
 from __future__ import annotations
@@ -59,25 +64,35 @@ def averaging_only(name: str) -> int | None:
     return None
 
 
-def measure(config: str, name: str, minutes: float, out: Path) -> dict:
+def key(name: str, steps: int | None) -> str:
+    """The name a result is stored under: the lever, and the step budget when there is one."""
+    return name if steps is None else f"{name}, {steps} updates"
+
+
+def measure(config: str, name: str, minutes: float, out: Path, steps: int | None = None) -> dict:
     nmt = [sys.executable, "-m", "nmt"]
     last = averaging_only(name)
-    workdir = out / slug("today" if last else name)
+    workdir = out / slug(key("today" if last else name, steps))
     sets = [f"--set=workdir={workdir}", "--set=train.keep_last=10", *(f"--set={o}" for o in LEVERS[name])]
     if last:
         if not (workdir / "metrics.jsonl").exists():
-            sys.exit(f"{name}: averages the `today` run's checkpoints; measure `today` first")
+            sys.exit(f"{name}: averages the `{key('today', steps)}` run's checkpoints; measure it first")
         ckpt_dir = workdir / "checkpoints"
         averaged = ckpt_dir / f"averaged_last{last}.pt"
         run([*nmt, "average", "--last", str(last), str(workdir), "-o", str(averaged)])
     else:
-        run([*nmt, "prepare", config, *sets], log=out / f"{slug(name)}.prepare.log")
-        budget = [f"--set=train.max_minutes={minutes}", "--set=train.max_steps=100000"]
-        run([*nmt, "train", config, "--restart", *sets, *budget], log=out / f"{slug(name)}.train.log")
+        run([*nmt, "prepare", config, *sets], log=out / f"{slug(key(name, steps))}.prepare.log")
+        if steps is None:
+            budget = [f"--set=train.max_minutes={minutes}", "--set=train.max_steps=100000"]
+        else:
+            budget = [f"--set=train.max_steps={steps}"]
+        train = [*nmt, "train", config, "--restart", *sets, *budget]
+        run(train, log=out / f"{slug(key(name, steps))}.train.log")
     metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     record: dict = {
         "overrides": LEVERS[name],
-        "minutes": minutes,
+        "minutes": minutes if steps is None else None,
+        "step_budget": steps,
         "steps": max(m["step"] for m in metrics),
         "best_valid_bleu_during_training": max(m["bleu"] for m in metrics if m["event"] == "valid"),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
@@ -115,8 +130,10 @@ def measure(config: str, name: str, minutes: float, out: Path) -> dict:
     return record
 
 
-def table(results: dict) -> str:
-    base = results.get("today")
+def table(results: dict, steps: int | None = None) -> str:
+    """The results of one budget (wall time, or `steps` updates), each against `today` under the same budget."""
+    base = results.get(key("today", steps))
+    results = {n: r for n, r in results.items() if r.get("step_budget") == steps}
     rows = [
         "| lever | steps | valid BLEU | test_2016 BLEU | test_2017 BLEU | test_2016 change |",
         "|---|---|---|---|---|---|",
@@ -132,7 +149,9 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/multi30k_de_en.yaml")
-    parser.add_argument("--minutes", type=float, default=30.0)
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=30.0, help="wall budget of each run (default 30)")
+    budget.add_argument("--steps", type=int, help="train each lever for exactly this many updates instead")
     parser.add_argument("--only", nargs="+", choices=list(LEVERS))
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench_levers")
     parser.add_argument("--list", action="store_true", help="print the levers and their overrides, run nothing")
@@ -145,10 +164,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    for name in args.only or [n for n in LEVERS if n not in results]:
-        results[name] = measure(args.config, name, args.minutes, out)
+    for name in args.only or [n for n in LEVERS if key(n, args.steps) not in results]:
+        results[key(name, args.steps)] = measure(args.config, name, args.minutes, out, args.steps)
         path.write_text(json.dumps(results, indent=1))
-    print(table(results))
+    print(table(results, args.steps))
 
 
 if __name__ == "__main__":
